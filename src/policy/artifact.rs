@@ -1,0 +1,331 @@
+//! The artifact: one file holding the compiled policy.
+//!
+//! Layout (all integers little-endian, sections 8-byte aligned):
+//!
+//! ```text
+//! 0   magic "SCHILDPA"
+//! 8   format version (u32), header length (u32)
+//! 16  xxh3-64 checksum of the whole file with this field zeroed
+//! 24  compiled at (unix seconds), 32 serial
+//! 40  five sections as (offset u64, length u64):
+//!     fst map, set meta (u32 each), set offsets (u32), set items (u32), meta (postcard)
+//! ```
+//!
+//! The fst and the set tables are used in place from a memory map; only the
+//! metadata (feeds, events, provenance, reports) is decoded at load. A file
+//! that is truncated, damaged or of another version is refused with an
+//! error, never a panic, and is never half-used.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::Xxh3;
+
+use super::compile::{AllowSource, FeedReport, Refusal};
+use super::ioc::{EventInfo, FeedInfo, Provenance};
+
+pub const MAGIC: &[u8; 8] = b"SCHILDPA";
+pub const VERSION: u32 = 1;
+pub const HEADER_LEN: usize = 128;
+const CHECKSUM_AT: usize = 16;
+const SECTIONS_AT: usize = 40;
+const SECTION_COUNT: usize = 5;
+
+/// File name of the artifact inside `state_dir`.
+pub const FILE_NAME: &str = "policy.artifact";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("cannot read artifact {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write artifact {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("artifact {path} is damaged: {what}")]
+    Corrupt { path: PathBuf, what: String },
+    #[error(
+        "artifact {path} has format version {found}, this schild reads version {VERSION}: run `schild compile`"
+    )]
+    Version { path: PathBuf, found: u32 },
+    #[error("cannot build the name index")]
+    Build(#[source] fst::Error),
+    #[error("cannot encode the artifact metadata")]
+    Encode(#[source] postcard::Error),
+}
+
+/// A response-IP trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpTrigger {
+    pub net: IpNet,
+    pub set: u32,
+}
+
+/// Everything in the artifact that is decoded at load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    pub compiled_at: u64,
+    pub serial: u64,
+    pub feeds: Vec<FeedInfo>,
+    pub events: Vec<EventInfo>,
+    pub provenance: Vec<Provenance>,
+    pub allow_sources: Vec<AllowSource>,
+    pub ip_triggers: Vec<IpTrigger>,
+    pub reports: Vec<FeedReport>,
+    pub refusals: Vec<Refusal>,
+}
+
+pub(crate) struct Sections<'a> {
+    pub fst: &'a [u8],
+    pub set_meta: &'a [u32],
+    pub set_offsets: &'a [u32],
+    pub set_items: &'a [u32],
+    pub meta: &'a Meta,
+}
+
+fn pad8(buf: &mut Vec<u8>) {
+    while buf.len() % 8 != 0 {
+        buf.push(0);
+    }
+}
+
+/// Encode the artifact into bytes.
+pub(crate) fn encode(s: &Sections<'_>) -> Result<Vec<u8>, ArtifactError> {
+    let meta = postcard::to_stdvec(s.meta).map_err(ArtifactError::Encode)?;
+    let u32s = |v: &[u32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let parts: [Vec<u8>; SECTION_COUNT] = [
+        Vec::new(), // fst: copied from the slice below, not cloned
+        u32s(s.set_meta),
+        u32s(s.set_offsets),
+        u32s(s.set_items),
+        meta,
+    ];
+    let total = HEADER_LEN + s.fst.len() + parts.iter().map(|p| p.len() + 8).sum::<usize>() + 8;
+    let mut buf = Vec::with_capacity(total);
+    buf.resize(HEADER_LEN, 0);
+    buf[..8].copy_from_slice(MAGIC);
+    buf[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    buf[12..16].copy_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    buf[24..32].copy_from_slice(&s.meta.compiled_at.to_le_bytes());
+    buf[32..40].copy_from_slice(&s.meta.serial.to_le_bytes());
+    for (i, part) in parts.iter().enumerate() {
+        pad8(&mut buf);
+        let off = buf.len() as u64;
+        let data: &[u8] = if i == 0 { s.fst } else { part };
+        buf.extend_from_slice(data);
+        let at = SECTIONS_AT + i * 16;
+        buf[at..at + 8].copy_from_slice(&off.to_le_bytes());
+        buf[at + 8..at + 16].copy_from_slice(&(data.len() as u64).to_le_bytes());
+    }
+    let sum = checksum(&buf);
+    buf[CHECKSUM_AT..CHECKSUM_AT + 8].copy_from_slice(&sum.to_le_bytes());
+    Ok(buf)
+}
+
+fn checksum(file: &[u8]) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(&file[..CHECKSUM_AT]);
+    h.update(&[0u8; 8]);
+    h.update(&file[CHECKSUM_AT + 8..]);
+    h.digest()
+}
+
+/// Write artifact bytes to `path` atomically: a temporary file in the same
+/// folder, fsync, rename, fsync of the folder. A crash leaves either the old
+/// artifact or the new one, never a mix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
+    let err = |source| ArtifactError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    tmp.write_all(bytes).map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    if let Ok(d) = File::open(dir) {
+        // Not every platform can fsync a directory; the rename is done either way.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Bytes of a loaded artifact: a memory map, or a buffer (tests, benches).
+#[derive(Clone)]
+pub(crate) enum Bytes {
+    Mapped(Arc<memmap2::Mmap>),
+    Owned(Arc<Vec<u8>>),
+}
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A window into the artifact bytes, usable as fst storage.
+#[derive(Clone)]
+pub(crate) struct Section {
+    bytes: Bytes,
+    off: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for Section {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes.as_ref()[self.off..self.off + self.len]
+    }
+}
+
+/// The artifact's parts after verification.
+pub(crate) struct Parts {
+    pub fst: fst::Map<Section>,
+    pub set_meta: Section,
+    pub set_offsets: Section,
+    pub set_items: Section,
+    pub meta: Meta,
+    pub file_len: usize,
+}
+
+/// Map a file and verify it.
+pub(crate) fn load_file(path: &Path) -> Result<Parts, ArtifactError> {
+    let file = File::open(path).map_err(|source| ArtifactError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // SAFETY: the artifact is only ever replaced by rename (write_atomic),
+    // never modified in place, so the mapped pages cannot change under us.
+    #[allow(unsafe_code)]
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ArtifactError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    verify(Bytes::Mapped(Arc::new(map)), path)
+}
+
+/// Verify bytes held in memory.
+pub(crate) fn load_bytes(bytes: Vec<u8>) -> Result<Parts, ArtifactError> {
+    verify(Bytes::Owned(Arc::new(bytes)), Path::new("<memory>"))
+}
+
+fn verify(bytes: Bytes, path: &Path) -> Result<Parts, ArtifactError> {
+    let corrupt = |what: &str| ArtifactError::Corrupt {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+    };
+    let b = bytes.as_ref();
+    if b.len() < HEADER_LEN {
+        return Err(corrupt("shorter than its header (truncated?)"));
+    }
+    if &b[..8] != MAGIC {
+        return Err(corrupt("not a schild artifact (bad magic)"));
+    }
+    let version = u32::from_le_bytes(read4(b, 8));
+    if version != VERSION {
+        return Err(ArtifactError::Version {
+            path: path.to_path_buf(),
+            found: version,
+        });
+    }
+    let stored = u64::from_le_bytes(read8(b, CHECKSUM_AT));
+    if checksum(b) != stored {
+        return Err(corrupt("checksum mismatch (truncated or altered)"));
+    }
+    let mut sections = Vec::with_capacity(SECTION_COUNT);
+    for i in 0..SECTION_COUNT {
+        let at = SECTIONS_AT + i * 16;
+        let off = u64::from_le_bytes(read8(b, at)) as usize;
+        let len = u64::from_le_bytes(read8(b, at + 8)) as usize;
+        if off < HEADER_LEN || off.checked_add(len).is_none_or(|end| end > b.len()) {
+            return Err(corrupt("section out of bounds"));
+        }
+        sections.push(Section {
+            bytes: bytes.clone(),
+            off,
+            len,
+        });
+    }
+    let mut it = sections.into_iter();
+    let (Some(fst_s), Some(set_meta), Some(set_offsets), Some(set_items), Some(meta_s)) =
+        (it.next(), it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(corrupt("missing section"));
+    };
+    let meta: Meta =
+        postcard::from_bytes(meta_s.as_ref()).map_err(|e| corrupt(&format!("metadata: {e}")))?;
+    let fst = fst::Map::new(fst_s).map_err(|e| corrupt(&format!("name index: {e}")))?;
+    if set_meta.len % 4 != 0 || set_offsets.len % 4 != 0 || set_items.len % 4 != 0 {
+        return Err(corrupt("set table not a whole number of entries"));
+    }
+    let nsets = set_meta.len / 4;
+    if set_offsets.len / 4 != nsets + 1 {
+        return Err(corrupt("set offsets do not match the set count"));
+    }
+    // Check the set tables once here so that lookups can index without
+    // fear: offsets ascend, stay in bounds, and name real provenance.
+    let offs = set_offsets.as_ref();
+    let items = set_items.as_ref();
+    let nitems = items.len() / 4;
+    let mut prev = 0u32;
+    for k in 0..=nsets {
+        let o = u32::from_le_bytes(read4(offs, k * 4));
+        if o < prev || o as usize > nitems {
+            return Err(corrupt("set offsets out of order"));
+        }
+        prev = o;
+    }
+    let nprov = meta.provenance.len();
+    for k in 0..nitems {
+        if u32::from_le_bytes(read4(items, k * 4)) as usize >= nprov {
+            return Err(corrupt("set refers to missing provenance"));
+        }
+    }
+    let file_len = b.len();
+    Ok(Parts {
+        fst,
+        set_meta,
+        set_offsets,
+        set_items,
+        meta,
+        file_len,
+    })
+}
+
+pub(crate) fn read4(b: &[u8], at: usize) -> [u8; 4] {
+    let mut x = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        x.copy_from_slice(s);
+    }
+    x
+}
+
+fn read8(b: &[u8], at: usize) -> [u8; 8] {
+    let mut x = [0u8; 8];
+    if let Some(s) = b.get(at..at + 8) {
+        x.copy_from_slice(s);
+    }
+    x
+}
+
+/// Read just the serial of an artifact file, if there is a valid one.
+pub fn read_serial(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+        return None;
+    }
+    Some(u64::from_le_bytes(read8(&bytes, 32)))
+}

@@ -1,0 +1,354 @@
+//! The matcher: "is this name blocked, and why?"
+//!
+//! A lookup reverses the query name into a stack buffer (lower-casing as it
+//! goes) and walks the fst once. Every final state reached at a label
+//! boundary is a listed parent domain; the walk ends at the query name
+//! itself. The most specific block wins; any allowlist entry on the way wins
+//! over every block. Nothing is allocated and nothing is locked.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use super::artifact::{self, ArtifactError, Meta, Parts, read4};
+use super::compile::{AllowSource, FLAG_ALLOW, FLAG_EXACT, FLAG_SUB, NO_SET, SET_BITS, SET_MASK};
+use super::ioc::{Action, EventInfo, FeedId, FeedInfo, Provenance};
+use super::name::MAX_NAME_LEN;
+
+/// A block: which provenance set matched and what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    /// Provenance set: see [`Policy::provenance_of`].
+    pub set: u32,
+    pub action: Action,
+    pub feed: FeedId,
+    /// Length in octets of the listed name that matched (a parent of the
+    /// query name, or the name itself).
+    pub matched_len: u8,
+    /// Whether the listed name is the query name itself.
+    pub exact: bool,
+}
+
+/// An allowlist entry that matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowHit {
+    pub source: u32,
+    /// Length of the allowlisted name (a parent of the query name or the name).
+    pub matched_len: u8,
+}
+
+/// The answer of a name lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not listed.
+    Pass,
+    /// Listed, but an allowlist entry spares it.
+    Allowed { allow: AllowHit, blocked: Hit },
+    /// Allowlisted and not listed: nothing to do (kept apart for `check`).
+    AllowOnly(AllowHit),
+    /// Listed.
+    Blocked(Hit),
+}
+
+impl Verdict {
+    /// The hit to act on, if any.
+    pub fn hit(&self) -> Option<Hit> {
+        match self {
+            Verdict::Blocked(h) => Some(*h),
+            _ => None,
+        }
+    }
+}
+
+/// IP triggers laid out for lookup: sorted by (prefix, network).
+#[derive(Default)]
+struct IpIndex {
+    v4: Vec<(u8, u32, u32)>,
+    v4_lens: Vec<u8>,
+    v6: Vec<(u8, u128, u32)>,
+    v6_lens: Vec<u8>,
+}
+
+/// A loaded, verified policy. Cheap to share behind an `Arc`.
+pub struct Policy {
+    parts: Parts,
+    ips: IpIndex,
+}
+
+impl Policy {
+    /// Load and verify an artifact file (memory-mapped).
+    pub fn load(path: &Path) -> Result<Policy, ArtifactError> {
+        Ok(Policy::from_parts(artifact::load_file(path)?))
+    }
+
+    /// Verify and use artifact bytes from memory.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Policy, ArtifactError> {
+        Ok(Policy::from_parts(artifact::load_bytes(bytes)?))
+    }
+
+    fn from_parts(parts: Parts) -> Policy {
+        let mut ips = IpIndex::default();
+        for t in &parts.meta.ip_triggers {
+            match t.net {
+                ipnet::IpNet::V4(n) => ips.v4.push((n.prefix_len(), u32::from(n.network()), t.set)),
+                ipnet::IpNet::V6(n) => {
+                    ips.v6
+                        .push((n.prefix_len(), u128::from(n.network()), t.set))
+                }
+            }
+        }
+        ips.v4.sort_unstable();
+        ips.v6.sort_unstable();
+        ips.v4_lens = ips.v4.iter().map(|e| e.0).collect();
+        ips.v4_lens.dedup();
+        ips.v4_lens.reverse();
+        ips.v6_lens = ips.v6.iter().map(|e| e.0).collect();
+        ips.v6_lens.dedup();
+        ips.v6_lens.reverse();
+        Policy { parts, ips }
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.parts.meta
+    }
+
+    pub fn serial(&self) -> u64 {
+        self.parts.meta.serial
+    }
+
+    /// Number of distinct names in the index (blocked and allowlisted).
+    pub fn name_count(&self) -> usize {
+        self.parts.fst.len()
+    }
+
+    /// Size of the name index in bytes.
+    pub fn index_bytes(&self) -> usize {
+        self.parts.fst.as_fst().size()
+    }
+
+    /// Size of the whole artifact file in bytes.
+    pub fn file_bytes(&self) -> usize {
+        self.parts.file_len
+    }
+
+    /// The name index, for export (RPZ) and statistics.
+    pub fn names(&self) -> &fst::Map<impl AsRef<[u8]>> {
+        &self.parts.fst
+    }
+
+    /// Look up a name given as labels from the first (leftmost) to the last,
+    /// as hickory's `Name::iter()` yields them. Case is ignored.
+    pub fn lookup_labels<'a, I>(&self, labels: I) -> Verdict
+    where
+        I: DoubleEndedIterator<Item = &'a [u8]>,
+    {
+        let mut buf = [0u8; MAX_NAME_LEN + 2];
+        let mut n = 0;
+        for (i, label) in labels.rev().enumerate() {
+            if i > 0 {
+                if n >= buf.len() {
+                    return Verdict::Pass;
+                }
+                buf[n] = b'.';
+                n += 1;
+            }
+            if n + label.len() > buf.len() {
+                // Longer than any listed name can be.
+                return Verdict::Pass;
+            }
+            for &b in label.iter().rev() {
+                buf[n] = b.to_ascii_lowercase();
+                n += 1;
+            }
+        }
+        self.lookup_reversed(&buf[..n])
+    }
+
+    /// Look up a name in presentation form (`www.Evil.example.`). Case and a
+    /// trailing dot are ignored; no IDN or defang processing (use
+    /// [`super::name::normalise`] first for user input).
+    pub fn lookup_str(&self, name: &str) -> Verdict {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.is_empty() {
+            return Verdict::Pass;
+        }
+        self.lookup_labels(name.split('.').map(str::as_bytes))
+    }
+
+    /// Look up a reversed, lower-case key (`moc.live.www`).
+    pub fn lookup_reversed(&self, key: &[u8]) -> Verdict {
+        let fst = self.parts.fst.as_fst();
+        let mut node = fst.root();
+        let mut out = fst::raw::Output::zero();
+        let mut block: Option<Hit> = None;
+        let mut allow: Option<AllowHit> = None;
+        for (i, &b) in key.iter().enumerate() {
+            if b == b'.' && node.is_final() {
+                // key[..i] is a parent domain of the query name.
+                let v = out.cat(node.final_output()).value();
+                self.consider(v, false, i, &mut block, &mut allow);
+            }
+            match node.find_input(b) {
+                Some(t) => {
+                    let t = node.transition(t);
+                    out = out.cat(t.out);
+                    node = fst.node(t.addr);
+                }
+                None => return finish(block, allow),
+            }
+        }
+        if node.is_final() {
+            let v = out.cat(node.final_output()).value();
+            self.consider(v, true, key.len(), &mut block, &mut allow);
+        }
+        finish(block, allow)
+    }
+
+    fn consider(
+        &self,
+        v: u64,
+        exact: bool,
+        len: usize,
+        block: &mut Option<Hit>,
+        allow: &mut Option<AllowHit>,
+    ) {
+        let applies = if exact {
+            v & FLAG_EXACT != 0
+        } else {
+            v & FLAG_SUB != 0
+        };
+        if !applies {
+            return;
+        }
+        let matched_len = len.min(u8::MAX as usize) as u8;
+        if v & FLAG_ALLOW != 0 {
+            if allow.is_none() {
+                allow.replace(AllowHit {
+                    source: (v & 0xffff_ffff) as u32,
+                    matched_len,
+                });
+            }
+            return;
+        }
+        let set = if exact {
+            v & SET_MASK
+        } else {
+            (v >> SET_BITS) & SET_MASK
+        };
+        if set == NO_SET {
+            return;
+        }
+        let set = set as u32;
+        let (feed, action) = self.set_meta(set);
+        // Deeper matches come later in the walk: the most specific wins.
+        *block = Some(Hit {
+            set,
+            action,
+            feed,
+            matched_len,
+            exact,
+        });
+    }
+
+    fn set_meta(&self, set: u32) -> (FeedId, Action) {
+        let m = u32::from_le_bytes(read4(self.parts.set_meta.as_ref(), set as usize * 4));
+        ((m & 0xffff) as FeedId, Action::from_u8((m >> 16) as u8))
+    }
+
+    /// Look up an address from an answer (A/AAAA) against the IP triggers.
+    pub fn lookup_ip(&self, ip: IpAddr) -> Option<Hit> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        let set = match ip {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                self.ips.v4_lens.iter().find_map(|&len| {
+                    let net = if len == 0 {
+                        0
+                    } else {
+                        a & (u32::MAX << (32 - u32::from(len)))
+                    };
+                    self.ips
+                        .v4
+                        .binary_search_by(|e| (e.0, e.1).cmp(&(len, net)))
+                        .ok()
+                        .map(|i| self.ips.v4[i].2)
+                })
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                self.ips.v6_lens.iter().find_map(|&len| {
+                    let net = if len == 0 {
+                        0
+                    } else {
+                        a & (u128::MAX << (128 - u32::from(len)))
+                    };
+                    self.ips
+                        .v6
+                        .binary_search_by(|e| (e.0, e.1).cmp(&(len, net)))
+                        .ok()
+                        .map(|i| self.ips.v6[i].2)
+                })
+            }
+        }?;
+        let (feed, action) = self.set_meta(set);
+        Some(Hit {
+            set,
+            action,
+            feed,
+            matched_len: 0,
+            exact: true,
+        })
+    }
+
+    /// The provenance records behind a hit (at least one).
+    pub fn provenance_of(&self, set: u32) -> impl Iterator<Item = &Provenance> + '_ {
+        let offs = self.parts.set_offsets.as_ref();
+        let start = u32::from_le_bytes(read4(offs, set as usize * 4)) as usize;
+        let end = u32::from_le_bytes(read4(offs, set as usize * 4 + 4)) as usize;
+        let items = self.parts.set_items.as_ref();
+        (start..end.max(start)).filter_map(move |k| {
+            let id = u32::from_le_bytes(read4(items, k * 4)) as usize;
+            self.parts.meta.provenance.get(id)
+        })
+    }
+
+    pub fn feed(&self, id: FeedId) -> Option<&FeedInfo> {
+        self.parts.meta.feeds.get(id as usize)
+    }
+
+    pub fn event(&self, p: &Provenance) -> Option<&EventInfo> {
+        p.event.and_then(|e| self.parts.meta.events.get(e as usize))
+    }
+
+    pub fn allow_source(&self, id: u32) -> Option<&AllowSource> {
+        self.parts.meta.allow_sources.get(id as usize)
+    }
+}
+
+fn finish(block: Option<Hit>, allow: Option<AllowHit>) -> Verdict {
+    match (block, allow) {
+        (Some(b), Some(a)) => Verdict::Allowed {
+            allow: a,
+            blocked: b,
+        },
+        (Some(b), None) => Verdict::Blocked(b),
+        (None, Some(a)) => Verdict::AllowOnly(a),
+        (None, None) => Verdict::Pass,
+    }
+}
+
+/// The listed name that matched, as a suffix of the query name.
+pub fn matched_suffix(query: &str, matched_len: u8) -> &str {
+    let q = query.strip_suffix('.').unwrap_or(query);
+    let len = matched_len as usize;
+    if len <= q.len() {
+        &q[q.len() - len..]
+    } else {
+        q
+    }
+}

@@ -1,0 +1,23 @@
+//! The policy core: normalise, compile, store, match.
+//!
+//! Pure code: no async runtime, no sockets, no HTTP. Feed readers (in
+//! `crate::feeds`) push indicators into a [`Compiler`]; the compiler writes
+//! one artifact; the server loads it as a [`Policy`] and asks it about every
+//! name and address it answers.
+
+pub mod artifact;
+pub mod compile;
+pub mod ioc;
+pub mod matcher;
+pub mod name;
+
+pub use artifact::{ArtifactError, IpTrigger, Meta};
+pub use compile::{
+    AllowScope, AllowSource, Compiler, FeedReport, FetchStatus, Refusal, RefusalReason,
+};
+pub use ioc::{Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, Provenance};
+pub use matcher::{AllowHit, Hit, Policy, Verdict, matched_suffix};
+pub use name::{NameError, NormalName, normalise, parse_name};
+
+#[cfg(test)]
+mod tests;

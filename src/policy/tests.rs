@@ -1,0 +1,322 @@
+//! Tests of the whole core: records in, verdicts out.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn feed(name: &str, action: Action) -> FeedInfo {
+    FeedInfo {
+        name: name.into(),
+        kind: "domains".into(),
+        action,
+        location: "test".into(),
+    }
+}
+
+fn compile(records: &[(&str, &str)]) -> Policy {
+    compile_with(records, &[])
+}
+
+fn compile_with(records: &[(&str, &str)], allow: &[(&str, AllowScope)]) -> Policy {
+    let mut c = Compiler::new(vec![feed("zdn", Action::Nxdomain)]);
+    let src = c.allow_source(AllowSource {
+        kind: "file".into(),
+        path: "allow.txt".into(),
+        name: None,
+    });
+    for (name, scope) in allow {
+        c.allow(src, name, *scope).expect("valid allow entry");
+    }
+    for (t, v) in records {
+        c.add(0, &IocRecord::plain(t, v));
+    }
+    Policy::from_bytes(c.finish().expect("compiles")).expect("loads")
+}
+
+fn blocked(p: &Policy, name: &str) -> bool {
+    matches!(p.lookup_str(name), Verdict::Blocked(_))
+}
+
+#[test]
+fn domain_blocks_name_and_subdomains() {
+    let p = compile(&[("domain", "evil.example")]);
+    assert!(blocked(&p, "evil.example"));
+    assert!(blocked(&p, "www.evil.example"));
+    assert!(blocked(&p, "a.b.c.evil.example."));
+    assert!(!blocked(&p, "notevil.example"), "label boundary respected");
+    assert!(!blocked(&p, "evil.example.org"));
+    assert!(!blocked(&p, "example"));
+}
+
+#[test]
+fn hostname_blocks_only_itself() {
+    let p = compile(&[("hostname", "c2.bad.example")]);
+    assert!(blocked(&p, "c2.bad.example"));
+    assert!(!blocked(&p, "x.c2.bad.example"));
+    assert!(!blocked(&p, "bad.example"));
+}
+
+#[test]
+fn wildcard_blocks_only_subdomains() {
+    let p = compile(&[("hostname", "*.wild.example")]);
+    assert!(!blocked(&p, "wild.example"));
+    assert!(blocked(&p, "a.wild.example"));
+}
+
+#[test]
+fn case_is_ignored() {
+    let p = compile(&[("domain", "Evil.Example")]);
+    assert!(blocked(&p, "WWW.EVIL.example"));
+    let labels: [&[u8]; 3] = [b"wWw", b"EvIl", b"EXAMPLE"];
+    assert!(matches!(
+        p.lookup_labels(labels.into_iter()),
+        Verdict::Blocked(_)
+    ));
+}
+
+#[test]
+fn url_blocks_its_host_exactly() {
+    let p = compile(&[("url", "hxxp://login.phish[.]example/secure")]);
+    assert!(blocked(&p, "login.phish.example"));
+    assert!(!blocked(&p, "phish.example"));
+    let Verdict::Blocked(hit) = p.lookup_str("login.phish.example") else {
+        panic!("blocked")
+    };
+    let prov: Vec<_> = p.provenance_of(hit.set).collect();
+    assert_eq!(prov[0].ioc_type, IocType::Url);
+    assert_eq!(
+        prov[0].value.as_deref(),
+        Some("hxxp://login.phish[.]example/secure")
+    );
+}
+
+#[test]
+fn domain_ip_gives_both_triggers() {
+    let p = compile(&[("domain|ip", "phish.example|198.51.100.7")]);
+    assert!(blocked(&p, "x.phish.example"));
+    assert!(p.lookup_ip("198.51.100.7".parse().expect("ip")).is_some());
+    assert!(p.lookup_ip("198.51.100.8".parse().expect("ip")).is_none());
+}
+
+#[test]
+fn ip_triggers_match_addresses_and_networks() {
+    let p = compile(&[
+        ("ip-dst", "203.0.113.5"),
+        ("ip-src", "192.0.2.0/24"),
+        ("ip-dst", "2001:db8::1"),
+    ]);
+    let ip = |s: &str| p.lookup_ip(s.parse::<IpAddr>().expect("ip")).is_some();
+    assert!(ip("203.0.113.5"));
+    assert!(!ip("203.0.113.6"));
+    assert!(ip("192.0.2.200"));
+    assert!(ip("2001:db8::1"));
+    assert!(
+        ip("::ffff:203.0.113.5"),
+        "v4-mapped v6 matches the v4 trigger"
+    );
+    assert!(!ip("2001:db8::2"));
+}
+
+#[test]
+fn not_to_ids_deleted_and_other_types_are_skipped_and_counted() {
+    let mut c = Compiler::new(vec![feed("zdn", Action::Nxdomain)]);
+    let mut r = IocRecord::plain("domain", "quiet.example");
+    r.to_ids = false;
+    c.add(0, &r);
+    let mut r = IocRecord::plain("domain", "gone.example");
+    r.deleted = true;
+    c.add(0, &r);
+    c.add(
+        0,
+        &IocRecord::plain("md5", "d41d8cd98f00b204e9800998ecf8427e"),
+    );
+    c.add(0, &IocRecord::plain("domain", "bad..example"));
+    c.add(0, &IocRecord::plain("domain", "com"));
+    c.add(0, &IocRecord::plain("ip-dst", "10.0.0.1"));
+    let p = Policy::from_bytes(c.finish().expect("compiles")).expect("loads");
+    assert!(!blocked(&p, "quiet.example"));
+    assert!(!blocked(&p, "gone.example"));
+    assert!(
+        !blocked(&p, "anything.com"),
+        "a public suffix is never blocked"
+    );
+    assert!(p.lookup_ip("10.0.0.1".parse().expect("ip")).is_none());
+    let r = &p.meta().reports[0];
+    assert_eq!(r.records, 6);
+    assert_eq!(r.not_to_ids, 1);
+    assert_eq!(r.deleted, 1);
+    assert_eq!(r.skipped_types.get("md5"), Some(&1));
+    assert_eq!(r.invalid.get("empty-label"), Some(&1));
+    assert_eq!(r.refused_public_suffix, 1);
+    assert_eq!(r.refused_address, 1);
+    assert_eq!(r.names, 0);
+    assert_eq!(p.meta().refusals.len(), 2);
+}
+
+#[test]
+fn allowlist_wins() {
+    let p = compile_with(
+        &[
+            ("domain", "evil.example"),
+            ("hostname", "mail.google.com"),
+            ("domain", "hospital.example"),
+        ],
+        &[
+            ("safe.evil.example", AllowScope::Subtree),
+            ("google.com", AllowScope::Subtree),
+            ("hospital.example", AllowScope::Exact),
+        ],
+    );
+    assert!(blocked(&p, "x.evil.example"));
+    assert!(matches!(
+        p.lookup_str("safe.evil.example"),
+        Verdict::Allowed { .. }
+    ));
+    assert!(matches!(
+        p.lookup_str("a.safe.evil.example"),
+        Verdict::Allowed { .. }
+    ));
+    assert!(
+        !blocked(&p, "mail.google.com"),
+        "covered IOC refused at compile"
+    );
+    assert!(!blocked(&p, "hospital.example"));
+    assert!(
+        !blocked(&p, "www.hospital.example"),
+        "an exactly allowlisted IOC is dropped whole"
+    );
+    let r = &p.meta().reports[0];
+    assert_eq!(r.refused_allowlist, 2);
+    let refused: Vec<_> = p.meta().refusals.iter().map(|r| r.value.as_str()).collect();
+    assert!(refused.contains(&"mail.google.com"));
+}
+
+#[test]
+fn enforcing_feed_beats_log_only_and_first_feed_wins() {
+    let mut c = Compiler::new(vec![
+        feed("trial", Action::LogOnly),
+        feed("zdn", Action::Sinkhole),
+        feed("other", Action::Refused),
+    ]);
+    c.add(0, &IocRecord::plain("domain", "both.example"));
+    c.add(1, &IocRecord::plain("domain", "both.example"));
+    c.add(2, &IocRecord::plain("domain", "both.example"));
+    c.add(0, &IocRecord::plain("domain", "trial.example"));
+    let p = Policy::from_bytes(c.finish().expect("compiles")).expect("loads");
+    let hit = p.lookup_str("both.example").hit().expect("blocked");
+    assert_eq!(hit.action, Action::Sinkhole);
+    assert_eq!(hit.feed, 1);
+    assert_eq!(p.provenance_of(hit.set).count(), 3, "all feeds are named");
+    assert_eq!(
+        p.lookup_str("trial.example").hit().map(|h| h.action),
+        Some(Action::LogOnly)
+    );
+}
+
+#[test]
+fn most_specific_listed_name_wins() {
+    let mut c = Compiler::new(vec![feed("a", Action::Nxdomain), feed("b", Action::Nodata)]);
+    c.add(0, &IocRecord::plain("domain", "evil.example"));
+    c.add(1, &IocRecord::plain("hostname", "deep.evil.example"));
+    let p = Policy::from_bytes(c.finish().expect("compiles")).expect("loads");
+    let h = p.lookup_str("deep.evil.example").hit().expect("blocked");
+    assert_eq!((h.action, h.exact), (Action::Nodata, true));
+    let h = p.lookup_str("x.deep.evil.example").hit().expect("blocked");
+    assert_eq!(
+        (h.action, h.exact, h.matched_len),
+        (Action::Nxdomain, false, 12)
+    );
+    assert_eq!(
+        matched_suffix("x.deep.evil.example.", h.matched_len),
+        "evil.example"
+    );
+}
+
+#[test]
+fn damaged_artifacts_are_refused() {
+    let mut c = Compiler::new(vec![feed("zdn", Action::Nxdomain)]);
+    c.add(0, &IocRecord::plain("domain", "evil.example"));
+    let bytes = c.finish().expect("compiles");
+    assert!(Policy::from_bytes(bytes.clone()).is_ok());
+    for cut in [0, 10, 127, 128, bytes.len() / 2, bytes.len() - 1] {
+        let err = Policy::from_bytes(bytes[..cut].to_vec())
+            .err()
+            .expect("truncated file refused");
+        assert!(
+            matches!(err, ArtifactError::Corrupt { .. }),
+            "cut at {cut}: {err}"
+        );
+    }
+    for at in [0, 9, 20, 60, 130, bytes.len() - 3] {
+        let mut b = bytes.clone();
+        b[at] ^= 0x55;
+        assert!(Policy::from_bytes(b).is_err(), "flipped byte {at} refused");
+    }
+}
+
+#[test]
+fn artifact_round_trips_through_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(artifact::FILE_NAME);
+    let mut c = Compiler::new(vec![feed("zdn", Action::Nxdomain)]);
+    c.add(0, &IocRecord::plain("domain", "evil.example"));
+    c.set_previous_serial(u64::MAX / 4);
+    artifact::write_atomic(&path, &c.finish().expect("compiles")).expect("writes");
+    let p = Policy::load(&path).expect("loads");
+    assert!(blocked(&p, "evil.example"));
+    assert_eq!(p.serial(), u64::MAX / 4 + 1);
+    assert_eq!(artifact::read_serial(&path), Some(u64::MAX / 4 + 1));
+}
+
+/// The naive reference: a set of (name, exact-only) and a parent walk.
+fn naive(list: &[(String, bool)], q: &str) -> bool {
+    let exact: HashSet<&str> = list.iter().map(|(n, _)| n.as_str()).collect();
+    let subtree: HashSet<&str> = list
+        .iter()
+        .filter(|(_, e)| !e)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if exact.contains(q) {
+        return true;
+    }
+    let mut rest = q;
+    while let Some((_, parent)) = rest.split_once('.') {
+        if subtree.contains(parent) {
+            return true;
+        }
+        rest = parent;
+    }
+    false
+}
+
+fn label() -> impl Strategy<Value = String> {
+    // A small alphabet so that random names collide with listed ones.
+    "[abc]{1,3}"
+}
+
+fn dname() -> impl Strategy<Value = String> {
+    // Under a TLD that is not in the Public Suffix List, so the guard
+    // against blocking public suffixes does not come into play.
+    prop::collection::vec(label(), 1..4).prop_map(|v| format!("{}.zz", v.join(".")))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn fst_matcher_agrees_with_naive(list in prop::collection::vec((dname(), any::<bool>()), 0..40),
+                                     queries in prop::collection::vec(dname(), 1..40)) {
+        let mut c = Compiler::new(vec![feed("zdn", Action::Nxdomain)]);
+        for (n, exact) in &list {
+            c.add(0, &IocRecord::plain(if *exact { "hostname" } else { "domain" }, n));
+        }
+        let p = Policy::from_bytes(c.finish().expect("compiles")).expect("loads");
+        for q in queries.iter().chain(list.iter().map(|(n, _)| n)) {
+            prop_assert_eq!(blocked(&p, q), naive(&list, q), "query {}", q);
+            let sub = format!("x.{q}");
+            prop_assert_eq!(blocked(&p, &sub), naive(&list, &sub), "query {}", sub);
+        }
+    }
+}
