@@ -4,4 +4,5 @@
 //! feed ([`feeds`]) -> normalise and compile ([`policy`]) -> match
 //! ([`policy::Policy`]) -> answer (`server`) -> sighting (`sightings`).
 
+pub mod config;
 pub mod policy;
