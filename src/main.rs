@@ -1,1 +1,82 @@
-fn main() {}
+//! The `schild` binary: parse flags, set up logging and the runtime, and
+//! hand over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use schild::cli::{self, exit};
+
+/// schild: a DNS firewall resolver fed by threat intelligence.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Log filter (RUST_LOG syntax), e.g. "info" or "schild=debug".
+    #[arg(long, global = true, default_value = "info", env = "SCHILD_LOG")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Pull every feed and write the compiled artifact into state_dir.
+    Compile {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Is NAME (or an address) blocked, and why? Exit 0 not blocked, 1 blocked, 2 error.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A domain name or an IP address.
+        name: String,
+    },
+    /// What the current artifact holds and how each feed fared.
+    Stats {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Load and validate the configuration, then exit.
+    CheckConfig {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    schild::telemetry::init_logging(&args.log);
+    let code = match args.command {
+        Command::CheckConfig { config } => cli::check_config(&config),
+        Command::Compile { config } => {
+            with_config(&config, |c| runtime().block_on(cli::compile(&c)))
+        }
+        Command::Check { config, name } => match cli::load_config(&config) {
+            Ok(c) => cli::check(&c, &name),
+            Err(_) => exit::CHECK_ERROR,
+        },
+        Command::Stats { config } => with_config(&config, |c| cli::stats(&c)),
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn with_config(path: &std::path::Path, f: impl FnOnce(schild::config::Config) -> i32) -> i32 {
+    match cli::load_config(path) {
+        Ok(c) => f(c),
+        Err(code) => code,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("schild: cannot start the async runtime: {e}");
+            std::process::exit(exit::UNAVAILABLE);
+        }
+    }
+}

@@ -94,7 +94,7 @@ pub(crate) struct Sections<'a> {
 }
 
 fn pad8(buf: &mut Vec<u8>) {
-    while buf.len() % 8 != 0 {
+    while !buf.len().is_multiple_of(8) {
         buf.push(0);
     }
 }
@@ -199,6 +199,7 @@ pub(crate) struct Parts {
     pub set_items: Section,
     pub meta: Meta,
     pub file_len: usize,
+    pub bytes: Bytes,
 }
 
 /// Map a file and verify it.
@@ -296,6 +297,7 @@ fn verify(bytes: Bytes, path: &Path) -> Result<Parts, ArtifactError> {
     }
     let file_len = b.len();
     Ok(Parts {
+        bytes: bytes.clone(),
         fst,
         set_meta,
         set_offsets,
@@ -323,9 +325,11 @@ fn read8(b: &[u8], at: usize) -> [u8; 8] {
 
 /// Read just the serial of an artifact file, if there is a valid one.
 pub fn read_serial(path: &Path) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
-    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+    use std::io::Read;
+    let mut header = [0u8; HEADER_LEN];
+    File::open(path).ok()?.read_exact(&mut header).ok()?;
+    if &header[..8] != MAGIC {
         return None;
     }
-    Some(u64::from_le_bytes(read8(&bytes, 32)))
+    Some(u64::from_le_bytes(read8(&header, 32)))
 }

@@ -125,6 +125,11 @@ impl Policy {
         self.parts.fst.as_fst().size()
     }
 
+    /// The artifact file's bytes, exactly as verified.
+    pub fn raw_bytes(&self) -> &[u8] {
+        self.parts.bytes.as_ref()
+    }
+
     /// Size of the whole artifact file in bytes.
     pub fn file_bytes(&self) -> usize {
         self.parts.file_len

@@ -1,1 +1,3 @@
+//! The one integration-test binary: it links once. One module per area.
 
+mod cli;

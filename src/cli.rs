@@ -1,0 +1,347 @@
+//! Command-line commands. `main.rs` parses flags and calls these; each
+//! returns the process exit code.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::Path;
+
+use crate::config::Config;
+use crate::feeds::Puller;
+use crate::pipeline::{self, error_chain};
+use crate::policy::{self, FetchStatus, Policy, Provenance, RefusalReason, Verdict};
+
+/// Exit codes (BSD sysexits, as ripgrep and vector use).
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// Something failed (or, for `check`, the name is blocked).
+    pub const FAILURE: i32 = 1;
+    /// `check`: the lookup could not be done.
+    pub const CHECK_ERROR: i32 = 2;
+    pub const USAGE: i32 = 64;
+    pub const UNAVAILABLE: i32 = 69;
+    pub const CONFIG: i32 = 78;
+}
+
+/// Load the config or print why not.
+pub fn load_config(path: &Path) -> Result<Config, i32> {
+    Config::load(path).map_err(|e| {
+        eprintln!("schild: {}", error_chain(&e));
+        exit::CONFIG
+    })
+}
+
+/// `schild check-config`: load everything and say what would run.
+pub fn check_config(path: &Path) -> i32 {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!("config {} is valid", config.path.display());
+    println!("  state_dir   {}", config.state_dir.display());
+    println!("  listen      {:?}", config.server.listen);
+    println!("  allow       {:?}", config.server.allow);
+    println!("  resolver    {:?}", config.resolver.mode);
+    for f in &config.feeds {
+        println!(
+            "  feed {:<12} {:<10} {:<9} {}",
+            f.name,
+            f.kind.as_str(),
+            f.action,
+            f.location.redacted()
+        );
+    }
+    exit::OK
+}
+
+/// `schild compile`: pull every feed and write the artifact.
+pub async fn compile(config: &Config) -> i32 {
+    let puller = Puller::new(&config.state_dir);
+    match pipeline::compile(config, &puller).await {
+        Ok(outcome) => {
+            println!(
+                "compiled {} names and {} address triggers into {} ({} bytes, serial {})",
+                outcome.names,
+                outcome.ips,
+                outcome.path.display(),
+                outcome.bytes,
+                outcome.serial
+            );
+            let mut out = std::io::stdout().lock();
+            for r in &outcome.reports {
+                let _ = print_report(&mut out, r);
+            }
+            if outcome.failed_feeds().next().is_some() {
+                exit::FAILURE
+            } else {
+                exit::OK
+            }
+        }
+        Err(e) => {
+            eprintln!("schild: compile failed: {}", error_chain(&e));
+            eprintln!("schild: the last good artifact (if any) is still in place");
+            exit::FAILURE
+        }
+    }
+}
+
+fn print_report(out: &mut impl Write, r: &policy::FeedReport) -> std::io::Result<()> {
+    let status = match &r.fetch {
+        FetchStatus::Fresh => "fresh".to_string(),
+        FetchStatus::Cached { error, cached_at } => {
+            format!("FAILED, using copy from unix time {cached_at}: {error}")
+        }
+        FetchStatus::Failed { error } => format!("FAILED, no copy: {error}"),
+    };
+    writeln!(out, "feed {}: {}", r.feed, status)?;
+    writeln!(
+        out,
+        "  {} records: {} names, {} addresses; skipped {} not to_ids, {} deleted",
+        r.records, r.names, r.ips, r.not_to_ids, r.deleted
+    )?;
+    if r.refused_allowlist + r.refused_public_suffix + r.refused_address > 0 {
+        writeln!(
+            out,
+            "  refused: {} by the allowlist, {} public suffixes, {} special-use addresses",
+            r.refused_allowlist, r.refused_public_suffix, r.refused_address
+        )?;
+    }
+    for (t, n) in &r.skipped_types {
+        writeln!(out, "  skipped type {t}: {n}")?;
+    }
+    for (why, n) in &r.invalid {
+        writeln!(out, "  invalid ({why}): {n}")?;
+    }
+    for (v, why) in r.invalid_samples.iter().take(5) {
+        writeln!(out, "    e.g. {v:?} ({why})")?;
+    }
+    for (why, n) in &r.unsupported {
+        writeln!(out, "  unsupported ({why}): {n}")?;
+    }
+    Ok(())
+}
+
+fn load_policy(config: &Config) -> Result<Policy, i32> {
+    Policy::load(&config.artifact_path()).map_err(|e| {
+        eprintln!("schild: {}", error_chain(&e));
+        eprintln!(
+            "schild: run `schild compile --config {}` first",
+            config.path.display()
+        );
+        exit::CHECK_ERROR
+    })
+}
+
+/// `schild check NAME`: is it blocked, and why? Exit 0 not blocked, 1 blocked, 2 error.
+pub fn check(config: &Config, query: &str) -> i32 {
+    let policy = match load_policy(config) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let mut out = std::io::stdout().lock();
+    if let Ok(ip) = query.trim().parse::<IpAddr>() {
+        return match policy.lookup_ip(ip) {
+            Some(hit) => {
+                let _ = writeln!(
+                    out,
+                    "{ip}: BLOCKED as an answer address ({}) by feed {}",
+                    hit.action,
+                    feed_name(&policy, hit.feed)
+                );
+                let _ = explain_set(&mut out, &policy, hit.set, None);
+                if hit.action.enforces() {
+                    exit::FAILURE
+                } else {
+                    exit::OK
+                }
+            }
+            None => {
+                let _ = writeln!(out, "{ip}: not blocked as an answer address");
+                let _ = explain_refusals(&mut out, &policy, &ip.to_string());
+                exit::OK
+            }
+        };
+    }
+    let name = match policy::normalise(&policy::name::refang(query)) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("schild: {query:?} is not a valid name: {e}");
+            return exit::CHECK_ERROR;
+        }
+    };
+    let n = name.as_str();
+    match policy.lookup_str(n) {
+        Verdict::Blocked(hit) => {
+            let listed = policy::matched_suffix(n, hit.matched_len);
+            let verb = if hit.action.enforces() {
+                "BLOCKED"
+            } else {
+                "LOGGED (log-only, not blocked)"
+            };
+            let _ = writeln!(
+                out,
+                "{n}: {verb} ({}) by feed {}",
+                hit.action,
+                feed_name(&policy, hit.feed)
+            );
+            let how = if hit.exact {
+                "the name itself"
+            } else {
+                "a parent domain, listed with its subdomains"
+            };
+            let _ = writeln!(out, "  listed name: {listed} ({how})");
+            let _ = explain_set(&mut out, &policy, hit.set, Some(listed));
+            if hit.action.enforces() {
+                exit::FAILURE
+            } else {
+                exit::OK
+            }
+        }
+        Verdict::Allowed { allow, blocked } => {
+            let listed = policy::matched_suffix(n, blocked.matched_len);
+            let spared = policy::matched_suffix(n, allow.matched_len);
+            let _ = writeln!(
+                out,
+                "{n}: ALLOWED: listed under {listed} by feed {}, but the allowlist spares it",
+                feed_name(&policy, blocked.feed)
+            );
+            let _ = writeln!(
+                out,
+                "  allowlist entry: {spared} ({})",
+                allow_source(&policy, allow.source)
+            );
+            let _ = explain_set(&mut out, &policy, blocked.set, Some(listed));
+            exit::OK
+        }
+        Verdict::AllowOnly(allow) => {
+            let spared = policy::matched_suffix(n, allow.matched_len);
+            let _ = writeln!(
+                out,
+                "{n}: not blocked (allowlist entry {spared}, {})",
+                allow_source(&policy, allow.source)
+            );
+            let _ = explain_refusals(&mut out, &policy, n);
+            exit::OK
+        }
+        Verdict::Pass => {
+            let _ = writeln!(out, "{n}: not blocked");
+            let _ = explain_refusals(&mut out, &policy, n);
+            exit::OK
+        }
+    }
+}
+
+fn feed_name(policy: &Policy, id: u16) -> String {
+    policy
+        .feed(id)
+        .map(|f| f.name.clone())
+        .unwrap_or_else(|| format!("#{id}"))
+}
+
+fn allow_source(policy: &Policy, id: u32) -> String {
+    match policy.allow_source(id) {
+        Some(s) => match &s.name {
+            Some(name) => format!("{} {:?}, {}", s.kind, name, s.path),
+            None => format!("{} {}", s.kind, s.path),
+        },
+        None => format!("allowlist #{id}"),
+    }
+}
+
+fn explain_provenance(
+    out: &mut impl Write,
+    policy: &Policy,
+    p: &Provenance,
+    listed: Option<&str>,
+) -> std::io::Result<()> {
+    let feed = feed_name(policy, p.feed);
+    let value = p.value.as_deref().or(listed).unwrap_or("");
+    writeln!(out, "  ioc: {} {} (feed {feed})", p.ioc_type, value)?;
+    if let Some(ev) = policy.event(p) {
+        writeln!(out, "    event: {} {:?}", ev.uuid, ev.info)?;
+        if !ev.tags.is_empty() {
+            writeln!(out, "    event tags: {}", ev.tags.join(", "))?;
+        }
+    }
+    if let Some(a) = &p.attribute_uuid {
+        writeln!(out, "    attribute: {a}")?;
+    }
+    if !p.tags.is_empty() {
+        writeln!(out, "    tags: {}", p.tags.join(", "))?;
+    }
+    Ok(())
+}
+
+fn explain_set(
+    out: &mut impl Write,
+    policy: &Policy,
+    set: u32,
+    listed: Option<&str>,
+) -> std::io::Result<()> {
+    for p in policy.provenance_of(set) {
+        explain_provenance(out, policy, p, listed)?;
+    }
+    Ok(())
+}
+
+/// Indicators for this name (or a parent) that the guards refused.
+fn explain_refusals(out: &mut impl Write, policy: &Policy, name: &str) -> std::io::Result<()> {
+    let covers = |v: &str| v == name || name.ends_with(&format!(".{v}"));
+    for r in policy.meta().refusals.iter().filter(|r| covers(&r.value)) {
+        let why = match &r.reason {
+            RefusalReason::Allowlist { entry, source } => {
+                format!(
+                    "refused by allowlist entry {entry} ({})",
+                    allow_source(policy, *source)
+                )
+            }
+            RefusalReason::PublicSuffix => "refused: a public suffix is never blocked".to_string(),
+            RefusalReason::AddressGuard { why } => format!("refused: {why}"),
+        };
+        writeln!(out, "  {} {why}", r.value)?;
+        if let Some(p) = policy.meta().provenance.get(r.prov as usize) {
+            explain_provenance(out, policy, p, Some(&r.value))?;
+        }
+    }
+    Ok(())
+}
+
+/// `schild stats`: what the current artifact holds and how each feed fared.
+pub fn stats(config: &Config) -> i32 {
+    let policy = match load_policy(config) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let m = policy.meta();
+    let mut out = std::io::stdout().lock();
+    let names = policy.name_count();
+    let _ = writeln!(out, "artifact {}", config.artifact_path().display());
+    let _ = writeln!(
+        out,
+        "  serial {}, compiled at unix time {}",
+        m.serial, m.compiled_at
+    );
+    let _ = writeln!(
+        out,
+        "  {} bytes; name index {} bytes for {} names ({:.1} bytes/name)",
+        policy.file_bytes(),
+        policy.index_bytes(),
+        names,
+        if names > 0 {
+            policy.index_bytes() as f64 / names as f64
+        } else {
+            0.0
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  {} address triggers, {} provenance records, {} events, {} refusals",
+        m.ip_triggers.len(),
+        m.provenance.len(),
+        m.events.len(),
+        m.refusals.len()
+    );
+    for r in &m.reports {
+        let _ = print_report(&mut out, r);
+    }
+    exit::OK
+}

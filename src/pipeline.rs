@@ -1,0 +1,251 @@
+//! The compile pipeline: every feed and the allowlist in, one artifact out.
+//!
+//! Used by `schild compile` and by the server's refresh loop. The artifact
+//! on disk is only ever replaced by a complete, verified new one; a compile
+//! that would silently lose a feed's contribution is refused instead.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::config::Config;
+use crate::feeds::Puller;
+use crate::policy::{
+    AllowScope, AllowSource, ArtifactError, Compiler, FeedInfo, FeedReport, FetchStatus, Policy,
+    artifact,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("cannot read allowlist {path}")]
+    Allowlist {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("warninglist {path} is not valid")]
+    Warninglist {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error("feed(s) {} failed with no cached copy; keeping the last good artifact so their indicators stay blocked", feeds.join(", "))]
+    WouldDrop { feeds: Vec<String> },
+}
+
+/// What a compile did.
+#[derive(Debug, Clone)]
+pub struct CompileOutcome {
+    pub path: PathBuf,
+    pub serial: u64,
+    pub names: usize,
+    pub ips: usize,
+    pub bytes: usize,
+    pub reports: Vec<FeedReport>,
+}
+
+impl CompileOutcome {
+    /// Feeds whose fetch failed (cached copy used, or nothing).
+    pub fn failed_feeds(&self) -> impl Iterator<Item = &FeedReport> {
+        self.reports
+            .iter()
+            .filter(|r| r.fetch != FetchStatus::Fresh)
+    }
+}
+
+/// Pull every feed, compile, and write the artifact atomically into
+/// `state_dir`. Returns the outcome; the artifact is left untouched on error.
+pub async fn compile(config: &Config, puller: &Puller) -> Result<CompileOutcome, PipelineError> {
+    let path = config.artifact_path();
+    let previous = Policy::load(&path).ok();
+    let feeds: Vec<FeedInfo> = config
+        .feeds
+        .iter()
+        .map(|f| FeedInfo {
+            name: f.name.clone(),
+            kind: f.kind.as_str().to_string(),
+            action: f.action,
+            location: f.location.redacted(),
+        })
+        .collect();
+    let mut compiler = Compiler::new(feeds);
+    if let Some(prev) = &previous {
+        compiler.set_previous_serial(prev.serial());
+    } else if let Some(serial) = artifact::read_serial(&path) {
+        compiler.set_previous_serial(serial);
+    }
+    load_allowlist(config, &mut compiler)?;
+
+    let mut lost = Vec::new();
+    for (i, feed) in config.feeds.iter().enumerate() {
+        let id = i as u16;
+        match puller.pull(feed).await {
+            Ok(pulled) => {
+                pulled.push_into(id, &mut compiler);
+                tracing::info!(feed = %feed.name, "feed pulled");
+            }
+            Err(error) => {
+                let error = error_chain(&error);
+                match puller.cached(feed) {
+                    Ok(Some((pulled, cached_at))) => {
+                        tracing::warn!(feed = %feed.name, %error, cached_at, "feed failed; using its last good copy");
+                        pulled.push_into(id, &mut compiler);
+                        compiler.set_fetch_status(id, FetchStatus::Cached { error, cached_at });
+                    }
+                    Ok(None) | Err(_) => {
+                        tracing::error!(feed = %feed.name, %error, "feed failed and has no cached copy");
+                        let had_entries = previous.as_ref().is_some_and(|p| {
+                            p.meta()
+                                .reports
+                                .iter()
+                                .any(|r| r.feed == feed.name && (r.names > 0 || r.ips > 0))
+                        });
+                        if had_entries {
+                            lost.push(feed.name.clone());
+                        }
+                        compiler.set_fetch_status(id, FetchStatus::Failed { error });
+                    }
+                }
+            }
+        }
+    }
+    if !lost.is_empty() {
+        return Err(PipelineError::WouldDrop { feeds: lost });
+    }
+    let bytes = compiler.finish()?;
+    // Verify what we are about to install, exactly as the server will.
+    let policy = Policy::from_bytes(bytes)?;
+    let outcome = CompileOutcome {
+        path: path.clone(),
+        serial: policy.serial(),
+        names: policy.name_count(),
+        ips: policy.meta().ip_triggers.len(),
+        bytes: policy.file_bytes(),
+        reports: policy.meta().reports.clone(),
+    };
+    artifact::write_atomic(&path, policy.raw_bytes())?;
+    Ok(outcome)
+}
+
+/// `a: b: c` for an error and its sources.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+#[derive(Deserialize)]
+struct Warninglist {
+    name: Option<String>,
+    #[serde(rename = "type")]
+    kind: String,
+    list: Vec<String>,
+    #[serde(default)]
+    matching_attributes: Vec<String>,
+}
+
+fn load_allowlist(config: &Config, c: &mut Compiler) -> Result<(), PipelineError> {
+    for path in &config.allowlist.files {
+        let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Allowlist {
+            path: path.clone(),
+            source,
+        })?;
+        let src = c.allow_source(AllowSource {
+            kind: "file".into(),
+            path: path.display().to_string(),
+            name: None,
+        });
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            if let Ok(net) = crate::policy::compile::parse_net(line)
+                && line.parse::<std::net::IpAddr>().is_ok() | line.contains('/')
+            {
+                c.allow_net(src, net);
+                continue;
+            }
+            if let Err(e) = c.allow(src, line, AllowScope::Subtree) {
+                tracing::warn!(file = %path.display(), line = n + 1, value = line, error = %e, "allowlist entry ignored");
+            }
+        }
+    }
+    for path in &config.allowlist.warninglists {
+        load_warninglist(path, c)?;
+    }
+    Ok(())
+}
+
+/// Attribute types a warninglist must cover to matter for schild.
+const NAME_TYPES: [&str; 6] = ["domain", "hostname", "domain|ip", "url", "ip-dst", "ip-src"];
+
+fn load_warninglist(path: &Path, c: &mut Compiler) -> Result<(), PipelineError> {
+    let bytes = std::fs::read(path).map_err(|source| PipelineError::Allowlist {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let wl: Warninglist =
+        serde_json::from_slice(&bytes).map_err(|source| PipelineError::Warninglist {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let applies = wl.matching_attributes.is_empty()
+        || wl
+            .matching_attributes
+            .iter()
+            .any(|t| NAME_TYPES.contains(&t.as_str()));
+    if !applies {
+        tracing::warn!(file = %path.display(), "warninglist does not cover any network attribute type; ignored");
+        return Ok(());
+    }
+    let src = c.allow_source(AllowSource {
+        kind: "warninglist".into(),
+        path: path.display().to_string(),
+        name: wl.name.clone(),
+    });
+    let mut bad = BTreeSet::new();
+    match wl.kind.as_str() {
+        "hostname" | "string" => {
+            let scope = if wl.kind == "hostname" {
+                AllowScope::Subtree
+            } else {
+                AllowScope::Exact
+            };
+            for v in &wl.list {
+                let v = v.trim().trim_matches('.');
+                if v.parse::<std::net::IpAddr>().is_ok() {
+                    continue;
+                }
+                if c.allow(src, v, scope).is_err() {
+                    bad.insert(v.to_string());
+                }
+            }
+        }
+        "cidr" => {
+            for v in &wl.list {
+                match crate::policy::compile::parse_net(v) {
+                    Ok(net) => c.allow_net(src, net),
+                    Err(_) => {
+                        bad.insert(v.clone());
+                    }
+                }
+            }
+        }
+        other => {
+            tracing::warn!(file = %path.display(), kind = other, "warninglist type not supported (hostname, string and cidr are); ignored");
+        }
+    }
+    if !bad.is_empty() {
+        tracing::warn!(file = %path.display(), count = bad.len(), "warninglist entries that are not names were ignored");
+    }
+    Ok(())
+}

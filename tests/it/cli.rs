@@ -1,0 +1,1 @@
+//! The `schild` command line as an operator uses it.
