@@ -681,6 +681,84 @@ mod tests {
         assert!(e.to_string().contains("not a uuid"), "{e}");
     }
 
+    fn fixture(rel: &str) -> Vec<u8> {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(rel);
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
+
+    #[test]
+    fn old_circl_feed_event_counts_as_documented() {
+        // SOURCES.md: hostname 21 (9 to_ids), domain 3, url 14, ip-dst 9 (8 to_ids), link 64.
+        let evs = parse_events(
+            &fixture("misp-feed/57153590-f73c-49fa-be4b-4737950d210f.json"),
+            "f",
+        )
+        .expect("old format parses");
+        let e = &evs[0];
+        assert_eq!(
+            e.tags,
+            vec!["tlp:white".to_string(), "type:OSINT".to_string()]
+        );
+        let count = |t: &str, ids: bool| {
+            e.attributes
+                .iter()
+                .filter(|a| a.kind.as_deref() == Some(t) && a.to_ids == ids)
+                .count()
+        };
+        assert_eq!((count("hostname", true), count("hostname", false)), (9, 12));
+        assert_eq!((count("ip-dst", true), count("ip-dst", false)), (8, 1));
+        assert_eq!(count("link", false), 64);
+        assert!(
+            e.attributes.iter().all(|a| !a.deleted),
+            "missing deleted = false"
+        );
+        let p = compile(&evs);
+        let r = &p.meta().reports[0];
+        assert_eq!(r.skipped_types.get("link"), Some(&64));
+        assert!(r.not_to_ids >= 13, "{r:?}");
+    }
+
+    #[test]
+    fn every_fixture_shape_parses() {
+        for f in [
+            "misp-feed/5a0a9aa9-23a4-4607-b6df-41a9950d210f.json",
+            "misp-feed/5a0ac036-6fbc-4855-83af-422b950d210f.json",
+            "misp-feed/5a3c2fcd-8328-42bb-a95e-4f4402de0b81.json",
+            "misp-api/event_view_sednit_domain-ip_objects.json",
+            "misp-api/event_with_sightings.json",
+        ] {
+            let evs = parse_events(&fixture(f), f).expect(f);
+            assert_eq!(evs.len(), 1, "{f}");
+            assert!(!evs[0].attributes.is_empty(), "{f}");
+        }
+        // Objects: 24 ip-port objects in the Qakbot event, 12 domain-ip in Sednit.
+        let q = parse_events(
+            &fixture("misp-feed/5a0ac036-6fbc-4855-83af-422b950d210f.json"),
+            "q",
+        )
+        .expect("parses");
+        assert_eq!(q[0].objects.len(), 24);
+        assert!(!q[0].published);
+        let m = parse_manifest(&fixture("misp-feed/manifest.json"), "m").expect("manifest");
+        assert_eq!(m.len(), 4);
+        assert!(m.values().all(|e| e.timestamp.is_some()));
+    }
+
+    #[test]
+    fn an_event_without_uuid_is_refused() {
+        let e = parse_events(
+            &fixture("misp-api/event_with_deleted_attribute.json"),
+            "del.json",
+        )
+        .expect_err("no uuid");
+        assert!(
+            e.to_string().contains("del.json") && e.to_string().contains("uuid"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn tag_rules() {
         let tags = vec!["tlp:white".to_string(), "type:OSINT".to_string()];

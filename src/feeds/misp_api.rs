@@ -460,6 +460,30 @@ mod tests {
     }
 
     #[test]
+    fn minimal_rows_from_misp_stix() {
+        let read = |rel: &str| {
+            let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/misp-api")
+                .join(rel);
+            std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        };
+        let (rows, dropped) =
+            parse_page(&read("restsearch_attributes_domain.json"), "d").expect("d");
+        assert_eq!(dropped, 0);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            (rows[0].kind.as_str(), rows[0].to_ids),
+            ("AS", false),
+            "missing to_ids is false"
+        );
+        assert_eq!((rows[1].value.as_str(), rows[1].to_ids), ("circl.lu", true));
+        assert_eq!(rows[1].event_uuid, None);
+        let (rows, _) =
+            parse_page(&read("restsearch_attributes_domain-ip.json"), "di").expect("di");
+        assert_eq!(rows[0].value, "circl.lu|149.13.33.14");
+    }
+
+    #[test]
     fn empty_answers_and_wrong_shapes() {
         assert_eq!(
             parse_page(br#"{"response": []}"#, "p")

@@ -187,6 +187,34 @@ fn misp_api_sends_what_misp_documents_and_keeps_provenance() {
 }
 
 #[test]
+fn misp_api_enforce_warninglist_is_asked_for_and_can_be_turned_off() {
+    let server = MispServer::start();
+    {
+        // An analyst put a URL shortener in an event: MISP's url-shortener
+        // warninglist catches it when the client asks.
+        let mut st = server.state.lock();
+        let mut row = st.rows[0].clone();
+        row.attribute["uuid"] = json!("00000000-2222-4222-8333-444444444444");
+        row.attribute["value"] = json!("bit.ly");
+        st.rows.push(row);
+    }
+    let s = Setup::new();
+    let key = s.key_file(&server.key());
+    let config = s.config(&misp_api_feed(&server, &key, ""));
+    compile(&config).expect("compiles");
+    assert!(!blocked(&policy(&config), "bit.ly"));
+    assert!(blocked(&policy(&config), "ooiasjdnqjwbeasdasd.com"));
+
+    let s = Setup::new();
+    let key = s.key_file(&server.key());
+    let config = s.config(&misp_api_feed(&server, &key, "enforce_warninglist = false"));
+    compile(&config).expect("compiles");
+    let body = server.requests().pop().expect("request").json();
+    assert_eq!(body["enforceWarninglist"], 0);
+    assert!(blocked(&policy(&config), "bit.ly"));
+}
+
+#[test]
 fn misp_api_pages_until_a_short_page() {
     let server = MispServer::start();
     let s = Setup::new();
