@@ -1,1 +1,233 @@
-//! The `schild` command line as an operator uses it.
+//! The `schild` command line as an operator uses it: compile, check, stats,
+//! and what happens when things go wrong.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A scratch folder with a config file and its lists.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        Setup {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    pub fn schild(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_schild"))
+            .args(args)
+            .env("SCHILD_LOG", "warn")
+            .output()
+            .expect("run schild")
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn config(s: &Setup) -> PathBuf {
+    s.write(
+        "iocs.txt",
+        "# ZDN test list\nevil.example\nRyuk-C2.Example.\n*.phish.example\nbad..name\nnl\nhospital.example\n",
+    );
+    s.write("hosts.txt", "0.0.0.0 tracker.example\n127.0.0.1 localhost\n");
+    s.write("allow.txt", "# false positives\nsafe.evil.example\nhospital.example\n");
+    s.write(
+        "warninglist.json",
+        r#"{"name":"Top sites","version":1,"description":"test","type":"hostname",
+            "matching_attributes":["domain","hostname"],"list":["popular.example"]}"#,
+    );
+    s.write("more.txt", "cdn.popular.example\n");
+    s.write(
+        "schild.toml",
+        r#"
+state_dir = "state"
+
+[[feed]]
+name = "zdn"
+type = "domains"
+location = "iocs.txt"
+
+[[feed]]
+name = "trial"
+type = "hosts"
+location = "hosts.txt"
+action = "log-only"
+
+[[feed]]
+name = "extra"
+type = "domains"
+location = "more.txt"
+action = "refused"
+
+[allowlist]
+files = ["allow.txt"]
+warninglists = ["warninglist.json"]
+"#,
+    )
+}
+
+#[test]
+fn compile_then_check_explains_every_verdict() {
+    let s = Setup::new();
+    let cfg = config(&s);
+    let cfg = cfg.to_str().expect("utf8");
+    let o = s.schild(&["compile", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(s.path("state/policy.artifact").exists());
+    let out = stdout(&o);
+    assert!(out.contains("invalid (empty-label): 1"), "{out}");
+
+    // A listed domain and its subdomains: blocked, exit 1, with the feed named.
+    let o = s.schild(&["check", "--config", cfg, "WWW.Evil.Example."]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(out.contains("BLOCKED (nxdomain) by feed zdn"), "{out}");
+    assert!(out.contains("listed name: evil.example"), "{out}");
+
+    // Normalised on the way in: case and trailing dot.
+    let o = s.schild(&["check", "--config", cfg, "ryuk-c2.example"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    // A wildcard entry covers subdomains only.
+    assert_eq!(s.schild(&["check", "--config", cfg, "login.phish.example"]).status.code(), Some(1));
+    assert_eq!(s.schild(&["check", "--config", cfg, "phish.example"]).status.code(), Some(0));
+
+    // The allowlist wins and says so.
+    let o = s.schild(&["check", "--config", cfg, "mail.safe.evil.example"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("ALLOWED"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("allow.txt"), "{}", stdout(&o));
+
+    // An IOC refused at compile time because the allowlist covers it.
+    let o = s.schild(&["check", "--config", cfg, "hospital.example"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("refused by allowlist entry hospital.example"), "{}", stdout(&o));
+
+    // Refused by a MISP warninglist (hostname type covers subdomains).
+    let o = s.schild(&["check", "--config", cfg, "cdn.popular.example"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("Top sites"), "{}", stdout(&o));
+
+    // A public suffix in a feed is never blocked.
+    let o = s.schild(&["check", "--config", cfg, "ziekenhuis.nl"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("public suffix"), "{}", stdout(&o));
+
+    // log-only: reported, not blocked.
+    let o = s.schild(&["check", "--config", cfg, "tracker.example"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("LOGGED"), "{}", stdout(&o));
+
+    // Clean name.
+    let o = s.schild(&["check", "--config", cfg, "www.zorg.example"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("not blocked"));
+
+    // Not a name at all: exit 2.
+    let o = s.schild(&["check", "--config", cfg, "bad name"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn stats_reports_each_feed() {
+    let s = Setup::new();
+    let cfg = config(&s);
+    let cfg = cfg.to_str().expect("utf8");
+    assert_eq!(s.schild(&["compile", "--config", cfg]).status.code(), Some(0));
+    let o = s.schild(&["stats", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    for needle in [
+        "feed zdn: fresh",
+        "feed trial: fresh",
+        "1 public suffixes",
+        "1 by the allowlist",
+        "invalid (empty-label): 1",
+        "bytes/name",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+    }
+}
+
+#[test]
+fn a_broken_feed_keeps_its_last_good_copy() {
+    let s = Setup::new();
+    let cfg = config(&s);
+    let cfg = cfg.to_str().expect("utf8");
+    assert_eq!(s.schild(&["compile", "--config", cfg]).status.code(), Some(0));
+    std::fs::remove_file(s.path("iocs.txt")).expect("rm");
+    let o = s.schild(&["compile", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(1), "a failed feed is an error: {}", stdout(&o));
+    assert!(stdout(&o).contains("feed zdn: FAILED, using copy"), "{}", stdout(&o));
+    // Still blocked from the cached copy.
+    assert_eq!(s.schild(&["check", "--config", cfg, "evil.example"]).status.code(), Some(1));
+    let o = s.schild(&["stats", "--config", cfg]);
+    assert!(stdout(&o).contains("FAILED"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_feed_lost_without_a_copy_never_empties_the_list() {
+    let s = Setup::new();
+    let cfg = config(&s);
+    let cfg = cfg.to_str().expect("utf8");
+    assert_eq!(s.schild(&["compile", "--config", cfg]).status.code(), Some(0));
+    let before = std::fs::read(s.path("state/policy.artifact")).expect("artifact");
+    std::fs::remove_file(s.path("iocs.txt")).expect("rm");
+    std::fs::remove_dir_all(s.path("state/feeds/zdn")).expect("rm cache");
+    let o = s.schild(&["compile", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("keeping the last good artifact"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(s.path("state/policy.artifact")).expect("artifact"), before);
+    assert_eq!(s.schild(&["check", "--config", cfg, "evil.example"]).status.code(), Some(1));
+}
+
+#[test]
+fn a_damaged_artifact_is_refused_with_a_clear_error() {
+    let s = Setup::new();
+    let cfg = config(&s);
+    let cfg = cfg.to_str().expect("utf8");
+    assert_eq!(s.schild(&["compile", "--config", cfg]).status.code(), Some(0));
+    let path = s.path("state/policy.artifact");
+    let bytes = std::fs::read(&path).expect("artifact");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
+    let o = s.schild(&["check", "--config", cfg, "evil.example"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("damaged"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"));
+    // A new compile replaces it.
+    assert_eq!(s.schild(&["compile", "--config", cfg]).status.code(), Some(0));
+    assert_eq!(s.schild(&["check", "--config", cfg, "evil.example"]).status.code(), Some(1));
+}
+
+#[test]
+fn bad_config_exits_78_and_names_the_field() {
+    let s = Setup::new();
+    let cfg = s.write("bad.toml", "state_dir = \"s\"\n[[feed]]\nname = \"x\"\ntype = \"csv\"\nlocation = \"y\"\n");
+    let o = s.schild(&["compile", "--config", cfg.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(78));
+    assert!(stderr(&o).contains("feed[0].type"), "{}", stderr(&o));
+    let o = s.schild(&["check-config", "--config", Path::new("/nonexistent/x.toml").to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(78));
+}
