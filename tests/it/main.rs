@@ -1,3 +1,4 @@
 //! The one integration-test binary: it links once. One module per area.
 
 mod cli;
+mod rpz;
