@@ -147,10 +147,8 @@ impl RequestHandler for Handler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
-        if let Ok(info) = request.request_info() {
-            if let Ok(mut seen) = self.seen.lock() {
-                seen.push(info.query.query_type());
-            }
+        if let (Ok(info), Ok(mut seen)) = (request.request_info(), self.seen.lock()) {
+            seen.push(info.query.query_type());
         }
         if self.primary.claims(request) {
             return self.primary.handle(request, response_handle).await;
