@@ -686,3 +686,95 @@ fn start_named_on(s: &Setup, primary: u16, port: u16) -> (Daemon, u16) {
     );
     (d, port)
 }
+
+/// About 35 s in a debug build on 2 cores (20 s of it the transfer).
+#[test]
+fn bind_transfers_a_million_domains_completely() {
+    if !have("named") || !have("dig") {
+        return;
+    }
+    const N: usize = 1_000_000;
+    let (s, cfg) = setup(&numbered(N, "d"), "tsig_key_file = \"rpz.tsig\"");
+    key_file(&s);
+    let started = Instant::now();
+    let config = compile(&s, &cfg);
+    eprintln!("compiled {N} domains in {:?}", started.elapsed());
+    let p = Primary::start(&config);
+    let (named, port) = start_named_on(&s, p.port, free_port());
+    // SOA, NS, a name and its `*.` twin per domain, closing SOA.
+    let want = format!("{} records", 2 * N + 3);
+    let done = wait_for(Duration::from_secs(600), || {
+        let log = named.log();
+        log.contains("Transfer completed") || log.contains("failed")
+    });
+    let log = named.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("Transfer completed"))
+        .unwrap_or("");
+    assert!(
+        done && line.contains(&want),
+        "{want} expected:\n{}",
+        &log[log.len().saturating_sub(3000)..]
+    );
+    eprintln!("{line}; {:?} since start", started.elapsed());
+    let blocked = |name: &str| dig(port, &[name, "A"]).status == "NXDOMAIN";
+    assert!(
+        wait_for(Duration::from_secs(120), || blocked(&format!(
+            "www.d{}.example",
+            N - 1
+        ))),
+        "named did not enforce the last name"
+    );
+    assert!(blocked("d0.example"));
+}
+
+#[test]
+fn the_exported_file_loads_in_knot_resolver() {
+    if !have("kresd") || !have("dig") {
+        return;
+    }
+    let (s, cfg) = setup("evil.example\n*.phish.example\n", "");
+    compile(&s, &cfg);
+    let zone = s.path("zdn.rpz");
+    let r = s.schild(&[
+        "export",
+        "rpz",
+        "--config",
+        cfg.to_str().expect("utf8"),
+        "--out",
+        zone.to_str().expect("utf8"),
+    ]);
+    assert!(r.status.success());
+    let port = free_port();
+    let conf = s.write(
+        "kresd.conf",
+        &format!(
+            "net.listen('127.0.0.1', {port}, {{ kind = 'dns' }})\nmodules = {{ 'policy' }}\npolicy.add(policy.rpz(policy.DENY, '{}', true))\n",
+            zone.display()
+        ),
+    );
+    std::fs::create_dir_all(s.path("kresd")).expect("mkdir");
+    let kresd = Daemon::start(
+        Command::new("kresd").args([
+            "-n",
+            "-c",
+            conf.to_str().expect("utf8"),
+            s.path("kresd").to_str().expect("utf8"),
+        ]),
+        s.path("kresd.log"),
+    );
+    let blocked = |name: &str| dig(port, &[name, "A"]).status == "NXDOMAIN";
+    assert!(
+        wait_for(Duration::from_secs(15), || blocked("evil.example")),
+        "kresd did not enforce the file:\n{}",
+        kresd.log()
+    );
+    assert!(blocked("www.evil.example"));
+    assert!(blocked("x.phish.example"));
+    assert!(
+        !kresd.log().to_lowercase().contains("error"),
+        "{}",
+        kresd.log()
+    );
+}
