@@ -345,3 +345,74 @@ pub fn stats(config: &Config) -> i32 {
     }
     exit::OK
 }
+
+/// `schild export rpz`: the current artifact as a Response Policy Zone
+/// file, on stdout or written atomically to `out`.
+pub fn export_rpz(config: &Config, out: Option<&Path>) -> i32 {
+    use crate::rpz::{ZoneError, ZoneSettings, write_zone};
+    let settings = match ZoneSettings::from_config(config) {
+        Ok(s) => s,
+        Err(e @ ZoneError::NotConfigured) => {
+            eprintln!("schild: {e}: add one (at least `zone = \"...\"`) to export RPZ");
+            return exit::CONFIG;
+        }
+        Err(e) => {
+            eprintln!("schild: {e}");
+            return exit::CONFIG;
+        }
+    };
+    let policy = match Policy::load(&config.artifact_path()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("schild: {}", error_chain(&e));
+            eprintln!(
+                "schild: run `schild compile --config {}` first",
+                config.path.display()
+            );
+            return exit::FAILURE;
+        }
+    };
+    let result = match out {
+        None => {
+            let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+            write_zone(&policy, &settings, &mut w)
+        }
+        Some(path) => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            tempfile::NamedTempFile::new_in(dir).and_then(|mut tmp| {
+                let stats = {
+                    let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+                    write_zone(&policy, &settings, &mut w)?
+                };
+                tmp.as_file().sync_all()?;
+                tmp.persist(path).map_err(|e| e.error)?;
+                Ok(stats)
+            })
+        }
+    };
+    match result {
+        Ok(stats) => {
+            let target = out.map_or("stdout".to_string(), |p| p.display().to_string());
+            eprintln!(
+                "schild: wrote zone {} serial {} with {} triggers to {target}",
+                settings.origin_text, stats.serial, stats.triggers
+            );
+            let s = &stats.skipped;
+            if s.log_only + s.url_only + s.unsafe_names > 0 {
+                eprintln!(
+                    "schild: not exported: {} log-only, {} url-only (MISP exports no url), {} names unusable as RPZ triggers",
+                    s.log_only, s.url_only, s.unsafe_names
+                );
+            }
+            exit::OK
+        }
+        Err(e) => {
+            let target = out.map_or("stdout".to_string(), |p| p.display().to_string());
+            eprintln!("schild: cannot write the zone to {target}: {e}");
+            exit::FAILURE
+        }
+    }
+}

@@ -10,4 +10,5 @@ pub mod config;
 pub mod feeds;
 pub mod pipeline;
 pub mod policy;
+pub mod rpz;
 pub mod telemetry;

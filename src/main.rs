@@ -42,6 +42,22 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Write the current list in another format.
+    #[command(subcommand)]
+    Export(Export),
+}
+
+#[derive(Subcommand)]
+enum Export {
+    /// A Response Policy Zone file (for BIND, Unbound, Knot Resolver),
+    /// from the compiled artifact. Needs an [rpz] section.
+    Rpz {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Write here (atomically) instead of stdout.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +73,9 @@ fn main() -> ExitCode {
             Err(_) => exit::CHECK_ERROR,
         },
         Command::Stats { config } => with_config(&config, |c| cli::stats(&c)),
+        Command::Export(Export::Rpz { config, out }) => {
+            with_config(&config, |c| cli::export_rpz(&c, out.as_deref()))
+        }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -59,6 +59,19 @@ impl Verdict {
     }
 }
 
+/// One entry of the name index, decoded (see [`Policy::decode_name`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameValue {
+    /// A listed name: the provenance set of the name itself (`exact`) and
+    /// of its subdomains (`sub`), either possibly absent.
+    Block {
+        exact: Option<u32>,
+        sub: Option<u32>,
+    },
+    /// An allowlist entry: the name itself, and with `sub` its subdomains.
+    Allow { source: u32, exact: bool, sub: bool },
+}
+
 /// IP triggers laid out for lookup: sorted by (prefix, network).
 #[derive(Default)]
 struct IpIndex {
@@ -252,6 +265,29 @@ impl Policy {
             matched_len,
             exact,
         });
+    }
+
+    /// Decode a value of [`Policy::names`]: which triggers a listed name
+    /// carries, or which allowlist entry it is. For export (RPZ), where
+    /// every name is visited once in key order.
+    pub fn decode_name(v: u64) -> NameValue {
+        if v & FLAG_ALLOW != 0 {
+            return NameValue::Allow {
+                source: (v & 0xffff_ffff) as u32,
+                exact: v & FLAG_EXACT != 0,
+                sub: v & FLAG_SUB != 0,
+            };
+        }
+        let field = |flag: u64, set: u64| (v & flag != 0 && set != NO_SET).then_some(set as u32);
+        NameValue::Block {
+            exact: field(FLAG_EXACT, v & SET_MASK),
+            sub: field(FLAG_SUB, (v >> SET_BITS) & SET_MASK),
+        }
+    }
+
+    /// The feed that decides a provenance set's action, and the action.
+    pub fn set_action(&self, set: u32) -> (FeedId, Action) {
+        self.set_meta(set)
     }
 
     fn set_meta(&self, set: u32) -> (FeedId, Action) {

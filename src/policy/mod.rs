@@ -16,7 +16,7 @@ pub use compile::{
     AllowScope, AllowSource, Compiler, FeedReport, FetchStatus, Refusal, RefusalReason,
 };
 pub use ioc::{Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, Provenance};
-pub use matcher::{AllowHit, Hit, Policy, Verdict, matched_suffix};
+pub use matcher::{AllowHit, Hit, NameValue, Policy, Verdict, matched_suffix};
 pub use name::{NameError, NormalName, normalise, parse_name};
 
 #[cfg(test)]

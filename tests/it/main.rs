@@ -3,3 +3,4 @@
 mod cli;
 mod feeds;
 mod misp_server;
+mod rpz;

@@ -1,0 +1,300 @@
+use std::collections::BTreeSet;
+
+use super::*;
+use crate::policy::{AllowScope, AllowSource, Compiler, EventInfo, FeedInfo, IocRecord};
+
+pub(crate) fn settings() -> ZoneSettings {
+    let origin = Name::from_ascii("zdn.rpz.").expect("valid");
+    ZoneSettings {
+        ns: Name::from_ascii("localhost.").expect("valid"),
+        email: Name::from_ascii("hostmaster.localhost.").expect("valid"),
+        origin,
+        origin_text: "zdn.rpz".into(),
+        ttl: 300,
+        log_only: RpzLogOnly::Omit,
+        sinkhole_v4: vec!["192.0.2.1".parse().expect("ip")],
+        sinkhole_v6: vec!["2001:db8::53".parse().expect("ip")],
+    }
+}
+
+fn feed(name: &str, action: Action) -> FeedInfo {
+    FeedInfo {
+        name: name.into(),
+        kind: "misp-feed".into(),
+        action,
+        location: "test".into(),
+    }
+}
+
+fn rec<'a>(t: &'a str, v: &'a str) -> IocRecord<'a> {
+    IocRecord::plain(t, v)
+}
+
+/// The trigger lines of a zone file, comments stripped, as a set.
+pub(crate) fn triggers(zone: &str) -> BTreeSet<String> {
+    zone.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with([';', '$', '@', ' ']))
+        .map(|l| l.split(" ;").next().unwrap_or(l).trim().to_string())
+        .collect()
+}
+
+fn write(policy: &Policy, s: &ZoneSettings) -> String {
+    let mut out = Vec::new();
+    write_zone(policy, s, &mut out).expect("write");
+    String::from_utf8(out).expect("utf8")
+}
+
+fn set(lines: &[&str]) -> BTreeSet<String> {
+    lines.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn the_misp_example_gives_misps_triggers() {
+    // The input of misp.md §4.3, all under the default NXDOMAIN policy.
+    let mut c = Compiler::new(vec![feed("zdn", Action::Nxdomain)]);
+    c.add(0, &rec("domain", "evil.example"));
+    c.add(0, &rec("hostname", "c2.bad.example"));
+    c.add(0, &rec("domain|ip", "phish.example|198.51.100.7"));
+    c.add(0, &rec("ip-dst", "203.0.113.5"));
+    c.add(0, &rec("ip-dst", "192.0.2.0/24"));
+    c.add(0, &rec("ip-src", "2001:db8::1"));
+    c.add(0, &rec("url", "http://evil.example/x"));
+    c.add(
+        0,
+        &IocRecord {
+            to_ids: false,
+            ..rec("domain", "not-for-ids.example")
+        },
+    );
+    let policy = Policy::from_bytes(c.finish().expect("compile")).expect("load");
+    let zone = write(&policy, &settings());
+    assert_eq!(
+        triggers(&zone),
+        set(&[
+            "32.7.100.51.198.rpz-ip CNAME .",
+            "32.5.113.0.203.rpz-ip CNAME .",
+            "24.0.2.0.192.rpz-ip CNAME .",
+            "128.1.zz.db8.2001.rpz-ip CNAME .",
+            "evil.example CNAME .",
+            "*.evil.example CNAME .",
+            "phish.example CNAME .",
+            "*.phish.example CNAME .",
+            "c2.bad.example CNAME .",
+        ]),
+        "{zone}"
+    );
+    // Sections in MISP's order: addresses, domains, hostnames.
+    let ip = zone.find("rpz-ip CNAME").expect("ip");
+    let dom = zone.find("\nevil.example CNAME").expect("domain");
+    let host = zone.find("\nc2.bad.example CNAME").expect("host");
+    assert!(ip < dom && dom < host, "{zone}");
+    let serial = ZoneSettings::serial_of(policy.serial());
+    assert!(
+        zone.contains(&format!(
+            "@               SOA localhost. hostmaster.localhost. ({serial} "
+        )),
+        "{zone}"
+    );
+    assert!(zone.contains("\n$TTL 300\n"), "{zone}");
+    assert!(zone.contains("\n                NS localhost.\n"), "{zone}");
+}
+
+#[test]
+fn actions_map_to_rpz_actions() {
+    let mut c = Compiler::new(vec![
+        feed("nx", Action::Nxdomain),
+        feed("nd", Action::Nodata),
+        feed("dr", Action::Drop),
+        feed("sh", Action::Sinkhole),
+        feed("lo", Action::LogOnly),
+        feed("rf", Action::Refused),
+    ]);
+    c.add(0, &rec("hostname", "nx.example"));
+    c.add(1, &rec("hostname", "nd.example"));
+    c.add(2, &rec("hostname", "dr.example"));
+    c.add(3, &rec("hostname", "sh.example"));
+    c.add(4, &rec("hostname", "lo.example"));
+    c.add(5, &rec("hostname", "rf.example"));
+    let policy = Policy::from_bytes(c.finish().expect("compile")).expect("load");
+    let mut s = settings();
+    let base = [
+        "nx.example CNAME .",
+        "nd.example CNAME *.",
+        "dr.example CNAME rpz-drop.",
+        "sh.example A 192.0.2.1",
+        "sh.example AAAA 2001:db8::53",
+        "rf.example CNAME .",
+    ];
+    assert_eq!(triggers(&write(&policy, &s)), set(&base));
+    s.log_only = RpzLogOnly::Passthru;
+    let mut with = base.to_vec();
+    with.push("lo.example CNAME rpz-passthru.");
+    assert_eq!(triggers(&write(&policy, &s)), set(&with));
+}
+
+#[test]
+fn allowlisted_names_are_never_blocking_triggers() {
+    let mut c = Compiler::new(vec![feed("zdn", Action::Nxdomain)]);
+    let src = c.allow_source(AllowSource {
+        kind: "file".into(),
+        path: "allow.txt".into(),
+        name: None,
+    });
+    c.allow(src, "good.evil.example", AllowScope::Subtree)
+        .expect("allow");
+    c.allow(src, "cdn.example", AllowScope::Subtree)
+        .expect("allow");
+    c.add(0, &rec("domain", "evil.example"));
+    c.add(0, &rec("domain", "cdn.example"));
+    c.add(0, &rec("hostname", "x.cdn.example"));
+    let policy = Policy::from_bytes(c.finish().expect("compile")).expect("load");
+    let zone = write(&policy, &settings());
+    assert_eq!(
+        triggers(&zone),
+        set(&[
+            "evil.example CNAME .",
+            "*.evil.example CNAME .",
+            // The allowlist wins over the listed parent, as in schild itself.
+            "good.evil.example CNAME rpz-passthru.",
+            "*.good.evil.example CNAME rpz-passthru.",
+        ]),
+        "{zone}"
+    );
+}
+
+#[test]
+fn comments_name_the_feed_and_event() {
+    let mut c = Compiler::new(vec![feed("zdn", Action::Nxdomain)]);
+    let ev = c.add_event(EventInfo {
+        feed: 0,
+        uuid: "5a0a9aa9-23a4-4607-b6df-41a9950d210f".into(),
+        info: "Phishing wave\nwith a newline".into(),
+        tags: vec![],
+    });
+    c.add(
+        0,
+        &IocRecord {
+            event: Some(ev),
+            ..rec("domain", "evil.example")
+        },
+    );
+    let policy = Policy::from_bytes(c.finish().expect("compile")).expect("load");
+    let zone = write(&policy, &settings());
+    let line = zone
+        .lines()
+        .find(|l| l.starts_with("evil.example CNAME ."))
+        .expect("trigger");
+    assert_eq!(
+        line,
+        "evil.example CNAME . ; feed zdn, event 5a0a9aa9-23a4-4607-b6df-41a9950d210f \"Phishing wave with a newline\""
+    );
+}
+
+#[test]
+fn names_that_would_be_other_triggers_are_not_exported() {
+    let mut c = Compiler::new(vec![feed("zdn", Action::Nxdomain)]);
+    c.add(0, &rec("domain", "32.1.0.0.10.rpz-ip"));
+    c.add(0, &rec("domain", "ns.rpz-nsdname"));
+    c.add(0, &rec("domain", "evil.example"));
+    let policy = Policy::from_bytes(c.finish().expect("compile")).expect("load");
+    let mut out = Vec::new();
+    let stats = write_zone(&policy, &settings(), &mut out).expect("write");
+    let zone = String::from_utf8(out).expect("utf8");
+    assert_eq!(
+        triggers(&zone),
+        set(&["evil.example CNAME .", "*.evil.example CNAME ."]),
+        "{zone}"
+    );
+    assert_eq!(stats.skipped.unsafe_names, 2);
+}
+
+fn owner(net: &str) -> String {
+    let mut s = String::new();
+    let net: IpNet = crate::policy::compile::parse_net(net).expect("valid");
+    rpz_ip_owner(&net, &mut s);
+    s
+}
+
+#[test]
+fn rpz_ip_owners_as_misp_writes_them() {
+    assert_eq!(owner("203.0.113.5"), "32.5.113.0.203.rpz-ip");
+    assert_eq!(owner("192.0.2.0/24"), "24.0.2.0.192.rpz-ip");
+    assert_eq!(owner("2001:db8::1"), "128.1.zz.db8.2001.rpz-ip");
+    assert_eq!(owner("2001:db8::/48"), "48.zz.db8.2001.rpz-ip");
+    // A single zero group is not compressed (RFC 5952).
+    assert_eq!(
+        owner("2001:db8:0:1:1:1:1:1"),
+        "128.1.1.1.1.1.0.db8.2001.rpz-ip"
+    );
+    // The longest run wins, not the first.
+    assert_eq!(owner("2001:0:0:1:0:0:0:1"), "128.1.zz.1.0.0.2001.rpz-ip");
+}
+
+#[test]
+fn special_and_odd_names_are_unsafe() {
+    let rev = |s: &str| s.bytes().rev().collect::<Vec<u8>>();
+    assert!(safe_key(&rev("evil.example"), 7));
+    assert!(safe_key(&rev("_dmarc.evil.example"), 7));
+    assert!(!safe_key(&rev("32.1.0.0.10.rpz-ip"), 7));
+    assert!(!safe_key(&rev("x.rpz-nsdname"), 7));
+    assert!(!safe_key(&rev("evil;x.example"), 7));
+    assert!(!safe_key(&rev(&"a".repeat(250)), 7));
+    // Only the last label counts.
+    assert!(safe_key(&rev("rpz-ip.example"), 7));
+}
+
+#[test]
+fn the_journal_holds_the_difference() {
+    use crate::rpz::journal::{Journal, read_changes};
+    let build = |names: &[(&str, &str)], prev: u64| {
+        let mut c = Compiler::new(vec![feed("zdn", Action::Nxdomain)]);
+        c.set_previous_serial(prev);
+        for (t, v) in names {
+            c.add(0, &rec(t, v));
+        }
+        Policy::from_bytes(c.finish().expect("compile")).expect("load")
+    };
+    let old = build(
+        &[
+            ("domain", "a.example"),
+            ("hostname", "b.example"),
+            ("ip-dst", "203.0.113.5"),
+        ],
+        0,
+    );
+    let new = build(
+        &[
+            ("hostname", "a.example"),
+            ("domain", "c.example"),
+            ("ip-dst", "203.0.113.6"),
+        ],
+        old.serial(),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let j = Journal::new(dir.path());
+    let s = settings();
+    let step = j.record(&old, &new, &s).expect("write").expect("a step");
+    let (from, to) = (
+        ZoneSettings::serial_of(old.serial()),
+        ZoneSettings::serial_of(new.serial()),
+    );
+    assert_eq!((step.from, step.to), (from, to));
+    let chain = j.chain(from, to).expect("chain");
+    assert_eq!(chain.len(), 1);
+    let owners = |added| {
+        read_changes(&chain[0].2, added)
+            .expect("read")
+            .map(|t| t.owner)
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        owners(false),
+        set(&["*.a.example", "b.example", "32.5.113.0.203.rpz-ip"])
+    );
+    assert_eq!(
+        owners(true),
+        set(&["c.example", "*.c.example", "32.6.113.0.203.rpz-ip"])
+    );
+    // Not reachable from an unknown serial: the caller falls back to AXFR.
+    assert!(j.chain(from.wrapping_sub(5), to).is_none());
+}
