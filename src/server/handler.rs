@@ -188,8 +188,9 @@ impl Shared {
         edns: Option<&Edns>,
         rcode: ResponseCode,
     ) -> ResponseInfo {
-        let msg =
+        let mut msg =
             MessageResponseBuilder::new(&request.queries, edns).error_msg(&request.metadata, rcode);
+        msg.metadata_mut().recursion_available = true;
         self.send(request, rh, msg).await
     }
 
@@ -478,7 +479,8 @@ impl Shared {
         let soa = answer::policy_soa(b.soa_owner, b.serial, ttl);
         match b.action {
             Action::Refused => {
-                let msg = builder.error_msg(&request.metadata, ResponseCode::Refused);
+                let mut msg = builder.error_msg(&request.metadata, ResponseCode::Refused);
+                msg.metadata_mut().recursion_available = true;
                 self.send(request, rh, msg).await
             }
             Action::Sinkhole => {
