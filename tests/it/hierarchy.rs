@@ -43,7 +43,7 @@ fn zone_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("zones/test")
 }
 
-fn catalog(zones: &[(&str, &str)]) -> Catalog {
+pub fn catalog(zones: &[(&str, &str)]) -> Catalog {
     let mut catalog = Catalog::new();
     for (origin, file) in zones {
         let text = std::fs::read_to_string(zone_dir().join(file)).expect("zone file");
@@ -122,5 +122,61 @@ fn start() -> Hierarchy {
         port,
         hints,
         _dir: dir,
+    }
+}
+
+/// A stand-alone authoritative server for example.test. that can be
+/// stopped, to play a failing upstream.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub fn start() -> Upstream {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                let addr = udp.local_addr().expect("addr");
+                let mut server = Server::new(catalog(&[("example.test.", "example.test.zone")]));
+                server.register_socket(udp);
+                tx.send(addr).expect("report addr");
+                let _ = stop_rx.await;
+                let _ = server.shutdown_gracefully().await;
+            });
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("upstream started");
+        Upstream {
+            addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stop answering (the socket is closed).
+    pub fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -642,3 +642,192 @@ fn sigterm_stops_cleanly() {
     let status = s.terminate();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn stale_answers_are_served_when_the_upstream_fails() {
+    let mut up = hierarchy::Upstream::start();
+    let cfg = format!(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ndnssec = false\nmax_ttl_secs = 1\ntimeout_secs = 1\n",
+        up.addr
+    );
+    let s = Schild::start(&cfg, &[]);
+    assert_eq!(
+        addresses(&ask(&s, "www.example.test.", RecordType::A)),
+        ["192.0.2.80"]
+    );
+    up.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = udp(s.dns, &query("www.example.test.", RecordType::A));
+    assert_eq!(addresses(&m), ["192.0.2.80"], "served stale");
+    assert_eq!(m.answers[0].ttl, 30);
+    assert_eq!(ede(&m).map(|e| e.0), Some(3), "EDE Stale Answer");
+    // Never seen before: nothing to serve, SERVFAIL.
+    let m = udp(s.dns, &query("alias.example.test.", RecordType::A));
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    let (_, metrics) = s.http("GET", "/metrics");
+    assert!(
+        metrics.contains("schild_cache_stale_answers_total 1"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn tcp_connections_are_capped_and_idle_ones_closed() {
+    use std::io::{Read, Write};
+    let s = Schild::start(&config("tcp_max_connections = 1\ntcp_idle_secs = 1"), FILES);
+    let mut first = std::net::TcpStream::connect(s.dns).expect("connect");
+    std::thread::sleep(Duration::from_millis(200));
+    // The second connection is closed at once.
+    let mut second = std::net::TcpStream::connect(s.dns).expect("connect");
+    second
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 2];
+    assert!(
+        matches!(second.read(&mut buf), Ok(0) | Err(_)),
+        "over the cap"
+    );
+    // The first one still works...
+    let q = query("www.example.test.", RecordType::A)
+        .to_vec()
+        .expect("encode");
+    first
+        .write_all(&(q.len() as u16).to_be_bytes())
+        .expect("write");
+    first.write_all(&q).expect("write");
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut len = [0u8; 2];
+    first.read_exact(&mut len).expect("answer");
+    let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+    first.read_exact(&mut msg).expect("answer");
+    assert_eq!(
+        addresses(&Message::from_vec(&msg).expect("decode")),
+        ["192.0.2.80"]
+    );
+    // ...until it has been idle for tcp_idle_secs.
+    let started = Instant::now();
+    assert!(matches!(first.read(&mut buf), Ok(0) | Err(_)));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed when idle"
+    );
+    drop(first);
+    // With the slot free again, a new connection is served.
+    std::thread::sleep(Duration::from_millis(200));
+    let m = dns::tcp(s.dns, &[query("www.example.test.", RecordType::A)]);
+    assert_eq!(addresses(&m[0]), ["192.0.2.80"]);
+}
+
+#[test]
+fn dns_over_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=dot.schild.test",
+            "-addext",
+            "subjectAltName=DNS:dot.schild.test",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    match made {
+        Ok(st) => assert!(st.success(), "openssl failed"),
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "openssl is needed under CI: {e}"
+            );
+            eprintln!("openssl not installed; skipping the DoT test");
+            return;
+        }
+    }
+    let server = format!(
+        "tls_listen = [\"127.0.0.1:0\"]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let s = Schild::start(&config(&server), FILES);
+    let log = s.log();
+    let marker = "listening proto=tls addr=";
+    let at = log.find(marker).expect("tls listener logged") + marker.len();
+    let addr: SocketAddr = log[at..]
+        .split_whitespace()
+        .next()
+        .expect("addr")
+        .parse()
+        .expect("addr");
+
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&cert).expect("pem") {
+        roots.add(c.expect("cert")).expect("root");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"dot".to_vec()];
+    let name = rustls::pki_types::ServerName::try_from("dot.schild.test").expect("name");
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).expect("tls client");
+    let tcp = std::net::TcpStream::connect(addr).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut out = Vec::new();
+    let queries = [
+        query("www.example.test.", RecordType::A),
+        query("evil.example.test.", RecordType::A),
+    ];
+    for q in &queries {
+        let b = q.to_vec().expect("encode");
+        out.extend_from_slice(&(b.len() as u16).to_be_bytes());
+        out.extend_from_slice(&b);
+    }
+    tls.write_all(&out).expect("write");
+    let mut seen = Vec::new();
+    for _ in &queries {
+        let mut len = [0u8; 2];
+        tls.read_exact(&mut len).expect("read");
+        let mut msg = vec![0u8; u16::from_be_bytes(len) as usize];
+        tls.read_exact(&mut msg).expect("read");
+        seen.push(Message::from_vec(&msg).expect("decode"));
+    }
+    let www = seen
+        .iter()
+        .find(|m| m.metadata.id == queries[0].metadata.id)
+        .expect("www");
+    assert_eq!(addresses(www), ["192.0.2.80"]);
+    let evil = seen
+        .iter()
+        .find(|m| m.metadata.id == queries[1].metadata.id)
+        .expect("evil");
+    assert_blocked_nxdomain(evil, "ioc", "evil.example.test");
+    let (_, metrics) = s.http("GET", "/metrics");
+    assert!(
+        metrics.contains("schild_queries_total{qtype=\"A\",transport=\"tls\"} 2"),
+        "{metrics}"
+    );
+}
