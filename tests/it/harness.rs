@@ -104,6 +104,10 @@ impl Schild {
         Ok(me)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log(&self) -> String {
         self.log.lock().expect("log").clone()
     }

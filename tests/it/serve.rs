@@ -831,3 +831,32 @@ fn dns_over_tls() {
         "{metrics}"
     );
 }
+
+#[test]
+fn sighup_refreshes_the_feeds() {
+    let s = schild();
+    let m = ask(&s, "late.example.test.", RecordType::A);
+    assert_eq!(addresses(&m), ["192.0.2.96"]);
+    let mut ioc = std::fs::read_to_string(s.path("ioc.txt")).expect("feed");
+    ioc.push_str("late.example.test\n");
+    std::fs::write(s.path("ioc.txt"), ioc).expect("feed");
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &s.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = ask(&s, "late.example.test.", RecordType::A);
+        if m.metadata.response_code == ResponseCode::NXDomain {
+            assert_blocked_nxdomain(&m, "ioc", "late.example.test");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not refresh:\n{}",
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
