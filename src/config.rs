@@ -111,6 +111,9 @@ struct RawServer {
     tcp_idle_secs: u64,
     #[serde(default = "default_tcp_max_connections")]
     tcp_max_connections: usize,
+    /// Queries answered at once on one TCP or TLS connection.
+    #[serde(default = "default_tcp_max_inflight")]
+    tcp_max_inflight: usize,
     /// UDP sockets per address (SO_REUSEPORT); 0 = one per core.
     #[serde(default)]
     udp_sockets: usize,
@@ -130,6 +133,7 @@ impl Default for RawServer {
             edns_payload: default_edns_payload(),
             tcp_idle_secs: default_tcp_idle_secs(),
             tcp_max_connections: default_tcp_max_connections(),
+            tcp_max_inflight: default_tcp_max_inflight(),
             udp_sockets: 0,
             tls_listen: Vec::new(),
             tls_cert_file: None,
@@ -154,6 +158,9 @@ fn default_tcp_idle_secs() -> u64 {
 fn default_tcp_max_connections() -> usize {
     1024
 }
+fn default_tcp_max_inflight() -> usize {
+    64
+}
 fn default_drain_secs() -> u64 {
     5
 }
@@ -176,6 +183,10 @@ struct RawResolver {
     max_ttl_secs: u32,
     #[serde(default = "default_true")]
     serve_stale: bool,
+    /// How long past its TTL a cached answer may still be served when the
+    /// upstream fails (RFC 8767).
+    #[serde(default = "default_serve_stale_max_secs")]
+    serve_stale_max_secs: u64,
     #[serde(default = "default_upstream_timeout_secs")]
     timeout_secs: u64,
     /// Networks the recursor may send queries to even though they are
@@ -198,6 +209,7 @@ impl Default for RawResolver {
             min_ttl_secs: 0,
             max_ttl_secs: default_max_ttl_secs(),
             serve_stale: true,
+            serve_stale_max_secs: default_serve_stale_max_secs(),
             timeout_secs: default_upstream_timeout_secs(),
             allow_servers: Vec::new(),
             recursion_port: None,
@@ -215,6 +227,9 @@ fn default_cache_entries() -> u64 {
     100_000
 }
 fn default_max_ttl_secs() -> u32 {
+    86_400
+}
+fn default_serve_stale_max_secs() -> u64 {
     86_400
 }
 fn default_upstream_timeout_secs() -> u64 {
@@ -437,6 +452,7 @@ pub struct ServerConfig {
     pub edns_payload: u16,
     pub tcp_idle: Duration,
     pub tcp_max_connections: usize,
+    pub tcp_max_inflight: usize,
     pub udp_sockets: usize,
     pub tls_listen: Vec<SocketAddr>,
     pub tls_cert_file: Option<PathBuf>,
@@ -470,6 +486,7 @@ pub struct ResolverConfig {
     pub min_ttl: Duration,
     pub max_ttl: Duration,
     pub serve_stale: bool,
+    pub serve_stale_max: Duration,
     pub timeout: Duration,
     pub allow_servers: Vec<IpNet>,
     pub recursion_port: Option<u16>,
@@ -773,12 +790,16 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, ConfigEr
     if s.tcp_max_connections == 0 {
         return Err(invalid("server.tcp_max_connections", "must be at least 1"));
     }
+    if s.tcp_max_inflight == 0 {
+        return Err(invalid("server.tcp_max_inflight", "must be at least 1"));
+    }
     let server = ServerConfig {
         listen,
         allow,
         edns_payload: s.edns_payload,
         tcp_idle: Duration::from_secs(s.tcp_idle_secs.max(1)),
         tcp_max_connections: s.tcp_max_connections,
+        tcp_max_inflight: s.tcp_max_inflight,
         udp_sockets: s.udp_sockets,
         tls_listen,
         tls_cert_file: s.tls_cert_file.map(|p| resolve(base, &p)),
@@ -827,6 +848,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, ConfigEr
         min_ttl: Duration::from_secs(r.min_ttl_secs.into()),
         max_ttl: Duration::from_secs(r.max_ttl_secs.into()),
         serve_stale: r.serve_stale,
+        serve_stale_max: Duration::from_secs(r.serve_stale_max_secs),
         timeout: Duration::from_secs(r.timeout_secs.max(1)),
         allow_servers: r
             .allow_servers

@@ -2,13 +2,20 @@
 //!
 //! The data path, one module per step:
 //! feed ([`feeds`]) -> normalise and compile ([`policy`], driven by
-//! [`pipeline`]) -> match ([`policy::Policy`]) -> answer (`server`) ->
-//! sighting (`sightings`).
+//! [`pipeline`]) -> match ([`policy::Policy`]) -> answer ([`server`], with
+//! [`resolve`] for the upstream and [`reload`] keeping the policy fresh) ->
+//! sighting ([`hits`], later `sightings`).
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod feeds;
+pub mod hits;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
+pub mod reload;
+pub mod resolve;
 pub mod rpz;
+pub mod server;
 pub mod telemetry;

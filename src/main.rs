@@ -37,6 +37,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run the DNS firewall resolver (until SIGTERM; SIGHUP refreshes the feeds).
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Load and validate the configuration, then exit.
     CheckConfig {
         #[arg(long, short)]
@@ -75,6 +80,9 @@ fn main() -> ExitCode {
         Command::Stats { config } => with_config(&config, |c| cli::stats(&c)),
         Command::Export(Export::Rpz { config, out }) => {
             with_config(&config, |c| cli::export_rpz(&c, out.as_deref()))
+        }
+        Command::Serve { config } => {
+            with_config(&config, |c| runtime().block_on(schild::server::run(c)))
         }
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))

@@ -1,6 +1,10 @@
 //! The one integration-test binary: it links once. One module per area.
 
 mod cli;
+mod dns;
 mod feeds;
+mod harness;
+mod hierarchy;
 mod misp_server;
 mod rpz;
+mod serve;

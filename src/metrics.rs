@@ -1,0 +1,513 @@
+//! Every `schild_*` metric, created once at start-up.
+//!
+//! The query path only increments handles it already holds: no registry
+//! lookup, no label formatting, no allocation. Label values come from fixed
+//! sets (transport, a fixed list of query types plus "other", rcodes, action
+//! names) or from the configuration (feed names); never from a query name or
+//! a client address, so a hostile client cannot grow the metric set.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::policy::{Action, FetchStatus, Policy};
+
+/// Transports, in the order of [`Transport`].
+const TRANSPORTS: [&str; 3] = ["udp", "tcp", "tls"];
+
+/// How a query reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp = 0,
+    Tcp = 1,
+    Tls = 2,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        TRANSPORTS[self as usize]
+    }
+}
+
+/// Query types with their own label value; everything else is "other".
+const QTYPES: [RecordType; 18] = [
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::CNAME,
+    RecordType::MX,
+    RecordType::TXT,
+    RecordType::NS,
+    RecordType::SOA,
+    RecordType::PTR,
+    RecordType::SRV,
+    RecordType::HTTPS,
+    RecordType::SVCB,
+    RecordType::DS,
+    RecordType::DNSKEY,
+    RecordType::CAA,
+    RecordType::NAPTR,
+    RecordType::ANY,
+    RecordType::AXFR,
+    RecordType::IXFR,
+];
+
+fn qtype_index(t: RecordType) -> usize {
+    QTYPES.iter().position(|q| *q == t).unwrap_or(QTYPES.len())
+}
+
+/// Response codes with their own label value, then "other" and "dropped".
+const RCODES: [&str; 9] = [
+    "noerror", "formerr", "servfail", "nxdomain", "notimp", "refused", "badvers", "other",
+    "dropped",
+];
+
+fn rcode_index(r: ResponseCode) -> usize {
+    match r {
+        ResponseCode::NoError => 0,
+        ResponseCode::FormErr => 1,
+        ResponseCode::ServFail => 2,
+        ResponseCode::NXDomain => 3,
+        ResponseCode::NotImp => 4,
+        ResponseCode::Refused => 5,
+        ResponseCode::BADVERS => 6,
+        _ => 7,
+    }
+}
+
+/// Kinds of upstream failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamError {
+    Timeout = 0,
+    ServFail = 1,
+    Refused = 2,
+    Bogus = 3,
+    Other = 4,
+}
+
+const UPSTREAM_ERRORS: [&str; 5] = ["timeout", "servfail", "refused", "dnssec-bogus", "other"];
+
+/// All metrics. Cheap to share behind an `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    /// [transport][qtype index]
+    queries: Vec<Vec<IntCounter>>,
+    responses: Vec<IntCounter>,
+    pub acl_refused: IntCounter,
+    /// [feed index in the config, or the last slot for unknown][action]
+    blocked: Vec<Vec<IntCounter>>,
+    feed_names: Vec<String>,
+    pub allowlist_overrides: IntCounter,
+    pub cache_hits: IntCounter,
+    pub cache_misses: IntCounter,
+    pub cache_stale: IntCounter,
+    pub cache_entries: IntGauge,
+    pub upstream_duration: Histogram,
+    upstream_errors: Vec<IntCounter>,
+    pub hits_dropped: IntCounter,
+    pub tcp_connections: IntGauge,
+    pub tcp_rejected: IntCounter,
+    policy_entries: IntGaugeVec,
+    pub policy_loaded: IntGauge,
+    pub policy_serial: IntGauge,
+    policy_compiled_at: Gauge,
+    policy_age: Gauge,
+    feed_last_success: GaugeVec,
+    feed_failures: IntCounterVec,
+    pub refresh_failures: IntCounter,
+    pub reloads: IntCounter,
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    // Names are fixed and distinct, so registering can only fail on a
+    // programming error; a missing metric must not stop the resolver.
+    if let Err(e) = r.register(Box::new(c.clone())) {
+        tracing::error!(error = %e, "metric not registered");
+    }
+    c
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    register(
+        r,
+        IntCounter::with_opts(Opts::new(name, help)).expect(LITERAL),
+    )
+}
+
+/// Metric constructors fail only for invalid names or label sets; ours are
+/// literals, checked by the unit test below.
+const LITERAL: &str = "metric names and labels are valid literals";
+
+impl Metrics {
+    /// Create and register every metric. `feeds` are the configured feed
+    /// names: the only feed label values there will ever be (plus "unknown").
+    pub fn new(feeds: &[String]) -> Metrics {
+        let r = Registry::new();
+        let build = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("schild_build_info", "Build information; always 1."),
+                &["version"],
+            )
+            .expect(LITERAL),
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+
+        let queries_vec = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "schild_queries_total",
+                    "DNS queries received, by transport and query type.",
+                ),
+                &["transport", "qtype"],
+            )
+            .expect(LITERAL),
+        );
+        let queries = TRANSPORTS
+            .iter()
+            .map(|t| {
+                QTYPES
+                    .iter()
+                    .map(|q| q.to_string())
+                    .chain(std::iter::once("other".to_string()))
+                    .map(|q| queries_vec.with_label_values(&[*t, q.as_str()]))
+                    .collect()
+            })
+            .collect();
+
+        let responses_vec = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "schild_responses_total",
+                    "DNS responses sent, by rcode (\"dropped\": no response by policy).",
+                ),
+                &["rcode"],
+            )
+            .expect(LITERAL),
+        );
+        let responses = RCODES
+            .iter()
+            .map(|c| responses_vec.with_label_values(&[*c]))
+            .collect();
+
+        let blocked_vec = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "schild_blocked_answers_total",
+                    "Answers changed by the policy, by feed and action (log-only: would have been blocked).",
+                ),
+                &["feed", "action"],
+            )
+            .expect(LITERAL),
+        );
+        let mut feed_names: Vec<String> = feeds.to_vec();
+        let blocked = feeds
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once("unknown"))
+            .map(|f| {
+                Action::ALL
+                    .iter()
+                    .map(|a| blocked_vec.with_label_values(&[f, a.as_str()]))
+                    .collect()
+            })
+            .collect();
+        feed_names.shrink_to_fit();
+
+        let upstream_errors_vec = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "schild_upstream_errors_total",
+                    "Failed upstream lookups or recursions, by kind.",
+                ),
+                &["kind"],
+            )
+            .expect(LITERAL),
+        );
+        let upstream_errors = UPSTREAM_ERRORS
+            .iter()
+            .map(|k| upstream_errors_vec.with_label_values(&[*k]))
+            .collect();
+
+        let upstream_duration = register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "schild_upstream_duration_seconds",
+                    "Time spent forwarding or recursing for one cache miss.",
+                )
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]),
+            )
+            .expect(LITERAL),
+        );
+
+        let policy_entries = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "schild_policy_entries",
+                    "Indicators in the loaded artifact, by feed and kind (names, ips).",
+                ),
+                &["feed", "kind"],
+            )
+            .expect(LITERAL),
+        );
+        let feed_last_success = register(
+            &r,
+            GaugeVec::new(
+                Opts::new(
+                    "schild_feed_last_success_timestamp_seconds",
+                    "Unix time of the last refresh in which the feed was fetched fresh.",
+                ),
+                &["feed"],
+            )
+            .expect(LITERAL),
+        );
+        let feed_failures = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "schild_feed_fetch_failures_total",
+                    "Refreshes in which a feed could not be fetched (its cached copy, if any, was used).",
+                ),
+                &["feed"],
+            )
+            .expect(LITERAL),
+        );
+        for f in feeds {
+            feed_failures.with_label_values(&[f.as_str()]);
+            for kind in ["names", "ips"] {
+                policy_entries.with_label_values(&[f.as_str(), kind]);
+            }
+        }
+
+        Metrics {
+            queries,
+            responses,
+            acl_refused: counter(
+                &r,
+                "schild_acl_refused_total",
+                "Queries refused because the client is outside server.allow.",
+            ),
+            blocked,
+            feed_names,
+            allowlist_overrides: counter(
+                &r,
+                "schild_allowlist_overrides_total",
+                "Queries for a listed name that the allowlist let through.",
+            ),
+            cache_hits: counter(
+                &r,
+                "schild_cache_hits_total",
+                "Answers served from the cache.",
+            ),
+            cache_misses: counter(
+                &r,
+                "schild_cache_misses_total",
+                "Queries that had to go upstream.",
+            ),
+            cache_stale: counter(
+                &r,
+                "schild_cache_stale_answers_total",
+                "Expired answers served because the upstream failed (serve-stale).",
+            ),
+            cache_entries: register(
+                &r,
+                IntGauge::new("schild_cache_entries", "Answers held in the cache.").expect(LITERAL),
+            ),
+            upstream_duration,
+            upstream_errors,
+            hits_dropped: counter(
+                &r,
+                "schild_hits_dropped_total",
+                "Policy hits not recorded because the hit queue was full.",
+            ),
+            tcp_connections: register(
+                &r,
+                IntGauge::new(
+                    "schild_tcp_connections",
+                    "Open TCP and TLS client connections.",
+                )
+                .expect(LITERAL),
+            ),
+            tcp_rejected: counter(
+                &r,
+                "schild_tcp_rejected_total",
+                "TCP and TLS connections closed at once because server.tcp_max_connections was reached.",
+            ),
+            policy_entries,
+            policy_loaded: register(
+                &r,
+                IntGauge::new(
+                    "schild_policy_loaded",
+                    "1 if a policy artifact is loaded; 0 means answers are NOT filtered.",
+                )
+                .expect(LITERAL),
+            ),
+            policy_serial: register(
+                &r,
+                IntGauge::new("schild_policy_serial", "Serial of the loaded artifact.")
+                    .expect(LITERAL),
+            ),
+            policy_compiled_at: register(
+                &r,
+                Gauge::new(
+                    "schild_policy_compiled_timestamp_seconds",
+                    "Unix time at which the loaded artifact was compiled.",
+                )
+                .expect(LITERAL),
+            ),
+            policy_age: register(
+                &r,
+                Gauge::new(
+                    "schild_policy_age_seconds",
+                    "Age of the loaded artifact in seconds.",
+                )
+                .expect(LITERAL),
+            ),
+            feed_last_success,
+            feed_failures,
+            refresh_failures: counter(
+                &r,
+                "schild_refresh_failures_total",
+                "Refreshes that failed as a whole; the previous policy stayed in place.",
+            ),
+            reloads: counter(
+                &r,
+                "schild_reloads_total",
+                "New policy artifacts swapped in.",
+            ),
+            registry: r,
+        }
+    }
+
+    #[inline]
+    pub fn query(&self, transport: Transport, qtype: RecordType) {
+        if let Some(c) = self
+            .queries
+            .get(transport as usize)
+            .and_then(|v| v.get(qtype_index(qtype)))
+        {
+            c.inc();
+        }
+    }
+
+    #[inline]
+    pub fn response(&self, rcode: ResponseCode) {
+        self.responses[rcode_index(rcode)].inc();
+    }
+
+    #[inline]
+    pub fn dropped(&self) {
+        self.responses[RCODES.len() - 1].inc();
+    }
+
+    #[inline]
+    pub fn upstream_error(&self, kind: UpstreamError) {
+        self.upstream_errors[kind as usize].inc();
+    }
+
+    /// Count a policy hit. `feed` names the feed in the artifact; it is
+    /// only used as a label if the configuration knows it.
+    pub fn blocked(&self, feed_id: u16, feed: Option<&str>, action: Action) {
+        let idx = feed_id as usize;
+        let slot = match (self.feed_names.get(idx), feed) {
+            (Some(configured), Some(name)) if configured == name => idx,
+            _ => self.feed_names.len(),
+        };
+        let a = Action::ALL.iter().position(|x| *x == action).unwrap_or(0);
+        self.blocked[slot][a].inc();
+    }
+
+    /// Reflect a newly loaded policy (or none).
+    pub fn set_policy(&self, policy: Option<&Policy>) {
+        let Some(p) = policy else {
+            self.policy_loaded.set(0);
+            return;
+        };
+        self.policy_loaded.set(1);
+        let meta = p.meta();
+        self.policy_serial
+            .set(i64::try_from(meta.serial).unwrap_or(i64::MAX));
+        self.policy_compiled_at.set(meta.compiled_at as f64);
+        for r in &meta.reports {
+            if !self.feed_names.contains(&r.feed) {
+                continue;
+            }
+            self.policy_entries
+                .with_label_values(&[r.feed.as_str(), "names"])
+                .set(i64::try_from(r.names).unwrap_or(i64::MAX));
+            self.policy_entries
+                .with_label_values(&[r.feed.as_str(), "ips"])
+                .set(i64::try_from(r.ips).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Record how each feed fared in a refresh.
+    pub fn feed_refreshed(&self, feed: &str, status: &FetchStatus) {
+        if !self.feed_names.iter().any(|f| f == feed) {
+            return;
+        }
+        match status {
+            FetchStatus::Fresh => self
+                .feed_last_success
+                .with_label_values(&[feed])
+                .set(unix_now() as f64),
+            _ => self.feed_failures.with_label_values(&[feed]).inc(),
+        }
+    }
+
+    /// The text exposition format, with time-derived gauges brought up to date.
+    pub fn render(&self, cache_entries: u64) -> String {
+        self.cache_entries
+            .set(i64::try_from(cache_entries).unwrap_or(i64::MAX));
+        let compiled = self.policy_compiled_at.get();
+        if self.policy_loaded.get() == 1 && compiled > 0.0 {
+            self.policy_age.set((unix_now() as f64 - compiled).max(0.0));
+        }
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_created_and_rendered() {
+        let m = Metrics::new(&["zdn".to_string()]);
+        m.query(Transport::Udp, RecordType::A);
+        m.blocked(0, Some("zdn"), Action::Sinkhole);
+        m.blocked(7, Some("gone"), Action::Nxdomain);
+        let text = m.render(3);
+        assert!(
+            text.contains("schild_queries_total{qtype=\"A\",transport=\"udp\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("schild_blocked_answers_total{action=\"sinkhole\",feed=\"zdn\"} 1"));
+        assert!(
+            text.contains("schild_blocked_answers_total{action=\"nxdomain\",feed=\"unknown\"} 1")
+        );
+        assert!(text.contains("schild_cache_entries 3"));
+        assert!(!text.contains("schild_invalid"));
+    }
+}

@@ -1,0 +1,201 @@
+//! Keeping the policy fresh without a gap.
+//!
+//! A refresh runs the compile pipeline (pull every feed, compile, verify,
+//! write the artifact atomically) on a thread of its own, loads the new
+//! artifact and swaps it in with one atomic store. Queries in flight keep
+//! the policy they loaded; the old one is freed when the last of them is
+//! done, so memory during a swap is the old plus the new artifact. A failed
+//! refresh is logged and counted and changes nothing that is served. Timers,
+//! SIGHUP and `POST /reload` all come through [`Refresher::refresh`], which
+//! never runs two compiles at once.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+
+use crate::config::Config;
+use crate::feeds::Puller;
+use crate::metrics::Metrics;
+use crate::pipeline::{self, CompileOutcome, error_chain};
+use crate::policy::{ArtifactError, FetchStatus, Policy};
+
+/// What a successful refresh installed.
+#[derive(Debug, Clone)]
+pub struct Refreshed {
+    pub serial: u64,
+    pub names: usize,
+    pub ips: usize,
+    /// Feeds that could not be fetched (their cached copy, if any, was used).
+    pub failed_feeds: Vec<String>,
+}
+
+pub struct Refresher {
+    config: Config,
+    puller: Puller,
+    store: Arc<ArcSwapOption<Policy>>,
+    metrics: Arc<Metrics>,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Refresher {
+    pub fn new(
+        config: Config,
+        store: Arc<ArcSwapOption<Policy>>,
+        metrics: Arc<Metrics>,
+    ) -> Refresher {
+        Refresher {
+            puller: Puller::new(&config.state_dir),
+            config,
+            store,
+            metrics,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Load the last good artifact from `state_dir`, if there is one.
+    /// `Ok(false)`: there is none. A damaged artifact is an error.
+    pub fn load_existing(&self) -> Result<bool, ArtifactError> {
+        let path = self.config.artifact_path();
+        match Policy::load(&path) {
+            Ok(p) => {
+                tracing::info!(
+                    path = %path.display(),
+                    serial = p.serial(),
+                    names = p.name_count(),
+                    ips = p.meta().ip_triggers.len(),
+                    "policy loaded"
+                );
+                self.install(p);
+                Ok(true)
+            }
+            Err(ArtifactError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Seconds since the loaded artifact was compiled.
+    pub fn age(&self) -> Option<Duration> {
+        let guard = self.store.load();
+        let p = guard.as_ref()?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Some(Duration::from_secs(
+            now.saturating_sub(p.meta().compiled_at),
+        ))
+    }
+
+    /// The shortest feed refresh interval (5 minutes without feeds).
+    pub fn interval(&self) -> Duration {
+        self.config
+            .feeds
+            .iter()
+            .map(|f| f.refresh)
+            .min()
+            .unwrap_or(Duration::from_secs(300))
+    }
+
+    fn install(&self, p: Policy) {
+        self.metrics.set_policy(Some(&p));
+        self.store.store(Some(Arc::new(p)));
+    }
+
+    /// Pull, compile, load and swap in. Waits for a compile already running.
+    pub async fn refresh(&self, why: &'static str) -> Result<Refreshed, String> {
+        let _one_at_a_time = self.lock.lock().await;
+        tracing::info!(why, "refreshing the policy");
+        let config = self.config.clone();
+        let puller = self.puller.clone();
+        // Compiling is CPU and file work: keep it off the threads that
+        // answer queries, on a runtime of its own (feeds may use HTTP).
+        let joined =
+            tokio::task::spawn_blocking(move || -> Result<(CompileOutcome, Policy), String> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("cannot start the compile runtime: {e}"))?;
+                let outcome = rt
+                    .block_on(pipeline::compile(&config, &puller))
+                    .map_err(|e| error_chain(&e))?;
+                let policy = Policy::load(&outcome.path).map_err(|e| error_chain(&e))?;
+                Ok((outcome, policy))
+            })
+            .await;
+        let result = match joined {
+            Ok(r) => r,
+            Err(e) => Err(format!("the compile task failed: {e}")),
+        };
+        match result {
+            Ok((outcome, policy)) => {
+                let mut failed_feeds = Vec::new();
+                for r in &outcome.reports {
+                    self.metrics.feed_refreshed(&r.feed, &r.fetch);
+                    match &r.fetch {
+                        FetchStatus::Fresh => {}
+                        FetchStatus::Cached { error, .. } => {
+                            tracing::warn!(feed = %r.feed, %error, "feed refresh failed; its last good copy stays in use");
+                            failed_feeds.push(r.feed.clone());
+                        }
+                        FetchStatus::Failed { error } => {
+                            tracing::error!(feed = %r.feed, %error, "feed refresh failed and there is no copy: the feed blocks nothing");
+                            failed_feeds.push(r.feed.clone());
+                        }
+                    }
+                }
+                let done = Refreshed {
+                    serial: policy.serial(),
+                    names: outcome.names,
+                    ips: outcome.ips,
+                    failed_feeds,
+                };
+                self.install(policy);
+                self.metrics.reloads.inc();
+                tracing::info!(
+                    why,
+                    serial = done.serial,
+                    names = done.names,
+                    ips = done.ips,
+                    "policy reloaded"
+                );
+                Ok(done)
+            }
+            Err(error) => {
+                self.metrics.refresh_failures.inc();
+                if self.store.load().is_some() {
+                    tracing::error!(why, %error, "policy refresh failed; the previous policy stays in place");
+                } else {
+                    tracing::error!(why, %error, "policy refresh failed and NO POLICY IS LOADED: answers are NOT filtered");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Refresh on the feeds' schedule until `shutdown`. The compile
+    /// pipeline pulls every feed, so the loop wakes at the shortest
+    /// `refresh_secs`; a failed refresh is retried after a fifth of it.
+    pub async fn run(
+        self: Arc<Self>,
+        first: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let interval = self.interval();
+        let mut wait = first;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            wait = match self.refresh("timer").await {
+                Ok(_) => interval,
+                Err(_) => (interval / 5).max(Duration::from_secs(10)),
+            };
+        }
+    }
+}

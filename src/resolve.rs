@@ -1,0 +1,566 @@
+//! Getting answers from the outside world: forward or recurse, with a cache.
+//!
+//! [`Upstream`] hides the two modes behind one call: hickory's forwarding
+//! `TokioResolver` (UDP/TCP or DoT to configured upstreams) or hickory's
+//! `Recursor` (from the root hints, DNSSEC-validating by default). In front
+//! of both sits one answer cache ([`Resolver`]) sized in entries, with the
+//! configured TTL bounds and serve-stale (RFC 8767): when the upstream fails
+//! and an expired answer is still held, that answer is served with a short
+//! TTL instead of SERVFAIL. The policy is applied by the caller to whatever
+//! comes out of here, cached or not, so a reload takes effect at once.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Query, ResponseCode};
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig as HickoryConfig, ResolverOpts,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::recursor::{DnssecConfig, DnssecPolicy, Recursor, RecursorOptions};
+use hickory_resolver::{ConnectionProvider, PoolContext, TokioResolver};
+
+use crate::config::{ResolverConfig, ResolverMode, Upstream as UpstreamAddr};
+use crate::metrics::{Metrics, UpstreamError};
+
+/// TTL of an answer served stale (RFC 8767 recommends 30 seconds).
+const STALE_TTL: u32 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverSetupError {
+    #[error("cannot read root hints {path}")]
+    Hints {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("root hints {path} hold no addresses")]
+    EmptyHints { path: String },
+    #[error("cannot set up the recursor: {0}")]
+    Recursor(String),
+    #[error("cannot set up the forwarder")]
+    Forwarder(#[source] NetError),
+}
+
+/// An answer as it will be given to clients (before the policy looks at it).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub rcode: ResponseCode,
+    /// The answer section: the CNAME chain and the final records.
+    pub answers: Vec<Record>,
+    /// For negative answers: the SOA (and DNSSEC proofs if asked for).
+    pub authorities: Vec<Record>,
+    /// Every record validated as secure (AD may be set).
+    pub secure: bool,
+}
+
+/// What [`Resolver::resolve`] returns.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub answer: Arc<Answer>,
+    /// Seconds to take off every TTL (time spent in the cache).
+    pub age: u32,
+    /// Served stale because the upstream failed.
+    pub stale: bool,
+}
+
+impl Resolved {
+    /// A record's TTL as the client should see it.
+    pub fn ttl(&self, original: u32) -> u32 {
+        if self.stale {
+            STALE_TTL
+        } else {
+            original.saturating_sub(self.age)
+        }
+    }
+}
+
+/// Why there is no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolveFailure {
+    pub kind: UpstreamError,
+}
+
+/// Rewrites port 53 to a fixed port for every server the recursor dials.
+/// Only used when `resolver.recursion_port` is set: tests run a fake DNS
+/// hierarchy on loopback, where port 53 needs privileges.
+#[derive(Clone, Default)]
+pub struct PortRemap {
+    inner: TokioRuntimeProvider,
+    port: Option<u16>,
+}
+
+impl ConnectionProvider for PortRemap {
+    type Conn = <TokioRuntimeProvider as ConnectionProvider>::Conn;
+    type FutureConn = <TokioRuntimeProvider as ConnectionProvider>::FutureConn;
+    type RuntimeProvider = TokioRuntimeProvider;
+
+    fn new_connection(
+        &self,
+        ip: IpAddr,
+        config: &ConnectionConfig,
+        cx: &PoolContext,
+    ) -> Result<Self::FutureConn, NetError> {
+        match self.port {
+            Some(port) if config.port == 53 => {
+                let mut c = config.clone();
+                c.port = port;
+                self.inner.new_connection(ip, &c, cx)
+            }
+            _ => self.inner.new_connection(ip, config, cx),
+        }
+    }
+
+    fn runtime_provider(&self) -> &TokioRuntimeProvider {
+        &self.inner
+    }
+}
+
+/// The two ways of getting answers.
+pub enum Upstream {
+    Forward(Box<TokioResolver>),
+    Recursive(Box<Recursor<PortRemap>>),
+}
+
+impl Upstream {
+    /// Build the upstream the configuration asks for.
+    pub fn new(config: &ResolverConfig) -> Result<Upstream, ResolverSetupError> {
+        match config.mode {
+            ResolverMode::Forward => forwarder(config).map(|r| Upstream::Forward(Box::new(r))),
+            ResolverMode::Recursive => recursor(config).map(|r| Upstream::Recursive(Box::new(r))),
+        }
+    }
+
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Upstream::Forward(_) => "forward",
+            Upstream::Recursive(_) => "recursive",
+        }
+    }
+
+    async fn lookup(
+        &self,
+        name: Name,
+        qtype: RecordType,
+        dnssec_ok: bool,
+    ) -> Result<Answer, ResolveFailure> {
+        match self {
+            Upstream::Forward(r) => match r.lookup(name, qtype).await {
+                Ok(lookup) => Ok(positive(
+                    ResponseCode::NoError,
+                    lookup.answers().to_vec(),
+                    Vec::new(),
+                    dnssec_ok,
+                )?),
+                Err(e) => negative_or_failure(e),
+            },
+            Upstream::Recursive(r) => {
+                match r
+                    .resolve(Query::query(name, qtype), Instant::now(), dnssec_ok)
+                    .await
+                {
+                    Ok(msg) => {
+                        let rcode = msg.metadata.response_code;
+                        // Positive answers go out without the authority
+                        // section (minimal responses); a CNAME chain ending
+                        // in NXDOMAIN keeps its SOA.
+                        let auth = if msg.answers.is_empty() || rcode != ResponseCode::NoError {
+                            msg.authorities
+                        } else {
+                            Vec::new()
+                        };
+                        positive(rcode, msg.answers, auth, dnssec_ok)
+                    }
+                    Err(e) => {
+                        use hickory_resolver::recursor::RecursorError;
+                        match e {
+                            RecursorError::Net(net) => negative_or_failure(net),
+                            e if e.is_nx_domain() || e.is_no_records_found() => {
+                                let nx = e.is_nx_domain();
+                                let soa = e.into_soa().map(|s| s.into_record_of_rdata());
+                                Ok(negative(nx, soa))
+                            }
+                            RecursorError::Timeout => Err(ResolveFailure {
+                                kind: UpstreamError::Timeout,
+                            }),
+                            e => {
+                                tracing::debug!(error = %e, "recursion failed");
+                                Err(ResolveFailure {
+                                    kind: UpstreamError::Other,
+                                })
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn positive(
+    rcode: ResponseCode,
+    mut answers: Vec<Record>,
+    mut authorities: Vec<Record>,
+    dnssec_ok: bool,
+) -> Result<Answer, ResolveFailure> {
+    use hickory_proto::dnssec::DnssecSummary;
+    let all = || answers.iter().chain(authorities.iter());
+    let summary = DnssecSummary::from_records(all());
+    if matches!(summary, DnssecSummary::Bogus) {
+        return Err(ResolveFailure {
+            kind: UpstreamError::Bogus,
+        });
+    }
+    // Only records carry proofs; an empty answer is not "secure".
+    let secure = matches!(summary, DnssecSummary::Secure) && all().next().is_some();
+    if !dnssec_ok {
+        let keep = |r: &Record| !r.record_type().is_dnssec();
+        answers.retain(keep);
+        authorities.retain(keep);
+    }
+    Ok(Answer {
+        rcode,
+        answers,
+        authorities,
+        secure,
+    })
+}
+
+fn negative(nx: bool, soa: Option<Record>) -> Answer {
+    Answer {
+        rcode: if nx {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        },
+        answers: Vec::new(),
+        authorities: soa.into_iter().collect(),
+        secure: false,
+    }
+}
+
+fn negative_or_failure(e: NetError) -> Result<Answer, ResolveFailure> {
+    if e.is_nx_domain() || e.is_no_records_found() {
+        let nx = e.is_nx_domain();
+        let soa = e.into_soa().map(|s| s.into_record_of_rdata());
+        return Ok(negative(nx, soa));
+    }
+    let kind = match &e {
+        NetError::Timeout => UpstreamError::Timeout,
+        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => UpstreamError::ServFail,
+        NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)) => UpstreamError::Refused,
+        NetError::Dns(DnsError::DnssecBogus) => UpstreamError::Bogus,
+        NetError::Dns(DnsError::Nsec {
+            response, proof, ..
+        }) => {
+            if proof.is_bogus() {
+                UpstreamError::Bogus
+            } else {
+                // A proven (insecure) negative answer.
+                let soa = response.soa().map(|s| s.to_owned().into_record_of_rdata());
+                return Ok(negative(
+                    response.response_code == ResponseCode::NXDomain,
+                    soa,
+                ));
+            }
+        }
+        _ => UpstreamError::Other,
+    };
+    tracing::debug!(error = %e, "upstream failed");
+    Err(ResolveFailure { kind })
+}
+
+fn forwarder(config: &ResolverConfig) -> Result<TokioResolver, ResolverSetupError> {
+    let servers = config
+        .upstreams
+        .iter()
+        .map(|u| match u {
+            UpstreamAddr::Plain(addr) => {
+                let (mut udp, mut tcp) = (ConnectionConfig::udp(), ConnectionConfig::tcp());
+                udp.port = addr.port();
+                tcp.port = addr.port();
+                NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+            }
+            UpstreamAddr::Tls { addr, name } => {
+                let mut tls = ConnectionConfig::tls(Arc::from(name.as_str()));
+                tls.port = addr.port();
+                NameServerConfig::new(addr.ip(), true, vec![tls])
+            }
+        })
+        .collect();
+    let hc = HickoryConfig::from_parts(None, vec![], servers);
+    let mut opts = ResolverOpts::default();
+    opts.timeout = config.timeout;
+    opts.attempts = 2;
+    // Our own cache sits in front (with metrics and serve-stale); a second
+    // one inside hickory would only double the memory.
+    opts.cache_size = 0;
+    opts.preserve_intermediates = true;
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts.ndots = 0;
+    opts.validate = config.dnssec;
+    opts.max_active_requests = 256;
+    TokioResolver::builder_with_config(hc, TokioRuntimeProvider::default())
+        .with_options(opts)
+        .build()
+        .map_err(ResolverSetupError::Forwarder)
+}
+
+/// Addresses from a root hints zone file (A and AAAA records).
+pub fn read_root_hints(path: &Path) -> Result<Vec<IpAddr>, ResolverSetupError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ResolverSetupError::Hints {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.split(';').next().unwrap_or("");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(pos) = words
+            .iter()
+            .position(|w| w.eq_ignore_ascii_case("A") || w.eq_ignore_ascii_case("AAAA"))
+        else {
+            continue;
+        };
+        if let Some(ip) = words.get(pos + 1).and_then(|w| w.parse::<IpAddr>().ok()) {
+            out.push(ip);
+        }
+    }
+    if out.is_empty() {
+        return Err(ResolverSetupError::EmptyHints {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+fn recursor(config: &ResolverConfig) -> Result<Recursor<PortRemap>, ResolverSetupError> {
+    let roots = match &config.root_hints {
+        Some(p) => read_root_hints(p)?,
+        None => hickory_proto::ROOTS.to_vec(),
+    };
+    let mut options = RecursorOptions {
+        response_cache_size: config.cache_entries,
+        ..RecursorOptions::default()
+    };
+    if !config.allow_servers.is_empty() {
+        options.allow_server = config.allow_servers.clone();
+    }
+    let policy = if config.dnssec {
+        // None: hickory's built-in root trust anchors (KSK-2017 and KSK-2024).
+        DnssecPolicy::ValidateWithStaticKey(DnssecConfig::default())
+    } else {
+        DnssecPolicy::SecurityUnaware
+    };
+    let provider = PortRemap {
+        inner: TokioRuntimeProvider::default(),
+        port: config.recursion_port,
+    };
+    Recursor::new(&roots, policy, None, options, provider)
+        .map_err(|e| ResolverSetupError::Recursor(e.to_string()))
+}
+
+type Key = (LowerName, RecordType, bool);
+
+struct Entry {
+    answer: Arc<Answer>,
+    stored: Instant,
+    ttl: u32,
+}
+
+/// The upstream plus the answer cache.
+pub struct Resolver {
+    upstream: Upstream,
+    cache: moka::sync::Cache<Key, Arc<Entry>>,
+    min_ttl: u32,
+    max_ttl: u32,
+    serve_stale: bool,
+    deadline: Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl Resolver {
+    pub fn new(
+        config: &ResolverConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Resolver, ResolverSetupError> {
+        let upstream = Upstream::new(config)?;
+        let max_ttl = u32::try_from(config.max_ttl.as_secs()).unwrap_or(u32::MAX);
+        let stale = if config.serve_stale {
+            config.serve_stale_max
+        } else {
+            Duration::ZERO
+        };
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(config.cache_entries)
+            .time_to_live(config.max_ttl + stale + Duration::from_secs(1))
+            .build();
+        // The recursor's own per-query timeout is fixed at 5 s; a whole
+        // recursion may need several queries.
+        let deadline = match config.mode {
+            ResolverMode::Forward => config.timeout * 3,
+            ResolverMode::Recursive => (config.timeout * 4).max(Duration::from_secs(10)),
+        };
+        Ok(Resolver {
+            upstream,
+            cache,
+            min_ttl: u32::try_from(config.min_ttl.as_secs()).unwrap_or(u32::MAX),
+            max_ttl,
+            serve_stale: config.serve_stale,
+            deadline,
+            metrics,
+        })
+    }
+
+    pub fn mode(&self) -> &'static str {
+        self.upstream.mode()
+    }
+
+    /// Answers held in the cache (approximate, for the metric).
+    pub fn cache_entries(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
+    /// Answer a question from the cache or upstream.
+    pub async fn resolve(
+        &self,
+        name: &LowerName,
+        qtype: RecordType,
+        dnssec_ok: bool,
+    ) -> Result<Resolved, ResolveFailure> {
+        let key: Key = (name.clone(), qtype, dnssec_ok);
+        let cached = self.cache.get(&key);
+        if let Some(e) = &cached {
+            let age = e.stored.elapsed().as_secs();
+            if age < u64::from(e.ttl) {
+                self.metrics.cache_hits.inc();
+                return Ok(Resolved {
+                    answer: e.answer.clone(),
+                    age: age as u32,
+                    stale: false,
+                });
+            }
+        }
+        self.metrics.cache_misses.inc();
+        let started = Instant::now();
+        let result = match tokio::time::timeout(
+            self.deadline,
+            self.upstream.lookup(Name::from(name), qtype, dnssec_ok),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ResolveFailure {
+                kind: UpstreamError::Timeout,
+            }),
+        };
+        self.metrics
+            .upstream_duration
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(answer) => {
+                let answer = Arc::new(self.bound_ttls(answer));
+                let ttl = answer_ttl(&answer);
+                if ttl > 0 {
+                    self.cache.insert(
+                        key,
+                        Arc::new(Entry {
+                            answer: answer.clone(),
+                            stored: Instant::now(),
+                            ttl,
+                        }),
+                    );
+                }
+                Ok(Resolved {
+                    answer,
+                    age: 0,
+                    stale: false,
+                })
+            }
+            Err(failure) => {
+                self.metrics.upstream_error(failure.kind);
+                // A bogus answer must never be replaced by an older one.
+                if self.serve_stale
+                    && failure.kind != UpstreamError::Bogus
+                    && let Some(e) = cached
+                {
+                    self.metrics.cache_stale.inc();
+                    return Ok(Resolved {
+                        answer: e.answer.clone(),
+                        age: 0,
+                        stale: true,
+                    });
+                }
+                Err(failure)
+            }
+        }
+    }
+
+    /// Apply the configured TTL bounds to every record.
+    fn bound_ttls(&self, mut a: Answer) -> Answer {
+        let (lo, hi) = (self.min_ttl, self.max_ttl);
+        for r in a.answers.iter_mut().chain(a.authorities.iter_mut()) {
+            r.ttl = r.ttl.clamp(lo, hi);
+            if let RData::SOA(soa) = &mut r.data {
+                // The negative-caching TTL is min(SOA TTL, SOA minimum).
+                soa.minimum = soa.minimum.clamp(lo, hi);
+            }
+        }
+        a
+    }
+}
+
+/// How long an answer may be cached.
+fn answer_ttl(a: &Answer) -> u32 {
+    if a.rcode != ResponseCode::NoError && a.rcode != ResponseCode::NXDomain {
+        return 0;
+    }
+    if !a.answers.is_empty() && a.rcode == ResponseCode::NoError {
+        return a.answers.iter().map(|r| r.ttl).min().unwrap_or(0);
+    }
+    // Negative (or a CNAME chain ending in NXDOMAIN): RFC 2308.
+    let neg = a
+        .authorities
+        .iter()
+        .find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+            _ => None,
+        })
+        .unwrap_or(0);
+    a.answers.iter().map(|r| r.ttl).fold(neg, u32::min)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_hints_give_addresses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("named.root");
+        std::fs::write(
+            &p,
+            "; comment\n.  3600000  NS  A.ROOT-SERVERS.NET.\nA.ROOT-SERVERS.NET. 3600000 A 198.41.0.4\nA.ROOT-SERVERS.NET. 3600000 AAAA 2001:503:ba3e::2:30\n",
+        )
+        .expect("write");
+        let ips = read_root_hints(&p).expect("hints");
+        assert_eq!(ips.len(), 2);
+        std::fs::write(&p, "; nothing\n").expect("write");
+        assert!(read_root_hints(&p).is_err());
+    }
+
+    #[test]
+    fn shipped_root_hints_match_hickory() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("zones/named.root");
+        let mut ips = read_root_hints(&p).expect("zones/named.root");
+        let mut builtin = hickory_proto::ROOTS.to_vec();
+        ips.sort();
+        builtin.sort();
+        assert_eq!(ips, builtin);
+    }
+}

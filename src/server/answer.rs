@@ -1,0 +1,130 @@
+//! The pieces of a blocked answer: the SOA that makes clients cache the
+//! negative answer, the Extended DNS Error that explains it, and the
+//! sinkhole records.
+//!
+//! The SOA is owned by the listed domain when the query name itself (or a
+//! parent) is listed, so it is always the query name or one of its
+//! ancestors: downstream resolvers only cache a negative answer whose SOA is
+//! "in bailiwick" (RFC 2308 section 3), and an SOA at an unrelated
+//! `rpz.invalid.` would be ignored or even distrusted. Its MNAME and RNAME
+//! say who answered (`schild.invalid.`, a name that cannot exist).
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use hickory_proto::rr::rdata::opt::EdnsOption;
+use hickory_proto::rr::rdata::{A, AAAA, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+/// RFC 8914 info-codes schild uses.
+pub mod ede {
+    /// An answer served past its TTL.
+    pub const STALE_ANSWER: u16 = 3;
+    pub const DNSSEC_BOGUS: u16 = 6;
+    /// Blocked by the operator's policy (the feeds).
+    pub const BLOCKED: u16 = 15;
+    pub const PROHIBITED: u16 = 18;
+    pub const NO_REACHABLE_AUTHORITY: u16 = 22;
+    pub const NETWORK_ERROR: u16 = 23;
+    pub const NOT_SUPPORTED: u16 = 21;
+}
+
+/// The EDNS option code of Extended DNS Errors.
+const EDE_CODE: u16 = 15;
+
+/// An Extended DNS Error option (RFC 8914): info-code and UTF-8 text.
+pub fn ede_option(info_code: u16, text: &str) -> EdnsOption {
+    let mut data = Vec::with_capacity(2 + text.len());
+    data.extend_from_slice(&info_code.to_be_bytes());
+    // The whole OPT must fit a UDP answer; the text is a courtesy.
+    let mut end = text.len().min(200);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    data.extend_from_slice(&text.as_bytes()[..end]);
+    EdnsOption::Unknown(EDE_CODE, data)
+}
+
+/// The SOA that goes with a synthesised negative answer.
+pub fn policy_soa(owner: Name, serial: u64, ttl: u32) -> Record {
+    let mname = Name::from_labels(["schild", "invalid"]).unwrap_or_else(|_| Name::root());
+    let rname =
+        Name::from_labels(["hostmaster", "schild", "invalid"]).unwrap_or_else(|_| Name::root());
+    let mut mname = mname;
+    mname.set_fqdn(true);
+    let mut rname = rname;
+    rname.set_fqdn(true);
+    // RFC 1982 serial arithmetic: the artifact serial is unix time, which
+    // fits 32 bits until 2106; the low bits keep it increasing after that.
+    let serial = (serial & 0xffff_ffff) as u32;
+    Record::from_rdata(
+        owner,
+        ttl,
+        RData::SOA(SOA::new(mname, rname, serial, 3600, 600, 86_400, ttl)),
+    )
+}
+
+/// Sinkhole records for `qtype`; empty means answer NODATA.
+pub fn sinkhole_records(
+    name: &Name,
+    qtype: RecordType,
+    ttl: u32,
+    v4: &[Ipv4Addr],
+    v6: &[Ipv6Addr],
+) -> Vec<Record> {
+    match qtype {
+        RecordType::A => v4
+            .iter()
+            .map(|ip| Record::from_rdata(name.clone(), ttl, RData::A(A(*ip))))
+            .collect(),
+        RecordType::AAAA => v6
+            .iter()
+            .map(|ip| Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(*ip))))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The number of labels of the last `octets` octets of a name (the
+/// listed parent that matched), so the SOA owner can be cut from the query
+/// name with its case intact.
+pub fn suffix_labels(name: &Name, octets: u8) -> usize {
+    let want = octets as usize;
+    let mut len = 0usize;
+    let mut labels = 0usize;
+    for l in name.iter().rev() {
+        if len >= want {
+            break;
+        }
+        len += l.len() + usize::from(labels > 0);
+        labels += 1;
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ede_wire_form() {
+        let EdnsOption::Unknown(code, data) = ede_option(15, "feed zdn") else {
+            panic!("unknown option expected");
+        };
+        assert_eq!(code, 15);
+        assert_eq!(&data[..2], &[0, 15]);
+        assert_eq!(&data[2..], b"feed zdn");
+    }
+
+    #[test]
+    fn soa_owner_is_cut_from_the_query_name() {
+        let q = Name::from_ascii("www.Evil.Example.").expect("name");
+        assert_eq!(suffix_labels(&q, "evil.example".len() as u8), 2);
+        assert_eq!(suffix_labels(&q, "www.evil.example".len() as u8), 3);
+        let soa = policy_soa(q.trim_to(2), 1_700_000_000, 300);
+        assert_eq!(soa.name.to_string(), "Evil.Example.");
+        let RData::SOA(s) = &soa.data else {
+            panic!("soa")
+        };
+        assert_eq!(s.minimum, 300);
+    }
+}

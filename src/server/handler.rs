@@ -1,0 +1,569 @@
+//! The request handler: every query's path through schild.
+//!
+//! ACL -> EDNS -> opcode, class and type checks -> the policy on the query
+//! name -> the cache or upstream -> the policy on every CNAME target and
+//! address in the answer -> the answer, or the feed's block action.
+//!
+//! The policy is read with one `ArcSwapOption::load` per check and never
+//! held across an `.await`, so a reload swaps it under running queries
+//! without a lock and without any query seeing no policy. A query that is
+//! not blocked allocates nothing for the policy checks.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwapOption;
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::rdata::HINFO;
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use ipnet::IpNet;
+use tokio::sync::Notify;
+
+use super::answer::{self, ede};
+use crate::hits::{HitEvent, HitSink, Trigger};
+use crate::metrics::{Metrics, Transport, UpstreamError};
+use crate::policy::{Action, Hit, Policy, Verdict, matched_suffix};
+use crate::resolve::{Resolved, Resolver};
+
+/// Settings the handler needs, taken from the configuration once.
+#[derive(Debug, Clone)]
+pub struct HandlerConfig {
+    pub allow: Vec<IpNet>,
+    pub edns_payload: u16,
+    pub block_ttl: u32,
+    pub sinkhole_ipv4: Vec<Ipv4Addr>,
+    pub sinkhole_ipv6: Vec<Ipv6Addr>,
+    /// `[rpz]` is configured: zone transfers and NOTIFY will be served.
+    pub rpz: bool,
+}
+
+/// Counts queries being answered, so shutdown can wait for them.
+#[derive(Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl InFlight {
+    fn enter(&self) -> InFlightGuard<'_> {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard(self)
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Wait until no query is being answered.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.count() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+struct InFlightGuard<'a>(&'a InFlight);
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Everything the handler shares with the rest of the server.
+pub struct Shared {
+    pub config: HandlerConfig,
+    pub policy: Arc<ArcSwapOption<Policy>>,
+    pub resolver: Resolver,
+    pub metrics: Arc<Metrics>,
+    pub hits: HitSink,
+    pub in_flight: InFlight,
+    /// Set at shutdown: new queries get no answer, as if the socket were closed.
+    pub draining: AtomicBool,
+}
+
+/// The `RequestHandler` given to hickory's `Server` (UDP) and to our own
+/// TCP and TLS loops.
+#[derive(Clone)]
+pub struct Handler(pub Arc<Shared>);
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.0.handle(request, response_handle).await
+    }
+}
+
+/// A hit the answer must be replaced for.
+struct Block {
+    action: Action,
+    /// SOA owner for negative answers.
+    soa_owner: Name,
+    serial: u64,
+    /// Extended DNS Error text.
+    text: String,
+}
+
+fn no_response(request: &Request, rcode: ResponseCode) -> ResponseInfo {
+    let mut metadata = Metadata::new(
+        request.metadata.id,
+        MessageType::Response,
+        request.metadata.op_code,
+    );
+    metadata.response_code = rcode;
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
+}
+
+fn transport_of(p: Protocol) -> Transport {
+    match p {
+        Protocol::Tcp => Transport::Tcp,
+        Protocol::Tls => Transport::Tls,
+        _ => Transport::Udp,
+    }
+}
+
+/// `name.` as a lower-case string without the trailing dot.
+fn plain_lower(name: &Name) -> String {
+    let mut s = name.to_lowercase().to_ascii();
+    if s.len() > 1 && s.ends_with('.') {
+        s.pop();
+    }
+    s
+}
+
+impl Shared {
+    pub(crate) fn is_allowed(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.config.allow.iter().any(|n| n.contains(&ip))
+    }
+
+    async fn send<'a, R: ResponseHandler>(
+        &self,
+        request: &Request,
+        rh: &mut R,
+        response: hickory_server::zone_handler::MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> ResponseInfo {
+        match rh.send_response(response).await {
+            Ok(info) => {
+                self.metrics.response(info.response_code);
+                info
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "sending a response failed");
+                no_response(request, ResponseCode::ServFail)
+            }
+        }
+    }
+
+    async fn error<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        rh: &mut R,
+        edns: Option<&Edns>,
+        rcode: ResponseCode,
+    ) -> ResponseInfo {
+        let mut msg =
+            MessageResponseBuilder::new(&request.queries, edns).error_msg(&request.metadata, rcode);
+        msg.metadata_mut().recursion_available = true;
+        self.send(request, rh, msg).await
+    }
+
+    async fn handle<R: ResponseHandler>(&self, request: &Request, mut rh: R) -> ResponseInfo {
+        if self.draining.load(Ordering::Acquire) {
+            return no_response(request, ResponseCode::Refused);
+        }
+        let _in_flight = self.in_flight.enter();
+        let transport = transport_of(request.protocol());
+        let query = request.queries.queries().first();
+        self.metrics.query(
+            transport,
+            query.map(|q| q.query_type()).unwrap_or(RecordType::NULL),
+        );
+
+        // The response OPT: only if the client sent one; our payload cap.
+        let mut resp_edns: Option<Edns> = request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_max_payload(req.max_payload().clamp(512, self.config.edns_payload));
+            e.set_version(0);
+            e.set_dnssec_ok(req.flags().dnssec_ok);
+            e
+        });
+
+        if !self.is_allowed(request.src().ip()) {
+            // schild must never be an open resolver.
+            self.metrics.acl_refused.inc();
+            if let Some(e) = resp_edns.as_mut() {
+                e.options_mut()
+                    .insert(answer::ede_option(ede::PROHIBITED, "client not allowed"));
+            }
+            return self
+                .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::Refused)
+                .await;
+        }
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return self
+                .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::BADVERS)
+                .await;
+        }
+        match request.metadata.op_code {
+            OpCode::Query => {}
+            OpCode::Notify if self.config.rpz => {
+                // RPZ hook: a NOTIFY for the exported zone (secondaries do
+                // not send these, but answer it properly) is handled by the
+                // RPZ module once it exists; until then NOTIMP.
+                return self
+                    .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::NotImp)
+                    .await;
+            }
+            _ => {
+                return self
+                    .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::NotImp)
+                    .await;
+            }
+        }
+        let Some(query) = query.filter(|_| request.queries.len() == 1) else {
+            return self
+                .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::FormErr)
+                .await;
+        };
+        let qtype = query.query_type();
+        if query.query_class() != DNSClass::IN {
+            return self
+                .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::Refused)
+                .await;
+        }
+        match qtype {
+            RecordType::AXFR | RecordType::IXFR => {
+                // RPZ hook: when `[rpz]` is configured, zone transfers of
+                // the RPZ zone (to clients in rpz.allow_transfer) are served
+                // here by the RPZ export module. Until then: REFUSED.
+                return self
+                    .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::Refused)
+                    .await;
+            }
+            RecordType::OPT => {
+                return self
+                    .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::FormErr)
+                    .await;
+            }
+            _ => {}
+        }
+        if !request.metadata.recursion_desired {
+            // A resolver, not an authority: non-recursive questions are
+            // cache snooping at best.
+            return self
+                .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::Refused)
+                .await;
+        }
+
+        let qname: &Name = query.original().name();
+        let lower: &LowerName = query.name();
+        let client = request.src().ip();
+        let hit_ctx = HitCtx {
+            client,
+            qname: lower,
+            qtype,
+            transport: transport.as_str(),
+        };
+
+        // The policy on the query name.
+        let mut exempt = false;
+        let block = {
+            let guard = self.policy.load();
+            match guard.as_ref() {
+                None => None,
+                Some(p) => match p.lookup_labels(qname.iter()) {
+                    Verdict::Blocked(hit) => {
+                        let listed =
+                            matched_suffix(&plain_lower(qname), hit.matched_len).to_string();
+                        let owner = qname.trim_to(answer::suffix_labels(qname, hit.matched_len));
+                        let text = block_text(p, &hit, &listed, "");
+                        self.hit(p, &hit, Trigger::Name(listed), &hit_ctx);
+                        hit.action.enforces().then(|| Block {
+                            action: hit.action,
+                            soa_owner: owner,
+                            serial: p.serial(),
+                            text,
+                        })
+                    }
+                    Verdict::Allowed { .. } => {
+                        self.metrics.allowlist_overrides.inc();
+                        exempt = true;
+                        None
+                    }
+                    // Like RPZ-PASSTHRU: an allowlisted query name exempts
+                    // its whole answer, CNAME targets and addresses included.
+                    Verdict::AllowOnly(_) => {
+                        exempt = true;
+                        None
+                    }
+                    Verdict::Pass => None,
+                },
+            }
+        };
+        if let Some(b) = block {
+            return self
+                .send_block(request, &mut rh, resp_edns, qname, qtype, b)
+                .await;
+        }
+
+        if qtype == RecordType::ANY {
+            // RFC 8482: a minimal answer instead of everything we have.
+            let mut meta = Metadata::response_from_request(&request.metadata);
+            meta.recursion_available = true;
+            let hinfo = [Record::from_rdata(
+                qname.clone(),
+                3600,
+                RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
+            )];
+            let msg = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref()).build(
+                meta,
+                hinfo.iter(),
+                [],
+                [],
+                [],
+            );
+            return self.send(request, &mut rh, msg).await;
+        }
+
+        let dnssec_ok = resp_edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        let resolved = match self.resolver.resolve(lower, qtype, dnssec_ok).await {
+            Ok(r) => r,
+            Err(failure) => {
+                let (code, text) = match failure.kind {
+                    UpstreamError::Bogus => (ede::DNSSEC_BOGUS, "DNSSEC validation failed"),
+                    UpstreamError::Timeout => (ede::NO_REACHABLE_AUTHORITY, "upstream timed out"),
+                    _ => (ede::NETWORK_ERROR, "upstream failed"),
+                };
+                if let Some(e) = resp_edns.as_mut() {
+                    e.options_mut().insert(answer::ede_option(code, text));
+                }
+                return self
+                    .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::ServFail)
+                    .await;
+            }
+        };
+
+        // The policy on the answer: CNAME targets (cloaking) and addresses.
+        if !exempt {
+            let block = {
+                let guard = self.policy.load();
+                guard
+                    .as_ref()
+                    .and_then(|p| self.check_answer(p, &resolved, qname, &hit_ctx))
+            };
+            if let Some(b) = block {
+                return self
+                    .send_block(request, &mut rh, resp_edns, qname, qtype, b)
+                    .await;
+            }
+        }
+
+        self.send_resolved(request, &mut rh, resp_edns, qname, dnssec_ok, &resolved)
+            .await
+    }
+
+    /// The first enforcing hit among the answer's CNAME targets and
+    /// addresses; `log-only` hits on the way are recorded.
+    fn check_answer(
+        &self,
+        p: &Arc<Policy>,
+        resolved: &Resolved,
+        qname: &Name,
+        ctx: &HitCtx<'_>,
+    ) -> Option<Block> {
+        for r in &resolved.answer.answers {
+            let (hit, trigger, what) = match &r.data {
+                RData::CNAME(target) => match p.lookup_labels(target.0.iter()) {
+                    Verdict::Blocked(hit) => {
+                        let listed =
+                            matched_suffix(&plain_lower(&target.0), hit.matched_len).to_string();
+                        (hit, Trigger::Name(listed), " (CNAME target)")
+                    }
+                    Verdict::Allowed { .. } => {
+                        self.metrics.allowlist_overrides.inc();
+                        continue;
+                    }
+                    _ => continue,
+                },
+                RData::A(a) => match p.lookup_ip(IpAddr::V4(a.0)) {
+                    Some(hit) => (hit, Trigger::Ip(IpAddr::V4(a.0)), " (address in answer)"),
+                    None => continue,
+                },
+                RData::AAAA(a) => match p.lookup_ip(IpAddr::V6(a.0)) {
+                    Some(hit) => (hit, Trigger::Ip(IpAddr::V6(a.0)), " (address in answer)"),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            let text = block_text(p, &hit, &trigger.to_string(), what);
+            self.hit(p, &hit, trigger, ctx);
+            if hit.action.enforces() {
+                return Some(Block {
+                    action: hit.action,
+                    // The listed name is not an ancestor of the query name:
+                    // the SOA sits at the query name itself.
+                    soa_owner: qname.clone(),
+                    serial: p.serial(),
+                    text,
+                });
+            }
+        }
+        None
+    }
+
+    fn hit(&self, p: &Arc<Policy>, hit: &Hit, trigger: Trigger, ctx: &HitCtx<'_>) {
+        let feed = p.feed(hit.feed).map(|f| f.name.as_str());
+        self.metrics.blocked(hit.feed, feed, hit.action);
+        tracing::debug!(qname = %ctx.qname, feed, action = hit.action.as_str(), "policy hit");
+        self.hits.record(HitEvent {
+            at: SystemTime::now(),
+            client: ctx.client,
+            qname: plain_lower(&Name::from(ctx.qname)),
+            qtype: u16::from(ctx.qtype),
+            transport: ctx.transport,
+            action: hit.action,
+            trigger,
+            set: hit.set,
+            policy: p.clone(),
+        });
+    }
+
+    async fn send_block<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        rh: &mut R,
+        mut resp_edns: Option<Edns>,
+        qname: &Name,
+        qtype: RecordType,
+        b: Block,
+    ) -> ResponseInfo {
+        if b.action == Action::Drop {
+            self.metrics.dropped();
+            return no_response(request, ResponseCode::ServFail);
+        }
+        if let Some(e) = resp_edns.as_mut() {
+            e.options_mut()
+                .insert(answer::ede_option(ede::BLOCKED, &b.text));
+        }
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.recursion_available = true;
+        let ttl = self.config.block_ttl;
+        let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
+        let soa = answer::policy_soa(b.soa_owner, b.serial, ttl);
+        match b.action {
+            Action::Refused => {
+                let mut msg = builder.error_msg(&request.metadata, ResponseCode::Refused);
+                msg.metadata_mut().recursion_available = true;
+                self.send(request, rh, msg).await
+            }
+            Action::Sinkhole => {
+                let records = answer::sinkhole_records(
+                    qname,
+                    qtype,
+                    ttl,
+                    &self.config.sinkhole_ipv4,
+                    &self.config.sinkhole_ipv6,
+                );
+                let soa_part: &[Record] = if records.is_empty() {
+                    std::slice::from_ref(&soa)
+                } else {
+                    &[]
+                };
+                let msg = builder.build(meta, records.iter(), [], soa_part.iter(), []);
+                self.send(request, rh, msg).await
+            }
+            Action::Nodata => {
+                let msg = builder.build(meta, [], [], std::iter::once(&soa), []);
+                self.send(request, rh, msg).await
+            }
+            // Nxdomain, and LogOnly which never gets here.
+            _ => {
+                meta.response_code = ResponseCode::NXDomain;
+                let msg = builder.build(meta, [], [], std::iter::once(&soa), []);
+                self.send(request, rh, msg).await
+            }
+        }
+    }
+
+    async fn send_resolved<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        rh: &mut R,
+        mut resp_edns: Option<Edns>,
+        qname: &Name,
+        dnssec_ok: bool,
+        resolved: &Resolved,
+    ) -> ResponseInfo {
+        let a = &resolved.answer;
+        let fix = |r: &Record| {
+            let mut r = r.clone();
+            r.ttl = resolved.ttl(r.ttl);
+            // Keep the client's spelling of its own name (0x20).
+            if r.name == *qname {
+                r.name = qname.clone();
+            }
+            r
+        };
+        let answers: Vec<Record> = a.answers.iter().map(fix).collect();
+        let authorities: Vec<Record> = a.authorities.iter().map(fix).collect();
+        if resolved.stale
+            && let Some(e) = resp_edns.as_mut()
+        {
+            e.options_mut()
+                .insert(answer::ede_option(ede::STALE_ANSWER, "upstream failed"));
+        }
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.recursion_available = true;
+        meta.response_code = a.rcode;
+        meta.authentic_data = a.secure && (request.metadata.authentic_data || dnssec_ok);
+        let msg = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref()).build(
+            meta,
+            answers.iter(),
+            authorities.iter(),
+            [],
+            [],
+        );
+        self.send(request, rh, msg).await
+    }
+}
+
+/// What a hit needs to know about the query.
+struct HitCtx<'a> {
+    client: IpAddr,
+    qname: &'a LowerName,
+    qtype: RecordType,
+    transport: &'static str,
+}
+
+/// The Extended DNS Error text of a block: names the feed and the indicator.
+fn block_text(p: &Policy, hit: &Hit, listed: &str, what: &str) -> String {
+    let feed = p.feed(hit.feed).map(|f| f.name.as_str()).unwrap_or("?");
+    format!("blocked by schild: feed {feed} lists {listed}{what}")
+}

@@ -1,0 +1,370 @@
+//! Sockets: binding, and our own TCP and TLS connection handling.
+//!
+//! UDP goes to hickory's `Server`, one receive loop per socket; several
+//! `SO_REUSEPORT` sockets per address let the kernel spread datagrams over
+//! the cores. TCP and DoT connections are served here instead, because
+//! hickory's loop answers the queries of one connection one after another
+//! and has no connection cap: here each query of a connection runs as its
+//! own task (up to `server.tcp_max_inflight`, answers written as they are
+//! ready, RFC 7766), idle connections are closed after `server.tcp_idle_secs`,
+//! and at most `server.tcp_max_connections` are open at once.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
+use hickory_server::net::NetError;
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponse;
+use socket2::{Domain, Socket, Type};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::handler::Handler;
+
+/// The sockets of one `server.listen` address.
+pub struct Bound {
+    pub addr: SocketAddr,
+    pub udp: Vec<UdpSocket>,
+    pub tcp: TcpListener,
+}
+
+fn socket(addr: SocketAddr, ty: Type) -> io::Result<Socket> {
+    let s = Socket::new(Domain::for_address(addr), ty, None)?;
+    if addr.is_ipv6() {
+        // So that `[::]` and `0.0.0.0` can both be listed.
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+fn udp_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let s = socket(addr, Type::DGRAM)?;
+    s.set_reuse_port(true)?;
+    // Best effort: a larger buffer rides out bursts; the kernel caps it.
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+fn tcp_listener(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = socket(addr, Type::STREAM)?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    TcpListener::from_std(s.into())
+}
+
+/// Bind `sockets` UDP sockets and one TCP listener on `addr`, all on the
+/// same port (with port 0: the one the first socket got).
+pub fn bind(addr: SocketAddr, sockets: usize) -> io::Result<Bound> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let first = udp_socket(addr)?;
+        let actual = first.local_addr()?;
+        let result = (|| {
+            let mut udp = vec![first];
+            for _ in 1..sockets.max(1) {
+                udp.push(udp_socket(actual)?);
+            }
+            let tcp = tcp_listener(actual)?;
+            Ok::<_, io::Error>(Bound {
+                addr: actual,
+                udp,
+                tcp,
+            })
+        })();
+        match result {
+            // With port 0 the TCP port may be taken: pick another.
+            Err(e) if addr.port() == 0 && attempt < 20 && e.kind() == io::ErrorKind::AddrInUse => {
+                continue;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// A TCP listener for DoT.
+pub fn bind_tls(addr: SocketAddr) -> io::Result<TcpListener> {
+    tcp_listener(addr)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read the certificate file {path}")]
+    Cert {
+        path: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("cannot read the key file {path}")]
+    Key {
+        path: String,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("the certificate and key are not usable")]
+    Rustls(#[source] rustls::Error),
+}
+
+/// The rustls server configuration for DoT (ALPN "dot", RFC 7858).
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| TlsSetupError::Cert {
+            path: cert.display().to_string(),
+            source,
+        })?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|source| TlsSetupError::Key {
+        path: key.display().to_string(),
+        source,
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(TlsSetupError::Rustls)?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(TlsSetupError::Rustls)?;
+    config.alpn_protocols = vec![b"dot".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Limits for stream connections.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    pub idle: Duration,
+    pub max_inflight: usize,
+}
+
+/// Accept TCP (or, with `tls`, DoT) connections until `shutdown`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handler: Handler,
+    limits: StreamLimits,
+    connections: Arc<Semaphore>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let protocol = if tls.is_some() {
+        Protocol::Tls
+    } else {
+        Protocol::Tcp
+    };
+    loop {
+        let (stream, src) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let metrics = handler.0.metrics.clone();
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            metrics.tcp_rejected.inc();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = handler.clone();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        let inner = tracker.clone();
+        tracker.spawn(async move {
+            metrics.tcp_connections.inc();
+            match tls {
+                None => serve_stream(stream, src, protocol, handler, limits, inner, shutdown).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.idle, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => {
+                            serve_stream(s, src, protocol, handler, limits, inner, shutdown).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
+            }
+            metrics.tcp_connections.dec();
+            drop(permit);
+        });
+    }
+}
+
+/// Sends encoded answers to the connection's writer task.
+#[derive(Clone)]
+struct StreamResponder {
+    tx: mpsc::Sender<Vec<u8>>,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for StreamResponder {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let mut msg = Vec::with_capacity(512);
+        let info = {
+            let mut enc = BinEncoder::new(&mut msg);
+            // The two-octet length prefix caps a message at 65535 octets.
+            enc.set_max_size(u16::MAX);
+            response
+                .destructive_emit(&mut enc)
+                .map_err(|e| NetError::from(e.to_string()))?
+        };
+        let buf = framed(&msg);
+        self.tx
+            .send(buf)
+            .await
+            .map_err(|_| NetError::from("connection closed"))?;
+        Ok(info)
+    }
+}
+
+/// A message with its two-octet length prefix (RFC 1035 section 4.2.2).
+fn framed(msg: &[u8]) -> Vec<u8> {
+    let len = u16::try_from(msg.len()).unwrap_or(u16::MAX);
+    let mut buf = Vec::with_capacity(msg.len() + 2);
+    buf.extend_from_slice(&len.to_be_bytes());
+    buf.extend_from_slice(msg);
+    buf
+}
+
+/// Serve one connection: read length-prefixed queries, answer each in its
+/// own task, write answers as they complete.
+async fn serve_stream<S>(
+    stream: S,
+    src: SocketAddr,
+    protocol: Protocol,
+    handler: Handler,
+    limits: StreamLimits,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(limits.max_inflight);
+    let writer = tokio::spawn(async move {
+        while let Some(buf) = rx.recv().await {
+            if wr.write_all(&buf).await.is_err() {
+                return;
+            }
+        }
+        let _ = wr.shutdown().await;
+    });
+    let inflight = Arc::new(Semaphore::new(limits.max_inflight));
+    let responder = StreamResponder { tx };
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = vec![0u8; 4096];
+    'conn: loop {
+        // Hand out every complete message in the buffer.
+        while buf.len() >= 2 {
+            let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+            if buf.len() < 2 + len {
+                break;
+            }
+            let msg: Vec<u8> = buf[2..2 + len].to_vec();
+            buf.drain(..2 + len);
+            // Backpressure: a client with many answers pending waits.
+            let permit = tokio::select! {
+                p = inflight.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break 'conn,
+                },
+                _ = shutdown.cancelled() => break 'conn,
+            };
+            match Request::from_bytes(msg.clone(), src, protocol) {
+                Ok(request) => {
+                    let handler = handler.clone();
+                    let responder = responder.clone();
+                    tracker.spawn(async move {
+                        handler
+                            .handle_request::<_, TokioTime>(&request, responder)
+                            .await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    drop(permit);
+                    if !formerr(&handler, src, &msg, &responder).await {
+                        break 'conn;
+                    }
+                }
+            }
+        }
+        // Read more; `read` is cancel safe, so the idle timer may fire at
+        // any time without losing bytes.
+        let n = tokio::select! {
+            r = tokio::time::timeout(limits.idle, rd.read(&mut chunk)) => match r {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => n,
+                Err(_) => {
+                    if inflight.available_permits() < limits.max_inflight {
+                        continue; // answers pending: not idle
+                    }
+                    break;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    // Let the queries already read finish, then close.
+    let _ = inflight
+        .acquire_many(u32::try_from(limits.max_inflight).unwrap_or(u32::MAX))
+        .await;
+    drop(responder);
+    let _ = writer.await;
+}
+
+/// Answer an unparsable message with FORMERR if its header can be read
+/// and the client is allowed; `false` if the connection should close.
+async fn formerr(handler: &Handler, src: SocketAddr, msg: &[u8], r: &StreamResponder) -> bool {
+    let Ok(header) = Header::read(&mut BinDecoder::new(msg)) else {
+        return false;
+    };
+    if !handler.0.is_allowed(src.ip()) {
+        return false;
+    }
+    let mut metadata = Metadata::response_from_request(&header.metadata);
+    metadata.response_code = ResponseCode::FormErr;
+    let header = Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    };
+    let mut msg = Vec::with_capacity(12);
+    if header.emit(&mut BinEncoder::new(&mut msg)).is_err() {
+        return false;
+    }
+    let buf = framed(&msg);
+    handler.0.metrics.response(ResponseCode::FormErr);
+    r.tx.send(buf).await.is_ok()
+}

@@ -1,0 +1,279 @@
+//! `schild serve`: start, run and stop the DNS firewall resolver.
+//!
+//! Start-up order matters: the last good artifact is loaded (or, when there
+//! is none, compiled) *before* any listener opens, so the first answer is
+//! already filtered. Without a policy, `policy.fail_closed = true` refuses
+//! to start; otherwise schild starts unfiltered and says so in the log, in
+//! `schild_policy_loaded 0` and in `/ready`. SIGHUP refreshes the feeds;
+//! SIGTERM (or SIGINT) stops answering new queries, lets the ones in flight
+//! finish (up to `server.drain_secs`) and exits 0.
+
+pub mod answer;
+pub mod handler;
+pub mod listen;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use hickory_server::Server;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState};
+use crate::cli::exit;
+use crate::config::Config;
+use crate::hits::{self, HitSink};
+use crate::metrics::Metrics;
+use crate::pipeline::error_chain;
+use crate::reload::Refresher;
+use crate::resolve::Resolver;
+use handler::{Handler, HandlerConfig, InFlight, Shared};
+use listen::StreamLimits;
+
+/// Hits waiting for the consumer before new ones are dropped (and counted).
+const HIT_QUEUE: usize = 16_384;
+
+/// Run the server until SIGTERM/SIGINT. Returns the process exit code.
+pub async fn run(config: Config) -> i32 {
+    let feed_names: Vec<String> = config.feeds.iter().map(|f| f.name.clone()).collect();
+    let metrics = Arc::new(Metrics::new(&feed_names));
+    metrics.set_policy(None);
+    let store = Arc::new(ArcSwapOption::empty());
+    let refresher = Arc::new(Refresher::new(
+        config.clone(),
+        store.clone(),
+        metrics.clone(),
+    ));
+
+    // 1. The policy, before any listener opens.
+    let loaded = match refresher.load_existing() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "the artifact in state_dir cannot be used");
+            false
+        }
+    };
+    if !loaded {
+        tracing::info!("no usable artifact in state_dir: compiling the feeds now");
+        if let Err(error) = refresher.refresh("start").await {
+            if config.policy.fail_closed {
+                tracing::error!(%error, "no policy could be loaded and policy.fail_closed is set: not starting");
+                return exit::UNAVAILABLE;
+            }
+            tracing::error!(
+                "NO POLICY LOADED: schild starts anyway (policy.fail_closed = false) and answers WITHOUT FILTERING until a refresh succeeds"
+            );
+        }
+    }
+
+    // 2. The resolver.
+    let resolver = match Resolver::new(&config.resolver, metrics.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "cannot set up the resolver");
+            return exit::CONFIG;
+        }
+    };
+    if config.resolver.mode == crate::config::ResolverMode::Recursive && !config.resolver.dnssec {
+        tracing::warn!("DNSSEC validation is off (resolver.dnssec = false)");
+    }
+
+    // 3. Hits go to a bounded queue; for now, the log.
+    let (sink, hit_rx) = HitSink::channel(HIT_QUEUE, metrics.hits_dropped.clone());
+    tokio::spawn(hits::log_hits(hit_rx));
+
+    let shared = Arc::new(Shared {
+        config: HandlerConfig {
+            allow: config.server.allow.clone(),
+            edns_payload: config.server.edns_payload,
+            block_ttl: config.policy.block_ttl,
+            sinkhole_ipv4: config.policy.sinkhole_ipv4.clone(),
+            sinkhole_ipv6: config.policy.sinkhole_ipv6.clone(),
+            rpz: config.rpz.is_some(),
+        },
+        policy: store.clone(),
+        resolver,
+        metrics: metrics.clone(),
+        hits: sink,
+        in_flight: InFlight::default(),
+        draining: AtomicBool::new(false),
+    });
+    let handler = Handler(shared.clone());
+
+    // 4. Listeners.
+    let udp_sockets = match config.server.udp_sockets {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let mut server = Server::new(handler.clone());
+    let tracker = TaskTracker::new();
+    let stop_streams = CancellationToken::new();
+    let connections = Arc::new(Semaphore::new(config.server.tcp_max_connections));
+    let limits = StreamLimits {
+        idle: config.server.tcp_idle,
+        max_inflight: config.server.tcp_max_inflight,
+    };
+    for addr in &config.server.listen {
+        let bound = match listen::bind(*addr, udp_sockets) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot listen");
+                return exit::UNAVAILABLE;
+            }
+        };
+        let n = bound.udp.len();
+        for s in bound.udp {
+            server.register_socket(s);
+        }
+        tracing::info!("listening proto=udp addr={} sockets={n}", bound.addr);
+        tracing::info!("listening proto=tcp addr={}", bound.addr);
+        tracker.spawn(listen::accept_loop(
+            bound.tcp,
+            None,
+            handler.clone(),
+            limits,
+            connections.clone(),
+            tracker.clone(),
+            stop_streams.clone(),
+        ));
+    }
+    if !config.server.tls_listen.is_empty() {
+        let (Some(cert), Some(key)) = (&config.server.tls_cert_file, &config.server.tls_key_file)
+        else {
+            tracing::error!("server.tls_listen needs tls_cert_file and tls_key_file");
+            return exit::CONFIG;
+        };
+        let tls = match listen::tls_config(cert, key) {
+            Ok(t) => tokio_rustls::TlsAcceptor::from(t),
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "cannot set up DNS over TLS");
+                return exit::CONFIG;
+            }
+        };
+        for addr in &config.server.tls_listen {
+            let l = match listen::bind_tls(*addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot listen");
+                    return exit::UNAVAILABLE;
+                }
+            };
+            let local = l.local_addr().unwrap_or(*addr);
+            tracing::info!("listening proto=tls addr={local}");
+            tracker.spawn(listen::accept_loop(
+                l,
+                Some(tls.clone()),
+                handler.clone(),
+                limits,
+                connections.clone(),
+                tracker.clone(),
+                stop_streams.clone(),
+            ));
+        }
+    }
+
+    // 5. Admin.
+    let listening = Arc::new(AtomicBool::new(false));
+    let stop_admin = CancellationToken::new();
+    let admin_listener = match tokio::net::TcpListener::bind(config.admin.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(addr = %config.admin.listen, error = %e, "cannot listen (admin)");
+            return exit::UNAVAILABLE;
+        }
+    };
+    let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.listen);
+    tracing::info!("admin listening addr={admin_addr}");
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        AdminState {
+            shared: shared.clone(),
+            refresher: refresher.clone(),
+            listening: listening.clone(),
+        },
+        stop_admin.clone(),
+    ));
+    listening.store(true, Ordering::Release);
+    tracing::info!(
+        mode = shared.resolver.mode(),
+        policy = if store.load().is_some() {
+            "loaded"
+        } else {
+            "NONE (unfiltered)"
+        },
+        "schild is serving"
+    );
+
+    // 6. Background refreshes: soon if the artifact is older than the
+    // refresh interval (or missing), otherwise when it comes due.
+    let stop_refresh = CancellationToken::new();
+    let interval = refresher.interval();
+    let first = match refresher.age() {
+        Some(age) if age < interval => interval - age,
+        Some(_) => Duration::from_secs(1),
+        None => (interval / 5).max(Duration::from_secs(10)),
+    };
+    tokio::spawn(refresher.clone().run(first, stop_refresh.clone()));
+
+    // 7. Signals.
+    wait_for_stop(refresher.clone()).await;
+
+    // 8. Drain.
+    tracing::info!("stopping: draining queries in flight");
+    listening.store(false, Ordering::Release);
+    stop_refresh.cancel();
+    stop_streams.cancel();
+    shared.draining.store(true, Ordering::Release);
+    if tokio::time::timeout(config.server.drain, shared.in_flight.wait_idle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = shared.in_flight.count(),
+            "drain time is up; queries still in flight are dropped"
+        );
+    }
+    if let Err(e) = server.shutdown_gracefully().await {
+        tracing::debug!(error = %e, "UDP server stopped with an error");
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+    stop_admin.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
+    tracing::info!("stopped");
+    exit::OK
+}
+
+#[cfg(unix)]
+async fn wait_for_stop(refresher: Arc<Refresher>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        std::future::pending::<()>().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => {
+                let r = refresher.clone();
+                tokio::spawn(async move {
+                    let _ = r.refresh("SIGHUP").await;
+                });
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_stop(_refresher: Arc<Refresher>) {
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,184 @@
+//! Runs the real `schild serve` for a test: writes a config (listening on
+//! port 0) into a temporary folder, starts the binary, reads the bound
+//! addresses from its log, waits for `/ready`, and kills it on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Schild {
+    child: Child,
+    /// UDP and TCP (same port).
+    pub dns: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+}
+
+/// Everything but the listen addresses and state_dir, which the harness sets.
+pub struct Setup<'a> {
+    pub config: &'a str,
+    pub files: &'a [(&'a str, &'a str)],
+    pub wait_ready: bool,
+}
+
+impl Schild {
+    pub fn start(config: &str, files: &[(&str, &str)]) -> Schild {
+        Schild::start_with(Setup {
+            config,
+            files,
+            wait_ready: true,
+        })
+        .unwrap_or_else(|(status, log)| panic!("schild exited ({status:?}):\n{log}"))
+    }
+
+    /// Start; `Err((exit status, log))` if schild exits before listening.
+    pub fn start_with(s: Setup<'_>) -> Result<Schild, (Option<ExitStatus>, String)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in s.files {
+            write(dir.path(), name, text);
+        }
+        let listen = "listen = [\"127.0.0.1:0\"]\nudp_sockets = 2\n";
+        let body = if s.config.contains("[server]\n") {
+            s.config
+                .replacen("[server]\n", &format!("[server]\n{listen}"), 1)
+        } else {
+            format!("[server]\n{listen}\n{}", s.config)
+        };
+        let config =
+            format!("state_dir = \"state\"\n{body}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+        let path = dir.path().join("schild.toml");
+        std::fs::write(&path, &config).expect("write config");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_schild"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("SCHILD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start schild");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().expect("log lock");
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let (mut dns, mut admin) = (None, None);
+        while dns.is_none() || admin.is_none() {
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return Err((Some(status), log.lock().expect("log").clone()));
+            }
+            assert!(
+                Instant::now() < deadline,
+                "schild did not start:\n{}",
+                log.lock().expect("log")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+            let text = log.lock().expect("log").clone();
+            dns = find_addr(&text, "listening proto=udp addr=");
+            admin = find_addr(&text, "admin listening addr=");
+        }
+        let me = Schild {
+            child,
+            dns: dns.expect("dns"),
+            admin: admin.expect("admin"),
+            dir,
+            log,
+        };
+        if s.wait_ready {
+            while me.http("GET", "/ready").0 != 200 {
+                assert!(Instant::now() < deadline, "never ready:\n{}", me.log());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(me)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A tiny HTTP/1.0 client for the admin listener: (status, body).
+    pub fn http(&self, method: &str, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.admin).expect("connect admin");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: schild\r\nContent-Length: 0\r\n\r\n"
+        )
+        .expect("write");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).expect("read");
+        let status = resp
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "schild did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Schild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) {
+    let p = dir.join(name);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).expect("mkdir");
+    }
+    std::fs::write(p, text).expect("write file");
+}
+
+fn find_addr(log: &str, marker: &str) -> Option<SocketAddr> {
+    let at = log.find(marker)? + marker.len();
+    log[at..]
+        .split(|c: char| c.is_whitespace())
+        .next()?
+        .parse()
+        .ok()
+}
