@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::feeds::Puller;
 use crate::metrics::Metrics;
 use crate::pipeline::{self, CompileOutcome, error_chain};
 use crate::policy::{ArtifactError, FetchStatus, Policy};
+use crate::rpz::xfr::RpzPrimary;
 
 /// What a successful refresh installed.
 #[derive(Debug, Clone)]
@@ -36,6 +38,11 @@ pub struct Refresher {
     store: Arc<ArcSwapOption<Policy>>,
     metrics: Arc<Metrics>,
     lock: tokio::sync::Mutex<()>,
+    /// The RPZ primary (with `[rpz]`): created with the first list, then
+    /// told of every new one (journal step, NOTIFY).
+    rpz: Arc<ArcSwapOption<RpzPrimary>>,
+    /// Stops the RPZ NOTIFY tasks at shutdown.
+    rpz_stop: CancellationToken,
 }
 
 impl Refresher {
@@ -50,7 +57,19 @@ impl Refresher {
             store,
             metrics,
             lock: tokio::sync::Mutex::new(()),
+            rpz: Arc::new(ArcSwapOption::empty()),
+            rpz_stop: CancellationToken::new(),
         }
+    }
+
+    /// The RPZ primary slot the handler reads.
+    pub fn rpz(&self) -> Arc<ArcSwapOption<RpzPrimary>> {
+        self.rpz.clone()
+    }
+
+    /// Stop the RPZ NOTIFY tasks.
+    pub fn stop_rpz(&self) {
+        self.rpz_stop.cancel();
     }
 
     /// Load the last good artifact from `state_dir`, if there is one.
@@ -103,7 +122,25 @@ impl Refresher {
 
     fn install(&self, p: Policy) {
         self.metrics.set_policy(Some(&p));
-        self.store.store(Some(Arc::new(p)));
+        let p = Arc::new(p);
+        self.store.store(Some(p.clone()));
+        if self.config.rpz.is_none() {
+            return;
+        }
+        match self.rpz.load_full() {
+            Some(primary) => {
+                if let Err(e) = primary.update(p) {
+                    tracing::warn!(error = %error_chain(&e), "RPZ journal not written; secondaries will get a full transfer");
+                }
+            }
+            None => match RpzPrimary::new(&self.config, p, Some(self.rpz_stop.clone())) {
+                Ok(primary) => {
+                    tracing::info!(zone = %primary.settings().origin_text, serial = primary.serial(), "RPZ primary serving");
+                    self.rpz.store(Some(Arc::new(primary)));
+                }
+                Err(e) => tracing::error!(error = %error_chain(&e), "cannot serve the RPZ zone"),
+            },
+        }
     }
 
     /// Pull, compile, load and swap in. Waits for a compile already running.

@@ -30,6 +30,7 @@ use crate::hits::{HitEvent, HitSink, Trigger};
 use crate::metrics::{Metrics, Transport, UpstreamError};
 use crate::policy::{Action, Hit, Policy, Verdict, matched_suffix};
 use crate::resolve::{Resolved, Resolver};
+use crate::rpz::xfr::RpzPrimary;
 
 /// Settings the handler needs, taken from the configuration once.
 #[derive(Debug, Clone)]
@@ -39,8 +40,6 @@ pub struct HandlerConfig {
     pub block_ttl: u32,
     pub sinkhole_ipv4: Vec<Ipv4Addr>,
     pub sinkhole_ipv6: Vec<Ipv6Addr>,
-    /// `[rpz]` is configured: zone transfers and NOTIFY will be served.
-    pub rpz: bool,
 }
 
 /// Counts queries being answered, so shutdown can wait for them.
@@ -89,6 +88,8 @@ pub struct Shared {
     pub resolver: Resolver,
     pub metrics: Arc<Metrics>,
     pub hits: HitSink,
+    /// The RPZ primary, once `[rpz]` is configured and a list is loaded.
+    pub rpz: Arc<ArcSwapOption<RpzPrimary>>,
     pub in_flight: InFlight,
     /// Set at shutdown: new queries get no answer, as if the socket were closed.
     pub draining: AtomicBool,
@@ -206,6 +207,14 @@ impl Shared {
             query.map(|q| q.query_type()).unwrap_or(RecordType::NULL),
         );
 
+        // The RPZ zone has its own ACL (`rpz.allow_transfer`) and TSIG:
+        // secondaries need not be resolver clients.
+        if let Some(rpz) = self.rpz.load_full()
+            && rpz.claims(request)
+        {
+            return rpz.handle(request, rh).await;
+        }
+
         // The response OPT: only if the client sent one; our payload cap.
         let mut resp_edns: Option<Edns> = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
@@ -233,14 +242,6 @@ impl Shared {
         }
         match request.metadata.op_code {
             OpCode::Query => {}
-            OpCode::Notify if self.config.rpz => {
-                // RPZ hook: a NOTIFY for the exported zone (secondaries do
-                // not send these, but answer it properly) is handled by the
-                // RPZ module once it exists; until then NOTIMP.
-                return self
-                    .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::NotImp)
-                    .await;
-            }
             _ => {
                 return self
                     .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::NotImp)
@@ -260,9 +261,7 @@ impl Shared {
         }
         match qtype {
             RecordType::AXFR | RecordType::IXFR => {
-                // RPZ hook: when `[rpz]` is configured, zone transfers of
-                // the RPZ zone (to clients in rpz.allow_transfer) are served
-                // here by the RPZ export module. Until then: REFUSED.
+                // Only the RPZ zone is transferred (claimed above).
                 return self
                     .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::Refused)
                     .await;

@@ -38,6 +38,15 @@ const HIT_QUEUE: usize = 16_384;
 
 /// Run the server until SIGTERM/SIGINT. Returns the process exit code.
 pub async fn run(config: Config) -> i32 {
+    if let Some(path) = config.rpz.as_ref().and_then(|r| r.tsig_key_file.as_ref()) {
+        let usable = crate::rpz::tsig::TsigKey::load(path)
+            .map_err(|e| error_chain(&e))
+            .and_then(|k| k.signer().map(|_| ()));
+        if let Err(error) = usable {
+            tracing::error!(%error, "rpz.tsig_key_file cannot be used");
+            return exit::CONFIG;
+        }
+    }
     let feed_names: Vec<String> = config.feeds.iter().map(|f| f.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(&feed_names));
     metrics.set_policy(None);
@@ -92,12 +101,12 @@ pub async fn run(config: Config) -> i32 {
             block_ttl: config.policy.block_ttl,
             sinkhole_ipv4: config.policy.sinkhole_ipv4.clone(),
             sinkhole_ipv6: config.policy.sinkhole_ipv6.clone(),
-            rpz: config.rpz.is_some(),
         },
         policy: store.clone(),
         resolver,
         metrics: metrics.clone(),
         hits: sink,
+        rpz: refresher.rpz(),
         in_flight: InFlight::default(),
         draining: AtomicBool::new(false),
     });
@@ -239,6 +248,7 @@ pub async fn run(config: Config) -> i32 {
     if let Err(e) = server.shutdown_gracefully().await {
         tracing::debug!(error = %e, "UDP server stopped with an error");
     }
+    refresher.stop_rpz();
     tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
     stop_admin.cancel();
