@@ -345,3 +345,45 @@ pub fn stats(config: &Config) -> i32 {
     }
     exit::OK
 }
+
+/// `schild allow NAME --reason TEXT`: record a false positive. NAME joins
+/// the local allowlist, a false-positive sighting is queued for each
+/// indicator it overrides, and a running server is asked to reload.
+pub async fn allow(config: &Config, name: &str, reason: &str) -> i32 {
+    let policy = Policy::load(&config.artifact_path()).ok();
+    let outcome = match crate::sightings::allow(config, policy.as_ref(), name, reason) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("schild: {e}");
+            return exit::FAILURE;
+        }
+    };
+    println!("{name}: added to {}", outcome.file.display());
+    for (ioc, feed) in &outcome.overridden {
+        println!("  overrides {ioc} (feed {feed})");
+    }
+    if outcome.queued > 0 {
+        println!(
+            "  {} false-positive sighting(s) queued for the feed(s)",
+            outcome.queued
+        );
+    }
+    let url = format!("http://{}/reload", config.admin.listen);
+    let reloaded = match crate::sightings::report::client(std::time::Duration::from_secs(120)) {
+        Ok(http) => http
+            .post(&url)
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false),
+        Err(_) => false,
+    };
+    if reloaded {
+        println!("  the running server reloaded its list");
+    } else {
+        println!(
+            "  no running server answered at {url}; the allowlist applies at its next start or refresh"
+        );
+    }
+    exit::OK
+}

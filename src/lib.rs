@@ -8,6 +8,8 @@
 pub mod cli;
 pub mod config;
 pub mod feeds;
+pub mod hits;
 pub mod pipeline;
 pub mod policy;
+pub mod sightings;
 pub mod telemetry;

@@ -153,7 +153,10 @@ struct Warninglist {
 }
 
 fn load_allowlist(config: &Config, c: &mut Compiler) -> Result<(), PipelineError> {
-    for path in &config.allowlist.files {
+    // `schild allow` writes false positives to this file; it is always read.
+    let local = crate::sightings::local_allowlist(config);
+    let local = local.exists().then_some(local);
+    for path in config.allowlist.files.iter().chain(local.iter()) {
         let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Allowlist {
             path: path.clone(),
             source,

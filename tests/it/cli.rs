@@ -51,8 +51,14 @@ fn config(s: &Setup) -> PathBuf {
         "iocs.txt",
         "# ZDN test list\nevil.example\nRyuk-C2.Example.\n*.phish.example\nbad..name\nnl\nhospital.example\n",
     );
-    s.write("hosts.txt", "0.0.0.0 tracker.example\n127.0.0.1 localhost\n");
-    s.write("allow.txt", "# false positives\nsafe.evil.example\nhospital.example\n");
+    s.write(
+        "hosts.txt",
+        "0.0.0.0 tracker.example\n127.0.0.1 localhost\n",
+    );
+    s.write(
+        "allow.txt",
+        "# false positives\nsafe.evil.example\nhospital.example\n",
+    );
     s.write(
         "warninglist.json",
         r#"{"name":"Top sites","version":1,"description":"test","type":"hostname",
@@ -111,8 +117,18 @@ fn compile_then_check_explains_every_verdict() {
     assert_eq!(o.status.code(), Some(1));
 
     // A wildcard entry covers subdomains only.
-    assert_eq!(s.schild(&["check", "--config", cfg, "login.phish.example"]).status.code(), Some(1));
-    assert_eq!(s.schild(&["check", "--config", cfg, "phish.example"]).status.code(), Some(0));
+    assert_eq!(
+        s.schild(&["check", "--config", cfg, "login.phish.example"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        s.schild(&["check", "--config", cfg, "phish.example"])
+            .status
+            .code(),
+        Some(0)
+    );
 
     // The allowlist wins and says so.
     let o = s.schild(&["check", "--config", cfg, "mail.safe.evil.example"]);
@@ -123,7 +139,11 @@ fn compile_then_check_explains_every_verdict() {
     // An IOC refused at compile time because the allowlist covers it.
     let o = s.schild(&["check", "--config", cfg, "hospital.example"]);
     assert_eq!(o.status.code(), Some(0));
-    assert!(stdout(&o).contains("refused by allowlist entry hospital.example"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("refused by allowlist entry hospital.example"),
+        "{}",
+        stdout(&o)
+    );
 
     // Refused by a MISP warninglist (hostname type covers subdomains).
     let o = s.schild(&["check", "--config", cfg, "cdn.popular.example"]);
@@ -155,7 +175,10 @@ fn stats_reports_each_feed() {
     let s = Setup::new();
     let cfg = config(&s);
     let cfg = cfg.to_str().expect("utf8");
-    assert_eq!(s.schild(&["compile", "--config", cfg]).status.code(), Some(0));
+    assert_eq!(
+        s.schild(&["compile", "--config", cfg]).status.code(),
+        Some(0)
+    );
     let o = s.schild(&["stats", "--config", cfg]);
     assert_eq!(o.status.code(), Some(0));
     let out = stdout(&o);
@@ -176,13 +199,30 @@ fn a_broken_feed_keeps_its_last_good_copy() {
     let s = Setup::new();
     let cfg = config(&s);
     let cfg = cfg.to_str().expect("utf8");
-    assert_eq!(s.schild(&["compile", "--config", cfg]).status.code(), Some(0));
+    assert_eq!(
+        s.schild(&["compile", "--config", cfg]).status.code(),
+        Some(0)
+    );
     std::fs::remove_file(s.path("iocs.txt")).expect("rm");
     let o = s.schild(&["compile", "--config", cfg]);
-    assert_eq!(o.status.code(), Some(1), "a failed feed is an error: {}", stdout(&o));
-    assert!(stdout(&o).contains("feed zdn: FAILED, using copy"), "{}", stdout(&o));
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "a failed feed is an error: {}",
+        stdout(&o)
+    );
+    assert!(
+        stdout(&o).contains("feed zdn: FAILED, using copy"),
+        "{}",
+        stdout(&o)
+    );
     // Still blocked from the cached copy.
-    assert_eq!(s.schild(&["check", "--config", cfg, "evil.example"]).status.code(), Some(1));
+    assert_eq!(
+        s.schild(&["check", "--config", cfg, "evil.example"])
+            .status
+            .code(),
+        Some(1)
+    );
     let o = s.schild(&["stats", "--config", cfg]);
     assert!(stdout(&o).contains("FAILED"), "{}", stdout(&o));
 }
@@ -192,15 +232,30 @@ fn a_feed_lost_without_a_copy_never_empties_the_list() {
     let s = Setup::new();
     let cfg = config(&s);
     let cfg = cfg.to_str().expect("utf8");
-    assert_eq!(s.schild(&["compile", "--config", cfg]).status.code(), Some(0));
+    assert_eq!(
+        s.schild(&["compile", "--config", cfg]).status.code(),
+        Some(0)
+    );
     let before = std::fs::read(s.path("state/policy.artifact")).expect("artifact");
     std::fs::remove_file(s.path("iocs.txt")).expect("rm");
     std::fs::remove_dir_all(s.path("state/feeds/zdn")).expect("rm cache");
     let o = s.schild(&["compile", "--config", cfg]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("keeping the last good artifact"), "{}", stderr(&o));
-    assert_eq!(std::fs::read(s.path("state/policy.artifact")).expect("artifact"), before);
-    assert_eq!(s.schild(&["check", "--config", cfg, "evil.example"]).status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("keeping the last good artifact"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(s.path("state/policy.artifact")).expect("artifact"),
+        before
+    );
+    assert_eq!(
+        s.schild(&["check", "--config", cfg, "evil.example"])
+            .status
+            .code(),
+        Some(1)
+    );
 }
 
 #[test]
@@ -208,7 +263,10 @@ fn a_damaged_artifact_is_refused_with_a_clear_error() {
     let s = Setup::new();
     let cfg = config(&s);
     let cfg = cfg.to_str().expect("utf8");
-    assert_eq!(s.schild(&["compile", "--config", cfg]).status.code(), Some(0));
+    assert_eq!(
+        s.schild(&["compile", "--config", cfg]).status.code(),
+        Some(0)
+    );
     let path = s.path("state/policy.artifact");
     let bytes = std::fs::read(&path).expect("artifact");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).expect("truncate");
@@ -217,17 +275,32 @@ fn a_damaged_artifact_is_refused_with_a_clear_error() {
     assert!(stderr(&o).contains("damaged"), "{}", stderr(&o));
     assert!(!stderr(&o).contains("panicked"));
     // A new compile replaces it.
-    assert_eq!(s.schild(&["compile", "--config", cfg]).status.code(), Some(0));
-    assert_eq!(s.schild(&["check", "--config", cfg, "evil.example"]).status.code(), Some(1));
+    assert_eq!(
+        s.schild(&["compile", "--config", cfg]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        s.schild(&["check", "--config", cfg, "evil.example"])
+            .status
+            .code(),
+        Some(1)
+    );
 }
 
 #[test]
 fn bad_config_exits_78_and_names_the_field() {
     let s = Setup::new();
-    let cfg = s.write("bad.toml", "state_dir = \"s\"\n[[feed]]\nname = \"x\"\ntype = \"csv\"\nlocation = \"y\"\n");
+    let cfg = s.write(
+        "bad.toml",
+        "state_dir = \"s\"\n[[feed]]\nname = \"x\"\ntype = \"csv\"\nlocation = \"y\"\n",
+    );
     let o = s.schild(&["compile", "--config", cfg.to_str().expect("utf8")]);
     assert_eq!(o.status.code(), Some(78));
     assert!(stderr(&o).contains("feed[0].type"), "{}", stderr(&o));
-    let o = s.schild(&["check-config", "--config", Path::new("/nonexistent/x.toml").to_str().expect("utf8")]);
+    let o = s.schild(&[
+        "check-config",
+        "--config",
+        Path::new("/nonexistent/x.toml").to_str().expect("utf8"),
+    ]);
     assert_eq!(o.status.code(), Some(78));
 }
