@@ -8,14 +8,21 @@
 //! [`Compiler`]. When a fetch or parse fails, [`Puller::cached`] reads the
 //! last good copy instead, so one broken feed never empties the list.
 
+pub mod http;
+mod lenient;
+pub mod misp;
+pub mod misp_api;
 pub mod plain;
+pub mod stix;
+pub mod taxii;
 
 use std::path::{Path, PathBuf};
 
 use crate::config::{FeedConfig, FeedKind, Location};
 use crate::policy::{Compiler, FeedId};
 
-/// Why a feed could not be pulled.
+/// Why a feed could not be pulled. Messages name the file or URL (without
+/// credentials) and what was expected; they never contain an API key.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
     #[error("cannot read {path}")]
@@ -24,22 +31,44 @@ pub enum FeedError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{what} is larger than the {limit}-byte cap")]
+    #[error("{what} is larger than the {limit}-byte cap (max_bytes)")]
     TooLarge { what: String, limit: u64 },
     #[error("{what} is not valid: {message}")]
     Format { what: String, message: String },
     #[error("fetching {url} failed: {message}")]
     Http { url: String, message: String },
-    #[error("{feed}: feed type {kind} is not supported yet")]
-    Unsupported { feed: String, kind: &'static str },
+    #[error("fetching {url} timed out after {secs} s (timeout_secs)")]
+    Timeout { url: String, secs: u64 },
+    #[error("{url} answered HTTP {status}{}", if detail.is_empty() { String::new() } else { format!(": {detail}") })]
+    Status {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("{url} refused access (HTTP {status}): {hint}")]
+    Forbidden {
+        url: String,
+        status: u16,
+        hint: &'static str,
+    },
+    #[error("cannot keep the last good copy in {path}: {message}")]
+    Cache { path: PathBuf, message: String },
 }
 
-/// A feed's content, parsed and ready to push.
+/// A feed's content, parsed completely and ready to push. Nothing is kept
+/// or pushed before a whole pull parsed, so a malformed document never
+/// half-applies.
 #[derive(Debug)]
 pub enum Pulled {
     /// A plain list (`domains`, `hosts`, `rpz`): bytes, read line by line
     /// when pushed, so ten million lines are never ten million strings.
     Lines { kind: FeedKind, bytes: Vec<u8> },
+    /// MISP events (`misp-feed`).
+    MispEvents(Vec<misp::Event>),
+    /// restSearch attributes (`misp-api`), merged across pulls.
+    MispAttributes(Vec<misp_api::ApiAttribute>),
+    /// STIX 2.1 objects (`stix`, `taxii`).
+    Stix(stix::StixSet),
 }
 
 impl Pulled {
@@ -47,6 +76,9 @@ impl Pulled {
     pub fn push_into(&self, feed: FeedId, compiler: &mut Compiler) {
         match self {
             Pulled::Lines { kind, bytes } => plain::push_lines(*kind, bytes, feed, compiler),
+            Pulled::MispEvents(events) => misp::push_events(events, feed, compiler),
+            Pulled::MispAttributes(attrs) => misp_api::push_attributes(attrs, feed, compiler),
+            Pulled::Stix(set) => stix::push_set(set, feed, compiler),
         }
     }
 }
@@ -71,57 +103,118 @@ impl Puller {
 
     /// Fetch and parse a feed; on success its documents become the last good copy.
     pub async fn pull(&self, feed: &FeedConfig) -> Result<Pulled, FeedError> {
+        let dir = self.cache_dir(feed);
         match (feed.kind, &feed.location) {
-            (FeedKind::Domains | FeedKind::Hosts | FeedKind::Rpz, Location::Path(p)) => {
-                let bytes = read_capped(p, feed.max_bytes)?;
-                let pulled = Pulled::Lines {
+            (FeedKind::Domains | FeedKind::Hosts | FeedKind::Rpz, loc) => {
+                let bytes = match loc {
+                    Location::Path(p) => read_capped(p, feed.max_bytes)?,
+                    Location::Url(u) => fetch_list(feed, u, &dir).await?,
+                };
+                write_cache(&dir.join("list"), &bytes)?;
+                Ok(Pulled::Lines {
                     kind: feed.kind,
                     bytes,
-                };
-                self.keep(feed, &pulled)?;
-                Ok(pulled)
+                })
             }
-            (kind, _) => Err(FeedError::Unsupported {
-                feed: feed.name.clone(),
-                kind: kind.as_str(),
-            }),
+            (FeedKind::MispFeed, _) => Ok(Pulled::MispEvents(misp::pull(feed, &dir).await?)),
+            (FeedKind::MispApi, _) => Ok(Pulled::MispAttributes(misp_api::pull(feed, &dir).await?)),
+            (FeedKind::Stix, _) => Ok(Pulled::Stix(stix::pull(feed, &dir).await?)),
+            (FeedKind::Taxii, _) => Ok(Pulled::Stix(taxii::pull(feed, &dir).await?)),
         }
     }
 
-    /// The last good copy, if there is one.
+    /// The last good copy and when it was kept (Unix seconds), if there is one.
     pub fn cached(&self, feed: &FeedConfig) -> Result<Option<(Pulled, u64)>, FeedError> {
-        let path = self.cache_dir(feed).join("list");
-        match std::fs::metadata(&path) {
-            Ok(m) => {
-                let at = m
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                let bytes = read_capped(&path, feed.max_bytes)?;
-                Ok(Some((
-                    Pulled::Lines {
-                        kind: feed.kind,
-                        bytes,
-                    },
-                    at,
-                )))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(FeedError::Io { path, source }),
-        }
-    }
-
-    fn keep(&self, feed: &FeedConfig, pulled: &Pulled) -> Result<(), FeedError> {
         let dir = self.cache_dir(feed);
-        let Pulled::Lines { bytes, .. } = pulled;
-        let path = dir.join("list");
-        crate::policy::artifact::write_atomic(&path, bytes).map_err(|e| FeedError::Io {
-            path,
-            source: std::io::Error::other(e.to_string()),
+        Ok(match feed.kind {
+            FeedKind::Domains | FeedKind::Hosts | FeedKind::Rpz => {
+                let path = dir.join("list");
+                read_cache(&path, feed.max_bytes)?.map(|bytes| {
+                    (
+                        Pulled::Lines {
+                            kind: feed.kind,
+                            bytes,
+                        },
+                        mtime(&path),
+                    )
+                })
+            }
+            FeedKind::MispFeed => {
+                misp::cached(feed, &dir)?.map(|(e, t)| (Pulled::MispEvents(e), t))
+            }
+            FeedKind::MispApi => {
+                misp_api::cached(feed, &dir)?.map(|(a, t)| (Pulled::MispAttributes(a), t))
+            }
+            FeedKind::Stix => stix::cached(feed, &dir)?.map(|(s, t)| (Pulled::Stix(s), t)),
+            FeedKind::Taxii => taxii::cached(feed, &dir)?.map(|(s, t)| (Pulled::Stix(s), t)),
         })
     }
+}
+
+/// A plain list over HTTP, with a conditional GET against the kept copy.
+async fn fetch_list(
+    feed: &FeedConfig,
+    url: &reqwest::Url,
+    dir: &Path,
+) -> Result<Vec<u8>, FeedError> {
+    let client = http::Http::for_feed(feed)?;
+    let list = dir.join("list");
+    let vpath = dir.join("list.http.json");
+    let old = read_cache(&vpath, 64 * 1024)?
+        .and_then(|b| serde_json::from_slice::<http::Validators>(&b).ok())
+        .filter(|_| list.exists());
+    let mut req = http::Request::get(url.clone())
+        .accept("text/plain, */*")
+        .conditional(old);
+    if let Some(key) = &feed.api_key {
+        req = req.authorization("Bearer ", key)?;
+    }
+    match client.send(&req).await? {
+        http::Fetched::NotModified => Ok(read_cache(&list, feed.max_bytes)?.unwrap_or_default()),
+        http::Fetched::Body {
+            bytes, validators, ..
+        } => {
+            let v = serde_json::to_vec(&validators).unwrap_or_default();
+            write_cache(&vpath, &v)?;
+            Ok(bytes)
+        }
+    }
+}
+
+/// Write a cache file atomically (temp file + rename in the same folder).
+pub(crate) fn write_cache(path: &Path, bytes: &[u8]) -> Result<(), FeedError> {
+    crate::policy::artifact::write_atomic(path, bytes).map_err(|e| FeedError::Cache {
+        path: path.to_path_buf(),
+        message: crate::pipeline::error_chain(&e),
+    })
+}
+
+/// Read a cache file; `None` when there is none.
+pub(crate) fn read_cache(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, FeedError> {
+    match read_capped(path, limit) {
+        Ok(b) => Ok(Some(b)),
+        Err(FeedError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A file's modification time in Unix seconds (0 if unknown).
+pub(crate) fn mtime(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Read a local file, refusing files over `limit` bytes.
