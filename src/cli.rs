@@ -416,3 +416,29 @@ pub fn export_rpz(config: &Config, out: Option<&Path>) -> i32 {
         }
     }
 }
+
+/// `schild allow NAME --reason TEXT`: record a false positive. NAME joins
+/// the local allowlist, a false-positive sighting is queued for each
+/// indicator it overrides, and a running server is asked to reload.
+pub async fn allow(config: &Config, name: &str, reason: &str) -> i32 {
+    let policy = Policy::load(&config.artifact_path()).ok();
+    let outcome = match crate::sightings::allow(config, policy.as_ref(), name, reason) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("schild: {e}");
+            return exit::FAILURE;
+        }
+    };
+    println!("{name}: added to {}", outcome.file.display());
+    for (ioc, feed) in &outcome.overridden {
+        println!("  overrides {ioc} (feed {feed})");
+    }
+    if outcome.queued > 0 {
+        println!(
+            "  {} false-positive sighting(s) queued for the feed(s)",
+            outcome.queued
+        );
+    }
+    println!("  a running schild applies it within seconds (it watches its allowlist files)");
+    exit::OK
+}

@@ -18,4 +18,5 @@ pub mod reload;
 pub mod resolve;
 pub mod rpz;
 pub mod server;
+pub mod sightings;
 pub mod telemetry;

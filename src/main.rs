@@ -42,6 +42,16 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Record a false positive: allowlist NAME (and its subdomains) at once,
+    /// and report a false-positive sighting for each indicator it overrides.
+    Allow {
+        #[arg(long, short)]
+        config: PathBuf,
+        name: String,
+        /// Why it is a false positive (kept in the allowlist file).
+        #[arg(long)]
+        reason: String,
+    },
     /// Load and validate the configuration, then exit.
     CheckConfig {
         #[arg(long, short)]
@@ -77,6 +87,13 @@ fn main() -> ExitCode {
             Ok(c) => cli::check(&c, &name),
             Err(_) => exit::CHECK_ERROR,
         },
+        Command::Allow {
+            config,
+            name,
+            reason,
+        } => with_config(&config, |c| {
+            runtime().block_on(cli::allow(&c, &name, &reason))
+        }),
         Command::Stats { config } => with_config(&config, |c| cli::stats(&c)),
         Command::Export(Export::Rpz { config, out }) => {
             with_config(&config, |c| cli::export_rpz(&c, out.as_deref()))

@@ -468,6 +468,11 @@ impl Metrics {
     }
 
     /// The text exposition format, with time-derived gauges brought up to date.
+    /// The registry, for subsystems that add their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     pub fn render(&self, cache_entries: u64) -> String {
         self.cache_entries
             .set(i64::try_from(cache_entries).unwrap_or(i64::MAX));

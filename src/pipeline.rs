@@ -56,9 +56,28 @@ impl CompileOutcome {
     }
 }
 
+/// Where a compile takes the feeds from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pull {
+    /// Fetch every feed (falling back to its last good copy).
+    Fetch,
+    /// Only the last good copies: a quick local recompile, e.g. after the
+    /// allowlist changed.
+    CachedOnly,
+}
+
 /// Pull every feed, compile, and write the artifact atomically into
 /// `state_dir`. Returns the outcome; the artifact is left untouched on error.
 pub async fn compile(config: &Config, puller: &Puller) -> Result<CompileOutcome, PipelineError> {
+    compile_with(config, puller, Pull::Fetch).await
+}
+
+/// [`compile`], taking the feeds from where `pull` says.
+pub async fn compile_with(
+    config: &Config,
+    puller: &Puller,
+    pull: Pull,
+) -> Result<CompileOutcome, PipelineError> {
     let path = config.artifact_path();
     let previous = Policy::load(&path).ok();
     let feeds: Vec<FeedInfo> = config
@@ -82,7 +101,28 @@ pub async fn compile(config: &Config, puller: &Puller) -> Result<CompileOutcome,
     let mut lost = Vec::new();
     for (i, feed) in config.feeds.iter().enumerate() {
         let id = i as u16;
-        match puller.pull(feed).await {
+        let fetched = match pull {
+            Pull::Fetch => puller.pull(feed).await,
+            Pull::CachedOnly => match puller.cached(feed) {
+                Ok(Some((pulled, _))) => {
+                    // Not a fetch: keep what the last fetch reported.
+                    let last = previous
+                        .as_ref()
+                        .and_then(|p| p.meta().reports.iter().find(|r| r.feed == feed.name))
+                        .map(|r| r.fetch.clone())
+                        .unwrap_or_default();
+                    pulled.push_into(id, &mut compiler);
+                    compiler.set_fetch_status(id, last);
+                    continue;
+                }
+                Ok(None) => Err(crate::feeds::FeedError::Format {
+                    what: format!("feed {}", feed.name),
+                    message: "no cached copy to recompile from".into(),
+                }),
+                Err(e) => Err(e),
+            },
+        };
+        match fetched {
             Ok(pulled) => {
                 pulled.push_into(id, &mut compiler);
                 tracing::info!(feed = %feed.name, "feed pulled");
@@ -153,7 +193,10 @@ struct Warninglist {
 }
 
 fn load_allowlist(config: &Config, c: &mut Compiler) -> Result<(), PipelineError> {
-    for path in &config.allowlist.files {
+    // `schild allow` writes false positives to this file; it is always read.
+    let local = crate::sightings::local_allowlist(config);
+    let local = local.exists().then_some(local);
+    for path in config.allowlist.files.iter().chain(local.iter()) {
         let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Allowlist {
             path: path.clone(),
             source,

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::feeds::Puller;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, CompileOutcome, error_chain};
+use crate::pipeline::{self, CompileOutcome, Pull, error_chain};
 use crate::policy::{ArtifactError, FetchStatus, Policy};
 use crate::rpz::xfr::RpzPrimary;
 
@@ -145,6 +145,16 @@ impl Refresher {
 
     /// Pull, compile, load and swap in. Waits for a compile already running.
     pub async fn refresh(&self, why: &'static str) -> Result<Refreshed, String> {
+        self.refresh_with(why, Pull::Fetch).await
+    }
+
+    /// Recompile from the feeds' last good copies (no network): for a
+    /// change of the allowlist, which must apply at once.
+    pub async fn recompile(&self, why: &'static str) -> Result<Refreshed, String> {
+        self.refresh_with(why, Pull::CachedOnly).await
+    }
+
+    async fn refresh_with(&self, why: &'static str, pull: Pull) -> Result<Refreshed, String> {
         let _one_at_a_time = self.lock.lock().await;
         tracing::info!(why, "refreshing the policy");
         let config = self.config.clone();
@@ -158,7 +168,7 @@ impl Refresher {
                     .build()
                     .map_err(|e| format!("cannot start the compile runtime: {e}"))?;
                 let outcome = rt
-                    .block_on(pipeline::compile(&config, &puller))
+                    .block_on(pipeline::compile_with(&config, &puller, pull))
                     .map_err(|e| error_chain(&e))?;
                 let policy = Policy::load(&outcome.path).map_err(|e| error_chain(&e))?;
                 Ok((outcome, policy))
@@ -210,6 +220,32 @@ impl Refresher {
                     tracing::error!(why, %error, "policy refresh failed and NO POLICY IS LOADED: answers are NOT filtered");
                 }
                 Err(error)
+            }
+        }
+    }
+
+    /// Recompile when an allowlist file changes (`schild allow`, or an
+    /// operator's edit), checking every second until `shutdown`.
+    pub async fn watch_allowlist(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut files = self.config.allowlist.files.clone();
+        files.extend(self.config.allowlist.warninglists.iter().cloned());
+        files.push(crate::sightings::local_allowlist(&self.config));
+        let stamp = |files: &[std::path::PathBuf]| -> Vec<Option<SystemTime>> {
+            files
+                .iter()
+                .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+                .collect()
+        };
+        let mut seen = stamp(&files);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let now = stamp(&files);
+            if now != seen {
+                seen = now;
+                let _ = self.recompile("allowlist changed").await;
             }
         }
     }

@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::error_chain;
 use crate::reload::Refresher;
 use crate::resolve::Resolver;
+use crate::sightings::Sightings;
 use handler::{Handler, HandlerConfig, InFlight, Shared};
 use listen::StreamLimits;
 
@@ -92,7 +93,18 @@ pub async fn run(config: Config) -> i32 {
 
     // 3. Hits go to a bounded queue; for now, the log.
     let (sink, hit_rx) = HitSink::channel(HIT_QUEUE, metrics.hits_dropped.clone());
-    tokio::spawn(hits::log_hits(hit_rx));
+    let stop_sightings = CancellationToken::new();
+    let sightings_task = match crate::sightings::Metrics::register(metrics.registry())
+        .map_err(|e| e.to_string())
+        .and_then(|m| Sightings::open(&config, m).map_err(|e| error_chain(&e)))
+    {
+        Ok(s) => tokio::spawn(s.run(hit_rx, stop_sightings.clone())),
+        Err(error) => {
+            // DNS goes on: an outage would be worse than hits only in the log.
+            tracing::error!(%error, "SIGHTINGS ARE NOT RECORDED: the spool cannot be opened; hits are only logged");
+            tokio::spawn(hits::log_hits(hit_rx))
+        }
+    };
 
     let shared = Arc::new(Shared {
         config: HandlerConfig {
@@ -226,6 +238,7 @@ pub async fn run(config: Config) -> i32 {
         None => (interval / 5).max(Duration::from_secs(10)),
     };
     tokio::spawn(refresher.clone().run(first, stop_refresh.clone()));
+    tokio::spawn(refresher.clone().watch_allowlist(stop_refresh.clone()));
 
     // 7. Signals.
     wait_for_stop(refresher.clone()).await;
@@ -250,6 +263,14 @@ pub async fn run(config: Config) -> i32 {
     }
     refresher.stop_rpz();
     tracker.close();
+    // Hits of the drained queries are in the queue: record them.
+    stop_sightings.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), sightings_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("sightings did not finish in time; unsent ones stay in the spool");
+    }
     let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
     stop_admin.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;

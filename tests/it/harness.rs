@@ -37,7 +37,14 @@ impl Schild {
 
     /// Start; `Err((exit status, log))` if schild exits before listening.
     pub fn start_with(s: Setup<'_>) -> Result<Schild, (Option<ExitStatus>, String)> {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Schild::start_in(tempfile::tempdir().expect("tempdir"), s)
+    }
+
+    /// Start in an existing folder (a restart keeps state_dir).
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        s: Setup<'_>,
+    ) -> Result<Schild, (Option<ExitStatus>, String)> {
         for (name, text) in s.files {
             write(dir.path(), name, text);
         }
@@ -138,6 +145,13 @@ impl Schild {
             .map(|(_, b)| b.to_string())
             .unwrap_or_default();
         (status, body)
+    }
+
+    /// SIGKILL: no chance to clean up. Returns the folder for a restart.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
     }
 
     /// SIGTERM, then wait for the exit.

@@ -8,3 +8,4 @@ mod hierarchy;
 mod misp_server;
 mod rpz;
 mod serve;
+mod sightings;

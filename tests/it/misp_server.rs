@@ -101,6 +101,18 @@ pub struct Inner {
     pub warninglist: Vec<String>,
     pub fault: Fault,
     pub requests: Vec<Recorded>,
+    /// Sightings stored by `POST /sightings/add`, as MISP stores them.
+    pub sightings: Vec<StoredSighting>,
+}
+
+/// A sighting row as MISP keeps it (Sighting.php).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSighting {
+    pub attribute_uuid: String,
+    pub event_uuid: String,
+    pub kind: String,
+    pub source: String,
+    pub date_sighting: u64,
 }
 
 /// Shared state of the server.
@@ -240,6 +252,7 @@ impl MispServer {
             warninglist,
             fault: Fault::None,
             requests: Vec::new(),
+            sightings: Vec::new(),
         };
         MispServer::with(inner)
     }
@@ -296,6 +309,11 @@ impl MispServer {
         self.state.lock().fault = f;
     }
 
+    /// Sightings MISP has stored so far.
+    pub fn sightings(&self) -> Vec<StoredSighting> {
+        self.state.lock().sightings.clone()
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.lock().requests.clone()
     }
@@ -348,6 +366,7 @@ impl axum::serve::Listener for FaultyListener {
 fn router(state: Arc<State>) -> Router {
     Router::new()
         .route("/attributes/restSearch", post(rest_search))
+        .route("/sightings/add", post(sightings_add))
         .route("/feed/{file}", get(feed_file))
         .route("/stix/bundle.json", get(stix_bundle))
         .route("/taxii2/", get(taxii_discovery))
@@ -812,4 +831,120 @@ async fn taxii_objects(
         }
     }
     resp
+}
+
+// ---------------------------------------------------------------- sightings
+
+/// `POST /sightings/add` as SightingsController::add and
+/// Sighting::saveSightings behave (misp.md §5): the body may be plain or
+/// wrapped in `{"request":…}` / `{"Sighting":…}`; `uuid` (36 characters)
+/// targets one attribute, `values` every attribute whose value (or either
+/// half of a composite value) equals one of them, soft-deleted included;
+/// `type` must be 0, 1 or 2; errors are HTTP 200 with a `message`.
+async fn sightings_add(
+    AxState(st): AxState<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut s = st.lock();
+    if !authorised(&headers, &s.keys) {
+        return json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"name": AUTH_FAILED, "message": AUTH_FAILED, "url": "/sightings/add"}),
+        );
+    }
+    let mut req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    for wrapper in ["request", "Sighting"] {
+        if let Some(inner) = req.get(wrapper).cloned() {
+            req = inner;
+        }
+    }
+    let fail = |reason: &str| {
+        json_response(
+            StatusCode::OK,
+            &json!({"message": format!("Could not add the Sighting. Reason: {reason}")}),
+        )
+    };
+    let kind = match req.get("type") {
+        None => "0".to_string(),
+        Some(Value::String(t)) => t.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => String::new(),
+    };
+    if !["0", "1", "2"].contains(&kind.as_str()) {
+        return fail("Invalid type, please change it before you POST 1000000 sightings.");
+    }
+    let mut values: Vec<String> = Vec::new();
+    if let Some(v) = req.get("value").and_then(Value::as_str) {
+        values.push(v.to_string());
+    }
+    if let Some(vs) = req.get("values").and_then(Value::as_array) {
+        values.extend(vs.iter().filter_map(|v| v.as_str().map(str::to_string)));
+    }
+    let uuid = req.get("uuid").and_then(Value::as_str).map(str::to_string);
+    if uuid.is_none() && values.is_empty() {
+        return fail("No valid attributes found.");
+    }
+    let matched: Vec<(String, String)> = s
+        .rows
+        .iter()
+        .filter(|r| {
+            let a = &r.attribute;
+            match &uuid {
+                Some(u) if u.len() == 36 => a["uuid"].as_str() == Some(u.as_str()),
+                Some(_) => false,
+                None => {
+                    let v = a["value"].as_str().unwrap_or("");
+                    let parts: Vec<&str> = match v.split_once('|') {
+                        Some((x, y)) => vec![x, y],
+                        None => vec![v],
+                    };
+                    values.iter().any(|want| parts.contains(&want.as_str()))
+                }
+            }
+        })
+        .map(|r| {
+            (
+                r.attribute["uuid"].as_str().unwrap_or("").to_string(),
+                r.event_uuid.clone(),
+            )
+        })
+        .collect();
+    if matched.is_empty() {
+        return fail("No valid attributes found that match the criteria.");
+    }
+    let source = req
+        .get("source")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let date_sighting = match req.get("timestamp") {
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        Some(Value::String(t)) => t.parse().unwrap_or(0),
+        _ => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    for (attribute_uuid, event_uuid) in &matched {
+        s.sightings.push(StoredSighting {
+            attribute_uuid: attribute_uuid.clone(),
+            event_uuid: event_uuid.clone(),
+            kind: kind.clone(),
+            source: source.clone(),
+            date_sighting,
+        });
+    }
+    let id = s.sightings.len();
+    let last = &matched[matched.len() - 1];
+    // Only the last sighting created is returned over REST.
+    json_response(
+        StatusCode::OK,
+        &json!({"Sighting": {
+            "id": id.to_string(), "attribute_id": "1", "event_id": "1", "org_id": "1",
+            "date_sighting": date_sighting.to_string(), "uuid": format!("5a74745a-a190-4d04-b719-{:012}", id),
+            "source": source, "type": kind, "attribute_uuid": last.0,
+        }}),
+    )
 }

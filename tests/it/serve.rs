@@ -208,17 +208,39 @@ fn every_action() {
         )
     );
     assert!(metrics.contains("schild_responses_total{rcode=\"dropped\"} 1"));
-    // The hit is logged with its feed, without the client address.
-    let log = s.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("policy hit") && l.contains("rf.example.test"))
-        .expect("hit logged");
+    // The hit is in the local sightings record with its feed, and the
+    // client address is pseudonymised (the default).
+    let line = wait_for(|| {
+        std::fs::read_to_string(s.path("state/sightings.jsonl"))
+            .ok()?
+            .lines()
+            .find(|l| l.contains("\"rf.example.test\""))
+            .map(str::to_string)
+    })
+    .expect("hit recorded in state/sightings.jsonl");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(v["feed"], "trial-refused", "{line}");
+    assert_eq!(v["action"], "refused", "{line}");
+    assert_eq!(v["ioc"], "rf.example.test", "{line}");
     assert!(
-        line.contains("feed=\"trial-refused\"") || line.contains("feed=trial-refused"),
+        v["client"].as_str().is_some_and(|c| c.starts_with("p-")),
         "{line}"
     );
     assert!(!line.contains("127.0.0.1"), "{line}");
+}
+
+/// Poll for up to five seconds.
+fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -1,0 +1,374 @@
+//! The local record: one JSON line per hit, for the hospital's own SOC.
+//!
+//! Client addresses are patient-adjacent data. By default they are replaced
+//! by a keyed hash whose key rotates on a schedule (so one workstation can
+//! be followed within a day, but not across days, and nobody without the key
+//! can recover the address); `full` keeps them, `omit` drops them. The file
+//! is rotated by size and age and old files beyond the retention count are
+//! deleted. Only the sightings task writes here, never the query path.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::config::ClientPrivacy;
+
+/// Turns client addresses into what the log may hold.
+pub struct Pseudonymiser {
+    privacy: ClientPrivacy,
+    key_path: PathBuf,
+    rotate: Duration,
+    key: Option<(ring::hmac::Key, u64)>,
+}
+
+impl std::fmt::Debug for Pseudonymiser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pseudonymiser")
+            .field("privacy", &self.privacy)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Pseudonymiser {
+    pub fn new(privacy: ClientPrivacy, key_path: PathBuf, rotate: Duration) -> Pseudonymiser {
+        Pseudonymiser {
+            privacy,
+            key_path,
+            rotate,
+            key: None,
+        }
+    }
+
+    /// The client as the log shows it, or `None` to leave it out.
+    pub fn client(&mut self, ip: IpAddr) -> Option<String> {
+        match self.privacy {
+            ClientPrivacy::Full => Some(ip.to_string()),
+            ClientPrivacy::Omit => None,
+            ClientPrivacy::Pseudonymise => {
+                let key = self.current_key()?;
+                let bytes = match ip {
+                    IpAddr::V4(a) => a.octets().to_vec(),
+                    IpAddr::V6(a) => a.octets().to_vec(),
+                };
+                let tag = ring::hmac::sign(key, &bytes);
+                Some(format!("p-{}", hex(&tag.as_ref()[..10])))
+            }
+        }
+    }
+
+    /// The key for now: loaded from disk (so a restart keeps pseudonyms
+    /// stable within a period), replaced when older than the period.
+    fn current_key(&mut self) -> Option<&ring::hmac::Key> {
+        let now = now_secs();
+        let fresh = |created: u64| now.saturating_sub(created) < self.rotate.as_secs();
+        if !self.key.as_ref().is_some_and(|(_, c)| fresh(*c)) {
+            let loaded = std::fs::read_to_string(&self.key_path).ok().and_then(|t| {
+                let (created, hexkey) = t.trim().split_once(' ')?;
+                let created: u64 = created.parse().ok()?;
+                let raw = unhex(hexkey)?;
+                Some((created, raw))
+            });
+            let (created, raw) = match loaded {
+                Some((c, raw)) if fresh(c) && raw.len() == 32 => (c, raw),
+                _ => {
+                    let mut raw = vec![0u8; 32];
+                    rand::Rng::fill(&mut rand::rng(), raw.as_mut_slice());
+                    let text = format!("{now} {}\n", hex(&raw));
+                    if let Err(e) =
+                        crate::policy::artifact::write_atomic(&self.key_path, text.as_bytes())
+                    {
+                        tracing::error!(error = %e, "cannot store the pseudonym key; client addresses are left out until it can be stored");
+                        return None;
+                    }
+                    tracing::info!("pseudonym key rotated");
+                    (now, raw)
+                }
+            };
+            self.key = Some((ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &raw), created));
+        }
+        self.key.as_ref().map(|(k, _)| k)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// One line of the local record.
+#[derive(Debug, Serialize)]
+pub struct LogLine<'a> {
+    pub time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    pub qname: &'a str,
+    pub qtype: String,
+    pub transport: &'a str,
+    pub action: &'a str,
+    /// The matched indicator: a listed name or an address.
+    pub ioc: String,
+    pub feed: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_uuid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_info: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attribute_uuid: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub tags: &'a [String],
+}
+
+/// The rotating JSONL writer.
+pub struct HitLog {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    max_age: Duration,
+    file: Option<BufWriter<File>>,
+    bytes: u64,
+    opened: SystemTime,
+}
+
+impl std::fmt::Debug for HitLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HitLog")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HitLog {
+    pub fn new(path: PathBuf, max_bytes: u64, keep: u32, max_age: Duration) -> HitLog {
+        HitLog {
+            path,
+            max_bytes: max_bytes.max(4096),
+            keep,
+            max_age,
+            file: None,
+            bytes: 0,
+            opened: SystemTime::now(),
+        }
+    }
+
+    fn open(&mut self) -> std::io::Result<&mut BufWriter<File>> {
+        if self.file.is_none() {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            let meta = f.metadata()?;
+            self.bytes = meta.len();
+            // Age counts from the file's creation (or last change when the
+            // platform cannot tell).
+            self.opened = meta
+                .created()
+                .or_else(|_| meta.modified())
+                .unwrap_or_else(|_| SystemTime::now());
+            self.file = Some(BufWriter::new(f));
+        }
+        // Just set above when it was None.
+        self.file
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("log file not open"))
+    }
+
+    /// Append one line (buffered; call [`HitLog::flush`] after a batch).
+    pub fn write(&mut self, line: &LogLine<'_>) -> std::io::Result<()> {
+        let mut buf = serde_json::to_vec(line).map_err(std::io::Error::other)?;
+        buf.push(b'\n');
+        let too_old = self.opened.elapsed().is_ok_and(|age| age > self.max_age);
+        if self.file.is_some() && (self.bytes + buf.len() as u64 > self.max_bytes || too_old) {
+            self.rotate()?;
+        } else if self.file.is_none() {
+            self.open()?;
+            let too_old = self.opened.elapsed().is_ok_and(|age| age > self.max_age);
+            if self.bytes > 0 && (self.bytes + buf.len() as u64 > self.max_bytes || too_old) {
+                self.rotate()?;
+            }
+        }
+        let f = self.open()?;
+        f.write_all(&buf)?;
+        self.bytes += buf.len() as u64;
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        if let Some(f) = self.file.as_mut() {
+            f.flush()?;
+        }
+        Ok(())
+    }
+
+    /// `sightings.jsonl` -> `sightings.jsonl.<unix-nanos>`; delete the oldest
+    /// beyond `keep`.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.flush()?;
+        self.file = None;
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let rotated = PathBuf::from(format!("{}.{stamp:020}", self.path.display()));
+        std::fs::rename(&self.path, &rotated)?;
+        self.prune()?;
+        self.open()?;
+        Ok(())
+    }
+
+    fn prune(&self) -> std::io::Result<()> {
+        let Some(dir) = self.path.parent() else {
+            return Ok(());
+        };
+        let Some(base) = self.path.file_name().and_then(|n| n.to_str()) else {
+            return Ok(());
+        };
+        let prefix = format!("{base}.");
+        let mut old: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&prefix))
+            })
+            .collect();
+        old.sort();
+        while old.len() > self.keep as usize {
+            let p = old.remove(0);
+            std::fs::remove_file(&p)?;
+        }
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// RFC 3339 time in UTC, seconds precision.
+pub fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|d| {
+            d.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| secs.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonyms_are_stable_within_a_period_and_hide_the_address() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("key");
+        let mut p = Pseudonymiser::new(
+            ClientPrivacy::Pseudonymise,
+            key.clone(),
+            Duration::from_secs(3600),
+        );
+        let a = p
+            .client("10.1.2.3".parse().expect("ip"))
+            .expect("pseudonym");
+        let b = p
+            .client("10.1.2.3".parse().expect("ip"))
+            .expect("pseudonym");
+        let c = p
+            .client("10.1.2.4".parse().expect("ip"))
+            .expect("pseudonym");
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert!(!a.contains("10.1.2"));
+        // A restart within the period keeps the key.
+        let mut p2 = Pseudonymiser::new(
+            ClientPrivacy::Pseudonymise,
+            key.clone(),
+            Duration::from_secs(3600),
+        );
+        assert_eq!(p2.client("10.1.2.3".parse().expect("ip")), Some(a.clone()));
+        // An expired key is replaced: pseudonyms change.
+        std::fs::write(&key, format!("1 {}\n", "00".repeat(32))).expect("write");
+        let mut p3 =
+            Pseudonymiser::new(ClientPrivacy::Pseudonymise, key, Duration::from_secs(3600));
+        assert_ne!(p3.client("10.1.2.3".parse().expect("ip")), Some(a));
+    }
+
+    #[test]
+    fn privacy_modes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ip: IpAddr = "10.1.2.3".parse().expect("ip");
+        let mut full = Pseudonymiser::new(
+            ClientPrivacy::Full,
+            dir.path().join("k"),
+            Duration::from_secs(60),
+        );
+        assert_eq!(full.client(ip).as_deref(), Some("10.1.2.3"));
+        let mut omit = Pseudonymiser::new(
+            ClientPrivacy::Omit,
+            dir.path().join("k"),
+            Duration::from_secs(60),
+        );
+        assert_eq!(omit.client(ip), None);
+    }
+
+    #[test]
+    fn log_rotates_by_size_and_keeps_a_bounded_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sightings.jsonl");
+        let mut log = HitLog::new(path.clone(), 4096, 2, Duration::from_secs(3600));
+        for i in 0..200 {
+            let q = format!("host{i}.evil.example");
+            log.write(&LogLine {
+                time: "2026-11-28T00:00:00Z".into(),
+                client: None,
+                qname: &q,
+                qtype: "A".into(),
+                transport: "udp",
+                action: "nxdomain",
+                ioc: "evil.example".into(),
+                feed: "zdn",
+                event_uuid: None,
+                event_info: None,
+                attribute_uuid: None,
+                tags: &[],
+            })
+            .expect("write");
+        }
+        log.flush().expect("flush");
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .filter_map(Result::ok)
+            .collect();
+        assert_eq!(files.len(), 3, "current file plus two kept");
+        assert!(std::fs::metadata(&path).expect("current").len() <= 4096);
+    }
+}
