@@ -113,6 +113,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         p.index_bytes() as f64 / names.max(1) as f64,
         p.file_bytes() as f64 / names.max(1) as f64,
     );
+    let huge = std::fs::read_to_string("/proc/self/smaps_rollup")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("AnonHugePages:")
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    println!("anonymous huge pages after load: {huge}");
     println!("report: {:?}", p.meta().reports[0]);
     Ok(())
 }

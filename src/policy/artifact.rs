@@ -11,10 +11,14 @@
 //!     fst map, set meta (u32 each), set offsets (u32), set items (u32), meta (postcard)
 //! ```
 //!
-//! The fst and the set tables are used in place from a memory map; only the
-//! metadata (feeds, events, provenance, reports) is decoded at load. A file
-//! that is truncated, damaged or of another version is refused with an
-//! error, never a panic, and is never half-used.
+//! Loading reads the file once into anonymous memory that the kernel is
+//! asked to back with transparent huge pages, checks it, and then uses the
+//! fst and the set tables in place; only the metadata (feeds, events,
+//! provenance, reports) is decoded. Huge pages matter for lookups: a walk
+//! through a large index touches memory at random, and with 4 KiB pages
+//! nearly every step also misses the TLB, which is costly under
+//! virtualisation. A file that is truncated, damaged or of another version
+//! is refused with an error, never a panic, and is never half-used.
 
 use std::fs::File;
 use std::io::Write;
@@ -161,20 +165,55 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
     Ok(())
 }
 
-/// Bytes of a loaded artifact: a memory map, or a buffer (tests, benches).
+/// Bytes of a loaded artifact: a window into anonymous (huge-page) memory
+/// read from the file, or a buffer handed over by the caller.
 #[derive(Clone)]
 pub(crate) enum Bytes {
-    Mapped(Arc<memmap2::Mmap>),
+    Anon {
+        map: Arc<memmap2::Mmap>,
+        off: usize,
+        len: usize,
+    },
     Owned(Arc<Vec<u8>>),
 }
 
 impl AsRef<[u8]> for Bytes {
     fn as_ref(&self) -> &[u8] {
         match self {
-            Bytes::Mapped(m) => m,
+            Bytes::Anon { map, off, len } => &map[*off..*off + *len],
             Bytes::Owned(v) => v,
         }
     }
+}
+
+/// Size and alignment of a transparent huge page (x86-64, and aarch64 with
+/// 4 KiB base pages).
+const HUGE_PAGE: usize = 2 << 20;
+
+/// Read `len` bytes of `file` into fresh anonymous memory starting on a
+/// huge-page boundary, with `MADV_HUGEPAGE` asked for. Where the kernel
+/// has no transparent huge pages this is an ordinary read into memory.
+fn read_huge(file: &mut File, len: usize) -> std::io::Result<Bytes> {
+    use std::io::Read;
+    let mut map = memmap2::MmapMut::map_anon(len + HUGE_PAGE)?;
+    #[cfg(target_os = "linux")]
+    {
+        // Advice only: when it is refused, lookups are slower, not wrong.
+        let _ = map.advise(memmap2::Advice::HugePage);
+    }
+    let off = map.as_ptr().align_offset(HUGE_PAGE).min(HUGE_PAGE);
+    file.read_exact(&mut map[off..off + len])?;
+    // Nothing may be read past the length we sized the buffer for: a file
+    // that grew while we read it is not the file we measured.
+    let mut probe = [0u8; 1];
+    if file.read(&mut probe)? != 0 {
+        return Err(std::io::Error::other("artifact changed while being read"));
+    }
+    Ok(Bytes::Anon {
+        map: Arc::new(map.make_read_only()?),
+        off,
+        len,
+    })
 }
 
 /// A window into the artifact bytes, usable as fst storage.
@@ -202,20 +241,16 @@ pub(crate) struct Parts {
     pub bytes: Bytes,
 }
 
-/// Map a file and verify it.
+/// Read a file into memory and verify it.
 pub(crate) fn load_file(path: &Path) -> Result<Parts, ArtifactError> {
-    let file = File::open(path).map_err(|source| ArtifactError::Read {
+    let err = |source| ArtifactError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    // SAFETY: the artifact is only ever replaced by rename (write_atomic),
-    // never modified in place, so the mapped pages cannot change under us.
-    #[allow(unsafe_code)]
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| ArtifactError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    verify(Bytes::Mapped(Arc::new(map)), path)
+    };
+    let mut file = File::open(path).map_err(err)?;
+    let len = file.metadata().map_err(err)?.len();
+    let len = usize::try_from(len).map_err(|_| err(std::io::Error::other("file too large")))?;
+    verify(read_huge(&mut file, len).map_err(err)?, path)
 }
 
 /// Verify bytes held in memory.
