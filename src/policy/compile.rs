@@ -491,6 +491,7 @@ impl Compiler {
         });
 
         let mut sets = SetTable::new(&self.feeds, &self.provenance);
+        let mut filter = artifact::filter_new(entries.len());
         let mut builder = fst::MapBuilder::memory();
         let mut i = 0;
         let mut exact: Vec<u32> = Vec::new();
@@ -547,6 +548,7 @@ impl Compiler {
                 }
             };
             builder.insert(k, value).map_err(ArtifactError::Build)?;
+            artifact::filter_insert(&mut filter, k);
             i = j;
         }
         drop(entries);
@@ -597,6 +599,7 @@ impl Compiler {
             set_offsets: &set_offsets,
             set_items: &set_items,
             meta: &meta,
+            filter: &filter,
         })
     }
 }
