@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example compile_big -- 10000000
+//! cargo run --release --example compile_big -- 100 fuzz/corpus/artifact/seed   # keep the artifact
 //! ```
 //!
 //! The list is generated in memory (see `benches/common/domains.rs`) and fed
@@ -92,7 +93,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join(artifact::FILE_NAME);
+    let path = match std::env::args().nth(2) {
+        Some(out) => std::path::PathBuf::from(out),
+        None => dir.path().join(artifact::FILE_NAME),
+    };
     let t = Instant::now();
     artifact::write_atomic(&path, &bytes)?;
     println!("write_atomic: {:.2?}", t.elapsed());
