@@ -159,16 +159,24 @@ pub fn subdomain_queries(list: &DomainList, count: usize, seed: u64) -> Vec<Stri
 }
 
 /// Random 4-label names (`a.b.c.tld`) under the list's TLDs: misses that
-/// still walk the index as far as a real clean name does.
+/// still walk the index as far as a real clean name does. `c` has 16
+/// characters, one more than any listed label, so that every name is a miss
+/// by construction (random 2-label names do collide with a 10M list).
 pub fn miss_queries(count: usize, seed: u64) -> Vec<String> {
     let mut rng = Rng::new(seed);
     (0..count)
         .map(|_| {
             let mut q = String::new();
-            for _ in 0..3 {
+            for _ in 0..2 {
                 push_label(&mut rng, &mut q);
                 q.push('.');
             }
+            q.push((b'a' + rng.below(26) as u8) as char);
+            for _ in 1..16 {
+                let r = rng.below(36) as u8;
+                q.push(if r < 26 { b'a' + r } else { b'0' + r - 26 } as char);
+            }
+            q.push('.');
             push_tld(&mut rng, &mut q);
             q
         })
