@@ -120,9 +120,14 @@ impl FeedReport {
     }
 }
 
+/// One name of the list. The first key bytes are kept inline so that the
+/// sort of ten million entries compares integers, and reaches into the arena
+/// (a cache miss each time) only for names that share their first 16 bytes.
 #[derive(Clone, Copy)]
 struct Entry {
-    key_off: u32,
+    /// Key bytes 0..16, big-endian, zero-padded: orders like the key.
+    head: u128,
+    key_off: u64,
     key_len: u8,
     /// FLAG_EXACT / FLAG_SUB bits shifted down, or allow.
     kind: u8,
@@ -368,10 +373,11 @@ impl Compiler {
     }
 
     fn push_entry(&mut self, name: &NormalName, kind: u8, id: u32) {
-        let off = self.arena.len() as u32;
+        let off = self.arena.len();
         self.arena.extend(name.as_str().bytes().rev());
         self.entries.push(Entry {
-            key_off: off,
+            head: key_head(&self.arena[off..]),
+            key_off: off as u64,
             // Validated names are at most 253 octets.
             key_len: name.as_str().len() as u8,
             kind,
@@ -477,24 +483,26 @@ impl Compiler {
         let key = |e: &Entry| &arena[e.key_off as usize..e.key_off as usize + e.key_len as usize];
         let mut entries = std::mem::take(&mut self.entries);
         entries.sort_unstable_by(|a, b| {
-            key(a)
-                .cmp(key(b))
+            a.head
+                .cmp(&b.head)
+                .then_with(|| key(a).cmp(key(b)))
                 .then(a.kind.cmp(&b.kind))
                 .then(a.id.cmp(&b.id))
         });
 
         let mut sets = SetTable::new(&self.feeds, &self.provenance);
+        let mut filter = artifact::filter_new(entries.len());
         let mut builder = fst::MapBuilder::memory();
         let mut i = 0;
         let mut exact: Vec<u32> = Vec::new();
         let mut sub: Vec<u32> = Vec::new();
         while i < entries.len() {
-            let k = key(&entries[i]);
+            let (head, k) = (entries[i].head, key(&entries[i]));
             let mut j = i;
             exact.clear();
             sub.clear();
             let mut allow: Option<(u8, u32)> = None;
-            while j < entries.len() && key(&entries[j]) == k {
+            while j < entries.len() && entries[j].head == head && key(&entries[j]) == k {
                 let e = entries[j];
                 if e.kind & KIND_ALLOW != 0 {
                     // One allow entry per name (deduplicated above).
@@ -540,6 +548,7 @@ impl Compiler {
                 }
             };
             builder.insert(k, value).map_err(ArtifactError::Build)?;
+            artifact::filter_insert(&mut filter, k);
             i = j;
         }
         drop(entries);
@@ -590,8 +599,17 @@ impl Compiler {
             set_offsets: &set_offsets,
             set_items: &set_items,
             meta: &meta,
+            filter: &filter,
         })
     }
+}
+
+/// The first 16 bytes of a key as a number that sorts like the bytes.
+fn key_head(key: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
+    b[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(b)
 }
 
 /// Provenance sets, interned: ten million entries of one plain list share a

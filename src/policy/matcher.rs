@@ -133,9 +133,9 @@ impl Policy {
         self.parts.fst.len()
     }
 
-    /// Size of the name index in bytes.
+    /// Size of the name index in bytes: the fst and its filter.
     pub fn index_bytes(&self) -> usize {
-        self.parts.fst.as_fst().size()
+        self.parts.fst.as_fst().size() + self.parts.filter.as_ref().len()
     }
 
     /// The artifact file's bytes, exactly as verified.
@@ -194,6 +194,9 @@ impl Policy {
 
     /// Look up a reversed, lower-case key (`moc.live.www`).
     pub fn lookup_reversed(&self, key: &[u8]) -> Verdict {
+        if !self.may_match(key) {
+            return Verdict::Pass;
+        }
         let fst = self.parts.fst.as_fst();
         let mut node = fst.root();
         let mut out = fst::raw::Output::zero();
@@ -219,6 +222,20 @@ impl Policy {
             self.consider(v, true, key.len(), &mut block, &mut allow);
         }
         finish(block, allow)
+    }
+
+    /// False when no key the walk below could stop at (each parent of the
+    /// name, and the name) is in the index, as the filter tells. The probes
+    /// do not depend on each other, so their cache misses overlap.
+    fn may_match(&self, key: &[u8]) -> bool {
+        let filter = self.parts.filter.as_ref();
+        let mut any = false;
+        for (i, &b) in key.iter().enumerate() {
+            if b == b'.' {
+                any |= artifact::filter_may_contain(filter, &key[..i]);
+            }
+        }
+        any || artifact::filter_may_contain(filter, key)
     }
 
     fn consider(

@@ -118,7 +118,10 @@ pub fn refang(raw: &str) -> std::borrow::Cow<'_, str> {
         ("hXXp://", "http://"),
         ("fxp://", "ftp://"),
     ];
-    let needs = PATTERNS.iter().any(|(p, _)| contains_ignore_case(raw, p));
+    // Every pattern holds a bracket or "://": a plain name (nearly every
+    // line of a big list) is let through after one pass, with no allocation.
+    let maybe = raw.bytes().any(|b| matches!(b, b'[' | b'(' | b'{')) || raw.contains("://");
+    let needs = maybe && PATTERNS.iter().any(|(p, _)| contains_ignore_case(raw, p));
     if !needs {
         return std::borrow::Cow::Borrowed(raw);
     }
@@ -130,8 +133,10 @@ pub fn refang(raw: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn contains_ignore_case(hay: &str, needle: &str) -> bool {
-    hay.to_ascii_lowercase()
-        .contains(&needle.to_ascii_lowercase())
+    let needle = needle.as_bytes();
+    hay.as_bytes()
+        .windows(needle.len().max(1))
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 fn replace_ignore_case(hay: &str, needle: &str, with: &str) -> String {

@@ -320,3 +320,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn name_filter_never_hides_a_listed_name() {
+    // Enough names for a filter of many blocks; every listed name and every
+    // name under one must still be found, and unlisted ones pass.
+    let names: Vec<String> = (0..5_000).map(|i| format!("n{i}.zz")).collect();
+    let mut c = Compiler::new(vec![feed("zdn", Action::Nxdomain)]);
+    for n in &names {
+        c.add(0, &IocRecord::plain("domain", n));
+    }
+    let p = Policy::from_bytes(c.finish().expect("compiles")).expect("loads");
+    for n in &names {
+        assert!(blocked(&p, n), "{n}");
+        assert!(blocked(&p, &format!("a.b.{n}")), "under {n}");
+    }
+    let passed = (0..5_000)
+        .filter(|i| p.lookup_str(&format!("m{i}.zz")) == Verdict::Pass)
+        .count();
+    assert_eq!(passed, 5_000);
+}

@@ -1,0 +1,158 @@
+//! The lookup path allocates nothing: a counting global allocator watches
+//! many lookups of every kind (blocked name, subdomain, miss, allowlisted,
+//! address) and must see zero allocations.
+//!
+//! A test binary of its own (see `[[test]] name = "alloc"` in Cargo.toml):
+//! a global allocator replaces the allocator of the whole binary, which must
+//! not happen in the main integration-test binary.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use schild::config::FeedKind;
+use schild::feeds::plain::push_lines;
+use schild::policy::{
+    Action, AllowScope, AllowSource, Compiler, FeedInfo, IocRecord, Policy, Verdict,
+};
+
+#[path = "../benches/common/domains.rs"]
+mod domains;
+
+/// Counts allocations made by threads that opted in, so that the test
+/// harness's own threads cannot disturb the count.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static WATCHED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn note() {
+    // `try_with`: the allocator may run while thread-locals are torn down.
+    if WATCHED.try_with(Cell::get).unwrap_or(false) {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[allow(unsafe_code)]
+// SAFETY: every call is forwarded unchanged to the system allocator.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by `f` on this thread.
+fn allocations_in<T>(f: impl FnOnce() -> T) -> (T, u64) {
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    WATCHED.with(|w| w.set(true));
+    let out = f();
+    WATCHED.with(|w| w.set(false));
+    (out, ALLOCATIONS.load(Ordering::Relaxed) - before)
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    // Without this, a broken counter would make the real test pass.
+    let (v, n) = allocations_in(|| std::hint::black_box(vec![1u8; 64]));
+    assert_eq!(v.len(), 64);
+    assert!(n >= 1, "counting allocator saw {n} allocations");
+}
+
+#[test]
+fn lookups_do_not_allocate() {
+    let list = domains::DomainList::generate(20_000, domains::SEED);
+    let mut c = Compiler::new(vec![FeedInfo {
+        name: "synthetic".into(),
+        kind: "domains".into(),
+        action: Action::Nxdomain,
+        location: "generated".into(),
+    }]);
+    let src = c.allow_source(AllowSource {
+        kind: "file".into(),
+        path: "allow.txt".into(),
+        name: None,
+    });
+    let bases: Vec<&str> = (0..list.len())
+        .map(|i| list.get(i))
+        .filter(|n| n.bytes().filter(|&b| b == b'.').count() == 1)
+        .take(100)
+        .collect();
+    for b in &bases {
+        c.allow(src, &format!("safe.{b}"), AllowScope::Subtree)
+            .expect("valid name");
+    }
+    push_lines(FeedKind::Domains, list.text.as_bytes(), 0, &mut c);
+    c.add(0, &IocRecord::plain("ip-dst", "203.0.113.7"));
+    c.add(0, &IocRecord::plain("ip-dst", "2001:db8::/48"));
+    let policy = Policy::from_bytes(c.finish().expect("compiles")).expect("loads");
+
+    let exact = list.sample(2_000, 1);
+    let sub = domains::subdomain_queries(&list, 2_000, 2);
+    let miss = domains::miss_queries(2_000, 3);
+    let allowed: Vec<String> = bases.iter().map(|b| format!("WWW.Safe.{b}.")).collect();
+    let ips: Vec<IpAddr> = [
+        "203.0.113.7",
+        "203.0.113.8",
+        "2001:db8::1",
+        "::ffff:203.0.113.7",
+    ]
+    .iter()
+    .map(|s| s.parse().expect("address"))
+    .collect();
+
+    let (counts, allocations) = allocations_in(|| {
+        let mut counts = [0usize; 5];
+        for _ in 0..5 {
+            for q in &exact {
+                counts[0] +=
+                    usize::from(matches!(policy.lookup_str(q), Verdict::Blocked(h) if h.exact));
+            }
+            for q in &sub {
+                let labels = q.split('.').map(str::as_bytes);
+                counts[1] += usize::from(policy.lookup_labels(labels).hit().is_some());
+            }
+            for q in &miss {
+                counts[2] += usize::from(policy.lookup_str(q) == Verdict::Pass);
+            }
+            for q in &allowed {
+                counts[3] += usize::from(matches!(policy.lookup_str(q), Verdict::Allowed { .. }));
+            }
+            for ip in &ips {
+                counts[4] += usize::from(policy.lookup_ip(*ip).is_some());
+            }
+        }
+        counts
+    });
+    // The lookups did their work (so the count is about real lookups)…
+    assert_eq!(
+        counts,
+        [
+            5 * exact.len(),
+            5 * sub.len(),
+            5 * miss.len(),
+            5 * allowed.len(),
+            5 * 3
+        ]
+    );
+    // …and allocated nothing.
+    assert_eq!(allocations, 0, "allocations on the lookup path");
+}
