@@ -3,10 +3,12 @@
 //! hickory's own AXFR puts the zone in one message and stops at 64 KiB.
 //! Here a transfer is a stream of messages of a few hundred records, each
 //! made from the artifact just before it is sent and signed with TSIG over
-//! the previous message's MAC. hickory's TCP connection only writes queued
-//! messages once the request handler has returned, so the transfer runs in
-//! its own task and waits whenever the connection's send queue is full:
-//! memory stays at a few messages whatever the zone's size.
+//! the previous message's MAC. The transfer runs in its own task and hands
+//! each message to the connection's bounded send queue
+//! (`server::listen`), waiting whenever it is full: memory stays at a few
+//! messages whatever the zone's size. A client that stops reading is
+//! dropped by the connection after `server.tcp_idle_secs`, which closes the
+//! queue and ends the transfer.
 //!
 //! Access: transfers and SOA queries only from `allow_transfer` networks,
 //! transfers only with TSIG when a key is configured; everything else about
@@ -14,7 +16,6 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
@@ -38,8 +39,6 @@ use crate::policy::Policy;
 /// latency low.
 const MAX_RECORDS: usize = 500;
 const TARGET_BYTES: usize = 16 * 1024;
-/// How long a transfer waits for a full send queue before giving up.
-const STALL_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RpzError {
@@ -393,31 +392,22 @@ impl<R: ResponseHandler> Out<R> {
             }
             None => None,
         };
-        let started = tokio::time::Instant::now();
-        loop {
-            let mut msg = MessageResponseBuilder::new(&self.queries, None).build(
-                self.meta,
-                records.iter(),
-                &[],
-                &[],
-                &[],
-            );
-            if let Some(sig) = &signature {
-                msg.set_signature(sig.clone());
-            }
-            match self.rh.send_response(msg).await {
-                Ok(_) => break,
-                // The connection's queue is full: it drains as the client
-                // reads. Anything else (the client went away) ends it.
-                Err(e) if e.to_string().contains("full") => {
-                    if started.elapsed() > STALL_LIMIT {
-                        return Err("the client stopped reading".into());
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err(e) => return Err(e.to_string()),
-            }
+        let mut msg = MessageResponseBuilder::new(&self.queries, None).build(
+            self.meta,
+            records.iter(),
+            &[],
+            &[],
+            &[],
+        );
+        if let Some(sig) = signature {
+            msg.set_signature(sig);
         }
+        // Waits while the connection's queue is full; fails once the
+        // connection is gone (closed, or dropped for not reading).
+        self.rh
+            .send_response(msg)
+            .await
+            .map_err(|e| e.to_string())?;
         self.messages += 1;
         self.records += records.len() as u64;
         Ok(())

@@ -6,8 +6,9 @@
 //! hickory's loop answers the queries of one connection one after another
 //! and has no connection cap: here each query of a connection runs as its
 //! own task (up to `server.tcp_max_inflight`, answers written as they are
-//! ready, RFC 7766), idle connections are closed after `server.tcp_idle_secs`,
-//! and at most `server.tcp_max_connections` are open at once.
+//! ready, RFC 7766), idle connections are closed after `server.tcp_idle_secs`
+//! (as are those whose client takes no answer for that long), and at most
+//! `server.tcp_max_connections` are open at once.
 
 use std::io;
 use std::net::SocketAddr;
@@ -272,10 +273,15 @@ async fn serve_stream<S>(
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(limits.max_inflight);
+    let idle = limits.idle;
     let writer = tokio::spawn(async move {
         while let Some(buf) = rx.recv().await {
-            if wr.write_all(&buf).await.is_err() {
-                return;
+            // A client that takes no answer for the idle time is gone: it
+            // must not hold the connection (and an RPZ transfer that
+            // waits on this queue) forever. Closing the queue ends both.
+            match tokio::time::timeout(idle, wr.write_all(&buf)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return,
             }
         }
         let _ = wr.shutdown().await;
@@ -285,6 +291,9 @@ async fn serve_stream<S>(
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = vec![0u8; 4096];
     'conn: loop {
+        if responder.tx.is_closed() {
+            break; // the writer gave up on the client
+        }
         // Hand out every complete message in the buffer.
         while buf.len() >= 2 {
             let len = usize::from(u16::from_be_bytes([buf[0], buf[1]]));

@@ -40,10 +40,30 @@ impl Schild {
         Schild::start_in(tempfile::tempdir().expect("tempdir"), s)
     }
 
+    /// Like [`Schild::start`], but allow `limit` for start-up: a first
+    /// compile of a large list runs before schild listens.
+    pub fn start_within(config: &str, files: &[(&str, &str)], limit: Duration) -> Schild {
+        let s = Setup {
+            config,
+            files,
+            wait_ready: true,
+        };
+        Schild::launch(tempfile::tempdir().expect("tempdir"), s, limit)
+            .unwrap_or_else(|(status, log)| panic!("schild exited ({status:?}):\n{log}"))
+    }
+
     /// Start in an existing folder (a restart keeps state_dir).
     pub fn start_in(
         dir: tempfile::TempDir,
         s: Setup<'_>,
+    ) -> Result<Schild, (Option<ExitStatus>, String)> {
+        Schild::launch(dir, s, Duration::from_secs(30))
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        s: Setup<'_>,
+        limit: Duration,
     ) -> Result<Schild, (Option<ExitStatus>, String)> {
         for (name, text) in s.files {
             write(dir.path(), name, text);
@@ -78,7 +98,7 @@ impl Schild {
                 l.push('\n');
             }
         });
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + limit;
         let (mut dns, mut admin) = (None, None);
         while dns.is_none() || admin.is_none() {
             if let Ok(Some(status)) = child.try_wait() {

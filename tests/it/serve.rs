@@ -519,7 +519,7 @@ fn metrics_are_valid_and_cover_the_basics() {
     assert_eq!(s.http("GET", "/ready").0, 200);
 }
 
-fn promtool_check(text: &str) {
+pub fn promtool_check(text: &str) {
     use std::io::Write;
     let child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
