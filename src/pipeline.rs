@@ -92,7 +92,7 @@ pub async fn compile_with(
         .collect();
     let mut compiler = Compiler::new(feeds);
     if let Some(prev) = &previous {
-        compiler.set_previous_serial(prev.serial());
+        compiler.set_previous(prev.serial(), prev.content_hash());
     } else if let Some(serial) = artifact::read_serial(&path) {
         compiler.set_previous_serial(serial);
     }

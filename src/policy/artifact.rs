@@ -217,6 +217,22 @@ pub(crate) struct Parts {
     pub bytes: Bytes,
 }
 
+/// A hash of what decides the answers: the index (names and their values),
+/// each set's feed and action, and the IP triggers. Two compiles with the
+/// same hash answer every query alike, so they share a serial.
+pub(crate) fn content_hash(fst: &[u8], set_meta: &[u8], ips: &[IpTrigger]) -> u64 {
+    let mut h = Xxh3::new();
+    h.update(&(fst.len() as u64).to_le_bytes());
+    h.update(fst);
+    h.update(&(set_meta.len() as u64).to_le_bytes());
+    h.update(set_meta);
+    for t in ips {
+        h.update(t.net.to_string().as_bytes());
+        h.update(&t.set.to_le_bytes());
+    }
+    h.digest()
+}
+
 /// Map a file and verify it.
 pub(crate) fn load_file(path: &Path) -> Result<Parts, ArtifactError> {
     let file = File::open(path).map_err(|source| ArtifactError::Read {

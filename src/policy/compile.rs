@@ -161,6 +161,7 @@ pub struct Compiler {
     ips: Vec<(IpNet, u32)>,
     refusals: Vec<Refusal>,
     previous_serial: u64,
+    previous_hash: Option<u64>,
 }
 
 impl Compiler {
@@ -186,12 +187,22 @@ impl Compiler {
             ips: Vec::new(),
             refusals: Vec::new(),
             previous_serial: 0,
+            previous_hash: None,
         }
     }
 
     /// The new artifact's serial will be greater than this one.
     pub fn set_previous_serial(&mut self, serial: u64) {
         self.previous_serial = serial;
+    }
+
+    /// The previous artifact: when the new one answers every query the same
+    /// way (same [`Policy::content_hash`](super::Policy::content_hash)), it
+    /// keeps the previous serial, so secondaries are not told of a change
+    /// that is none.
+    pub fn set_previous(&mut self, serial: u64, content_hash: u64) {
+        self.previous_serial = serial;
+        self.previous_hash = Some(content_hash);
     }
 
     /// Register an allowlist source; returns its id for [`Compiler::allow`].
@@ -581,7 +592,13 @@ impl Compiler {
             items: set_items,
             ..
         } = sets;
-        let serial = next_serial(self.previous_serial);
+        let set_meta_bytes: Vec<u8> = set_meta.iter().flat_map(|x| x.to_le_bytes()).collect();
+        let hash = artifact::content_hash(&fst_bytes, &set_meta_bytes, &ip_triggers);
+        let serial = if self.previous_hash == Some(hash) && self.previous_serial > 0 {
+            self.previous_serial
+        } else {
+            next_serial(self.previous_serial)
+        };
         let meta = Meta {
             compiled_at: unix_now(),
             serial,

@@ -138,6 +138,15 @@ impl Policy {
         self.parts.fst.as_fst().size() + self.parts.filter.as_ref().len()
     }
 
+    /// A hash of what decides the answers (see `Compiler::set_previous`).
+    pub fn content_hash(&self) -> u64 {
+        artifact::content_hash(
+            self.parts.fst.as_fst().as_bytes(),
+            self.parts.set_meta.as_ref(),
+            &self.parts.meta.ip_triggers,
+        )
+    }
+
     /// The artifact file's bytes, exactly as verified.
     pub fn raw_bytes(&self) -> &[u8] {
         self.parts.bytes.as_ref()

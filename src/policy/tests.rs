@@ -340,3 +340,31 @@ fn name_filter_never_hides_a_listed_name() {
         .count();
     assert_eq!(passed, 5_000);
 }
+
+#[test]
+fn the_serial_changes_only_when_the_answers_do() {
+    let build = |names: &[&str], previous: Option<&Policy>| {
+        let mut c = Compiler::new(vec![feed("zdn", Action::Nxdomain)]);
+        if let Some(p) = previous {
+            c.set_previous(p.serial(), p.content_hash());
+        }
+        for n in names {
+            c.add(0, &IocRecord::plain("domain", n));
+        }
+        Policy::from_bytes(c.finish().expect("compiles")).expect("loads")
+    };
+    let first = build(&["evil.example"], None);
+    let same = build(&["evil.example"], Some(&first));
+    assert_eq!(same.serial(), first.serial(), "same list, same serial");
+    let changed = build(&["evil.example", "bad.example"], Some(&same));
+    assert!(changed.serial() > same.serial());
+    let mut c = Compiler::new(vec![feed("zdn", Action::Nodata)]);
+    c.set_previous(changed.serial(), changed.content_hash());
+    c.add(0, &IocRecord::plain("domain", "evil.example"));
+    c.add(0, &IocRecord::plain("domain", "bad.example"));
+    let other_action = Policy::from_bytes(c.finish().expect("compiles")).expect("loads");
+    assert!(
+        other_action.serial() > changed.serial(),
+        "a new action is a change"
+    );
+}

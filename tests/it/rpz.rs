@@ -303,7 +303,8 @@ fn export_writes_a_zone_named_checkzone_accepts() {
         String::from_utf8_lossy(&check.stderr)
     );
 
-    // The serial only grows: a recompile gives a larger one.
+    // The serial only grows: a recompile of the same list keeps it (nothing
+    // changed for the secondaries), a changed list gets a larger one.
     let serial = |z: &str| -> u64 {
         z.split("SOA ")
             .nth(1)
@@ -312,6 +313,14 @@ fn export_writes_a_zone_named_checkzone_accepts() {
             .and_then(|x| x.parse().ok())
             .expect("serial")
     };
+    compile(&s, &cfg);
+    let same = s.schild(&["export", "rpz", "--config", cfg_s]);
+    assert_eq!(
+        serial(&String::from_utf8_lossy(&same.stdout)),
+        serial(&zone)
+    );
+    let list = std::fs::read_to_string(s.path("iocs.txt")).expect("list");
+    s.write("iocs.txt", &format!("{list}new-ioc.example\n"));
     compile(&s, &cfg);
     let again = s.schild(&["export", "rpz", "--config", cfg_s]);
     assert!(serial(&String::from_utf8_lossy(&again.stdout)) > serial(&zone));
@@ -458,7 +467,7 @@ fn the_serial_grows_across_a_restart_and_the_journal_survives_it() {
 }
 
 #[test]
-fn notify_follows_a_new_serial_and_not_a_failed_reload() {
+fn notify_follows_a_new_serial_and_not_an_unchanged_or_failed_reload() {
     if !have("dig") {
         return;
     }
@@ -517,6 +526,12 @@ fn notify_follows_a_new_serial_and_not_a_failed_reload() {
         "{}",
         s.log()
     );
+
+    // A reload that changes nothing keeps the serial and tells nobody.
+    let (status, body) = s.http("POST", "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(notifies(Duration::from_secs(3)), Vec::<u32>::new());
+    assert_eq!(soa_serial(port, &[]), serial);
 
     // A reload that fails (the allowlist is gone) serves the old list and
     // tells nobody.
