@@ -187,7 +187,7 @@ impl HitLog {
                 .created()
                 .or_else(|_| meta.modified())
                 .unwrap_or_else(|_| SystemTime::now());
-            self.file = Some(BufWriter::new(f));
+            self.file = Some(BufWriter::with_capacity(64 * 1024, f));
         }
         // Just set above when it was None.
         self.file

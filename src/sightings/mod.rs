@@ -339,7 +339,10 @@ impl Sightings {
                 }
             }
         }
-        let _ = self.log.flush();
+        // The log is flushed on the one-second tick (and when its buffer
+        // fills), not per batch: under a flood of hits, a write per batch
+        // cost a syscall per two answers. The spool, not the log, is what
+        // must be durable.
         self.spool_new(new);
     }
 
@@ -403,6 +406,9 @@ impl Sightings {
     }
 
     fn housekeeping(&mut self) {
+        if let Err(e) = self.log.flush() {
+            tracing::error!(file = %self.log.path().display(), error = %e, "cannot write the sightings log");
+        }
         if !self.unspooled.is_empty() {
             let again = std::mem::take(&mut self.unspooled);
             self.spool_new(again);
