@@ -77,7 +77,7 @@ quiet() {
   uptime | sed 's/^ *//'
 }
 
-QUIET_MAX=180 quiet > /dev/null
+QUIET_MAX=${QUIET_FIRST:-180} quiet > /dev/null
 
 # 1. Inputs, generated from the same seed as the criterion benches.
 if [ ! -f "$W/domains.txt" ]; then
@@ -204,12 +204,15 @@ start() { # name label port cmd...
     "$cpu" "$up" >> "$W/load.md"
 }
 
-ticks() { # pid -> utime+stime in clock ticks of it and its children
-  # (NSD serves from a forked child); 0 when gone
-  local p t=0 v
-  for p in "$1" $(pgrep -P "$1" 2>/dev/null); do
-    v=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)
-    t=$((t + v))
+ticks() { # pid -> utime+stime in clock ticks of it and its descendants
+  # (NSD's started pid becomes xfrd; it serves from a grandchild); 0 when gone
+  # (comm may hold spaces, "nsd: server 1": count fields after the last ')')
+  local t c
+  [ "${1:-0}" -gt 0 ] || { echo 0; return; }
+  t=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{ print $12 + $13 }' || true)
+  t=${t:-0}
+  for c in $(pgrep -P "$1" 2>/dev/null); do
+    t=$((t + $(ticks "$c")))
   done
   echo "$t"
 }
