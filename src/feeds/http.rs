@@ -150,35 +150,41 @@ fn install_crypto_provider() {
     });
 }
 
+/// The HTTP client for everything schild sends out of the hospital (feed
+/// pulls, sightings): rustls with ring, our User-Agent, connect and total
+/// timeouts, and no redirect from https to http.
+pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+        .timeout(timeout)
+        // Requests go to configured URLs only; a redirect to another scheme
+        // would let a compromised server downgrade us (and see the key).
+        .redirect(reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() >= 5 {
+                attempt.error("too many redirects")
+            } else if attempt.previous().first().map(Url::scheme) == Some("https")
+                && attempt.url().scheme() != "https"
+            {
+                attempt.error("refusing a redirect from https to http")
+            } else {
+                attempt.follow()
+            }
+        }))
+        .build()
+}
+
 impl Http {
     pub fn for_feed(feed: &FeedConfig) -> Result<Http, FeedError> {
         Http::new(feed.timeout, feed.max_bytes, feed.retries)
     }
 
     pub fn new(timeout: Duration, max_bytes: u64, retries: u32) -> Result<Http, FeedError> {
-        install_crypto_provider();
-        let client = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-            .timeout(timeout)
-            // Feeds are fetched from configured URLs only; a redirect to
-            // another scheme would let a compromised feed server downgrade us.
-            .redirect(reqwest::redirect::Policy::custom(|attempt| {
-                if attempt.previous().len() >= 5 {
-                    attempt.error("too many redirects")
-                } else if attempt.previous().first().map(Url::scheme) == Some("https")
-                    && attempt.url().scheme() != "https"
-                {
-                    attempt.error("refusing a redirect from https to http")
-                } else {
-                    attempt.follow()
-                }
-            }))
-            .build()
-            .map_err(|e| FeedError::Http {
-                url: String::new(),
-                message: format!("cannot set up the HTTP client: {}", chain(&e)),
-            })?;
+        let client = client(timeout).map_err(|e| FeedError::Http {
+            url: String::new(),
+            message: format!("cannot set up the HTTP client: {}", chain(&e)),
+        })?;
         Ok(Http {
             client,
             max_bytes,

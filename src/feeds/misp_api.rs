@@ -240,19 +240,14 @@ struct Cache {
 }
 
 fn read_cache(feed: &FeedConfig, dir: &Path) -> Result<Option<Cache>, FeedError> {
-    let path = dir.join(CACHE_FILE);
     // The merged set can be larger than one page; allow a generous multiple.
-    let Some(bytes) = super::read_cache(&path, feed.max_bytes.saturating_mul(4))? else {
-        return Ok(None);
-    };
-    let c: Cache = serde_json::from_slice(&bytes).map_err(|e| FeedError::Format {
-        what: path.display().to_string(),
-        message: format!("expected schild's cached restSearch set: {e}"),
-    })?;
-    if c.format != CACHE_FORMAT {
-        return Ok(None);
-    }
-    Ok(Some(c))
+    let limit = feed.max_bytes.saturating_mul(4);
+    let cache: Option<Cache> = super::read_json_cache(
+        &dir.join(CACHE_FILE),
+        limit,
+        "schild's cached restSearch set",
+    )?;
+    Ok(cache.filter(|c| c.format == CACHE_FORMAT))
 }
 
 /// Pull the feed: a full or an incremental restSearch, merged into the kept

@@ -200,6 +200,24 @@ pub(crate) fn read_cache(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, Fee
     }
 }
 
+/// Read one of schild's own JSON caches: `None` when there is none, an
+/// error naming the file and `what` was expected when it does not parse.
+pub(crate) fn read_json_cache<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    limit: u64,
+    what: &str,
+) -> Result<Option<T>, FeedError> {
+    let Some(bytes) = read_cache(path, limit)? else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| FeedError::Format {
+            what: path.display().to_string(),
+            message: format!("expected {what}: {e}"),
+        })
+}
+
 /// A file's modification time in Unix seconds (0 if unknown).
 pub(crate) fn mtime(path: &Path) -> u64 {
     std::fs::metadata(path)

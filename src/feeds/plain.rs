@@ -32,16 +32,28 @@ fn strip_comment(line: &str, marker: char) -> &str {
     }
 }
 
-fn push_domains(bytes: &[u8], feed: FeedId, c: &mut Compiler) {
+/// Call `f` with each non-empty line of a `#`-commented list, trimmed;
+/// lines that are not UTF-8 are counted.
+fn each_entry(
+    bytes: &[u8],
+    feed: FeedId,
+    c: &mut Compiler,
+    mut f: impl FnMut(&str, &mut Compiler),
+) {
     for line in lines(bytes) {
         let Ok(line) = line else {
             c.report_mut(feed).unsupported("line-not-utf8");
             continue;
         };
         let line = strip_comment(line, '#').trim();
-        if line.is_empty() {
-            continue;
+        if !line.is_empty() {
+            f(line, c);
         }
+    }
+}
+
+fn push_domains(bytes: &[u8], feed: FeedId, c: &mut Compiler) {
+    each_entry(bytes, feed, c, |line, c| {
         // Tolerate `0.0.0.0 name` lines in a domains list.
         let mut words = line.split_whitespace();
         let first = words.next().unwrap_or("");
@@ -50,7 +62,7 @@ fn push_domains(bytes: &[u8], feed: FeedId, c: &mut Compiler) {
             _ => first,
         };
         c.add(feed, &IocRecord::plain("domain", name));
-    }
+    });
 }
 
 /// Names in hosts files that are never indicators.
@@ -70,28 +82,19 @@ const HOSTS_IGNORED: &[&str] = &[
 ];
 
 fn push_hosts(bytes: &[u8], feed: FeedId, c: &mut Compiler) {
-    for line in lines(bytes) {
-        let Ok(line) = line else {
-            c.report_mut(feed).unsupported("line-not-utf8");
-            continue;
-        };
-        let line = strip_comment(line, '#').trim();
-        if line.is_empty() {
-            continue;
-        }
+    each_entry(bytes, feed, c, |line, c| {
         let mut words = line.split_whitespace();
-        let Some(addr) = words.next() else { continue };
+        let Some(addr) = words.next() else { return };
         if addr.parse::<std::net::IpAddr>().is_err() {
             c.report_mut(feed).unsupported("hosts-line-without-address");
-            continue;
+            return;
         }
         for name in words {
-            if HOSTS_IGNORED.contains(&name.to_ascii_lowercase().as_str()) {
-                continue;
+            if !HOSTS_IGNORED.contains(&name.to_ascii_lowercase().as_str()) {
+                c.add(feed, &IocRecord::plain("domain", name));
             }
-            c.add(feed, &IocRecord::plain("domain", name));
         }
-    }
+    });
 }
 
 fn push_rpz(bytes: &[u8], feed: FeedId, c: &mut Compiler) {

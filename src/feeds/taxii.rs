@@ -74,15 +74,11 @@ fn objects_url(collection: &Url) -> Result<Url, FeedError> {
 }
 
 fn read_cache(feed: &FeedConfig, dir: &Path) -> Result<Option<Cache>, FeedError> {
-    let path = dir.join(CACHE_FILE);
-    let Some(bytes) = super::read_cache(&path, feed.max_bytes.saturating_mul(4))? else {
-        return Ok(None);
-    };
-    let c: Cache = serde_json::from_slice(&bytes).map_err(|e| FeedError::Format {
-        what: path.display().to_string(),
-        message: format!("expected schild's cached TAXII set: {e}"),
-    })?;
-    Ok((c.format == CACHE_FORMAT).then_some(c))
+    // The merged set can be larger than one page; allow a generous multiple.
+    let limit = feed.max_bytes.saturating_mul(4);
+    let cache: Option<Cache> =
+        super::read_json_cache(&dir.join(CACHE_FILE), limit, "schild's cached TAXII set")?;
+    Ok(cache.filter(|c| c.format == CACHE_FORMAT))
 }
 
 /// Pull new objects (or all of them) and merge them into the kept set.

@@ -39,15 +39,9 @@ pub enum Outcome {
     Retry(String),
 }
 
-/// An HTTP client for reporting, with TLS verified by rustls.
+/// An HTTP client for reporting: the same client policy as feed pulls.
 pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    // Idempotent: the first caller in the process installs ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .timeout(timeout)
-        .user_agent(concat!("schild/", env!("CARGO_PKG_VERSION")))
-        .build()
+    crate::feeds::http::client(timeout)
 }
 
 /// The JSON body MISP's `/sightings/add` takes for one sighting.
