@@ -39,8 +39,7 @@ fuzz_target!(|data: &[u8]| {
         check(&p, p.lookup_str(n));
     }
     // Keys of the index itself, and parts of the input as reversed keys.
-    use fst::Streamer;
-    let mut stream = p.names().stream();
+    let mut stream = p.entries();
     let mut seen = 0;
     while let Some((k, _)) = stream.next() {
         let k = k.to_vec();

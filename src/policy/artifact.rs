@@ -7,15 +7,15 @@
 //! 8   format version (u32), header length (u32)
 //! 16  xxh3-64 checksum of the whole file with this field zeroed
 //! 24  compiled at (unix seconds), 32 serial
-//! 40  six sections as (offset u64, length u64):
+//! 40  seven sections as (offset u64, length u64):
 //!     fst map, set meta (u32 each), set offsets (u32), set items (u32), meta (postcard),
-//!     name filter (u64 words, 8 per block)
-//! 136 zero up to the header length (256)
+//!     name filter (u64 words, 8 per block), filter anchors (see filter.rs)
+//! 152 zero up to the header length (256)
 //! ```
 //!
-//! The name filter is a blocked Bloom filter over the keys of the fst. Most
-//! queried names are listed nowhere; for them the filter answers "no parent
-//! listed" from one cache line per label, fetched in parallel, instead of a
+//! The name filter (`filter.rs`) is a blocked Bloom filter over the keys of
+//! the fst. Most queried names are listed nowhere; for them the filter
+//! answers "no parent listed" from one cache line per query instead of a
 //! walk of the index that misses the cache at nearly every step.
 //!
 //! The fst, the set tables and the filter are used in place from a memory
@@ -38,14 +38,15 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::compile::{AllowSource, FeedReport, Refusal};
+use super::filter::Filter;
 use super::ioc::{EventInfo, FeedInfo, Provenance};
 
 pub const MAGIC: &[u8; 8] = b"SCHILDPA";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 pub const HEADER_LEN: usize = 256;
 const CHECKSUM_AT: usize = 16;
 const SECTIONS_AT: usize = 40;
-const SECTION_COUNT: usize = 6;
+const SECTION_COUNT: usize = 7;
 
 /// File name of the artifact inside `state_dir`.
 pub const FILE_NAME: &str = "policy.artifact";
@@ -71,7 +72,7 @@ pub enum ArtifactError {
     )]
     Version { path: PathBuf, found: u32 },
     #[error("cannot build the name index")]
-    Build(#[source] fst::Error),
+    Build(#[source] super::index::IndexError),
     #[error("cannot encode the artifact metadata")]
     Encode(#[source] postcard::Error),
 }
@@ -104,6 +105,7 @@ pub(crate) struct Sections<'a> {
     pub set_items: &'a [u32],
     pub meta: &'a Meta,
     pub filter: &'a [u64],
+    pub anchors: &'a [u8],
 }
 
 fn pad8(buf: &mut Vec<u8>) {
@@ -123,6 +125,7 @@ pub(crate) fn encode(s: &Sections<'_>) -> Result<Vec<u8>, ArtifactError> {
         u32s(s.set_items),
         meta,
         s.filter.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        s.anchors.to_vec(),
     ];
     let total = HEADER_LEN + s.fst.len() + parts.iter().map(|p| p.len() + 8).sum::<usize>() + 8;
     let mut buf = Vec::with_capacity(total);
@@ -208,10 +211,13 @@ impl AsRef<[u8]> for Section {
 /// The artifact's parts after verification.
 pub(crate) struct Parts {
     pub fst: fst::Map<Section>,
+    /// Address of the index's root node (from the fst footer).
+    pub root: usize,
     pub set_meta: Section,
     pub set_offsets: Section,
     pub set_items: Section,
     pub filter: Section,
+    pub anchors: Section,
     pub meta: Meta,
     pub file_len: usize,
     pub bytes: Bytes,
@@ -299,7 +305,9 @@ fn verify(bytes: Bytes, path: &Path) -> Result<Parts, ArtifactError> {
         Some(set_items),
         Some(meta_s),
         Some(filter),
+        Some(anchors),
     ) = (
+        it.next(),
         it.next(),
         it.next(),
         it.next(),
@@ -310,12 +318,13 @@ fn verify(bytes: Bytes, path: &Path) -> Result<Parts, ArtifactError> {
     else {
         return Err(corrupt("missing section"));
     };
-    if filter.len % FILTER_BLOCK_BYTES != 0 {
-        return Err(corrupt("name filter not a whole number of blocks"));
-    }
+    Filter::check(filter.as_ref(), anchors.as_ref()).map_err(|e| corrupt(e.what()))?;
     let meta: Meta =
         postcard::from_bytes(meta_s.as_ref()).map_err(|e| corrupt(&format!("metadata: {e}")))?;
+    // `fst` checks the index's header and footer; our walker checks the rest
+    // as it goes.
     let fst = fst::Map::new(fst_s).map_err(|e| corrupt(&format!("name index: {e}")))?;
+    let root = fst.as_fst().root().addr();
     if set_meta.len % 4 != 0 || set_offsets.len % 4 != 0 || set_items.len % 4 != 0 {
         return Err(corrupt("set table not a whole number of entries"));
     }
@@ -346,69 +355,14 @@ fn verify(bytes: Bytes, path: &Path) -> Result<Parts, ArtifactError> {
     Ok(Parts {
         bytes: bytes.clone(),
         fst,
+        root,
         set_meta,
         set_offsets,
         set_items,
         filter,
+        anchors,
         meta,
         file_len,
-    })
-}
-
-/// Name filter: bits per key (2 bytes a name) and bits set per key. With
-/// 512-bit blocks this gives well under 1% false positives, and a false
-/// positive only costs the index walk that would have happened anyway.
-const FILTER_BITS_PER_KEY: usize = 16;
-const FILTER_PROBES: u32 = 7;
-const FILTER_BLOCK_WORDS: usize = 8;
-const FILTER_BLOCK_BYTES: usize = FILTER_BLOCK_WORDS * 8;
-
-/// An empty filter (all zero words) sized for `keys` keys; no words for no
-/// keys, which lookups read as "no filter".
-pub(crate) fn filter_new(keys: usize) -> Vec<u64> {
-    let blocks = (keys * FILTER_BITS_PER_KEY).div_ceil(FILTER_BLOCK_WORDS * 64);
-    vec![0; blocks * FILTER_BLOCK_WORDS]
-}
-
-/// Block index and bit pattern source of a key.
-#[inline]
-fn filter_hash(key: &[u8], blocks: usize) -> (usize, u64) {
-    let h = xxhash_rust::xxh3::xxh3_64(key);
-    let block = ((u128::from(h) * blocks as u128) >> 64) as usize;
-    // Bits for the positions, decorrelated from the block choice.
-    let g = (h ^ (h >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (block, g)
-}
-
-pub(crate) fn filter_insert(filter: &mut [u64], key: &[u8]) {
-    let blocks = filter.len() / FILTER_BLOCK_WORDS;
-    if blocks == 0 {
-        return;
-    }
-    let (block, g) = filter_hash(key, blocks);
-    let words = &mut filter[block * FILTER_BLOCK_WORDS..(block + 1) * FILTER_BLOCK_WORDS];
-    for j in 0..FILTER_PROBES {
-        let pos = (g >> (j * 9)) as usize & 511;
-        words[pos >> 6] |= 1 << (pos & 63);
-    }
-}
-
-/// False when `key` is certainly not a key of the index. `filter` is the
-/// section's bytes (a whole number of blocks, checked at load); an empty
-/// filter knows nothing and says true.
-#[inline]
-pub(crate) fn filter_may_contain(filter: &[u8], key: &[u8]) -> bool {
-    let blocks = filter.len() / FILTER_BLOCK_BYTES;
-    if blocks == 0 {
-        return true;
-    }
-    let (block, g) = filter_hash(key, blocks);
-    let Some(b) = filter.get(block * FILTER_BLOCK_BYTES..(block + 1) * FILTER_BLOCK_BYTES) else {
-        return true;
-    };
-    (0..FILTER_PROBES).all(|j| {
-        let pos = (g >> (j * 9)) as usize & 511;
-        b[(pos >> 3) & (FILTER_BLOCK_BYTES - 1)] & (1 << (pos & 7)) != 0
     })
 }
 

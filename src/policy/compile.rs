@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::artifact::{self, ArtifactError, Meta, Sections};
+use super::index::IndexWriter;
 use super::ioc::{Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, Provenance};
 use super::name::{self, NormalName};
 
@@ -502,8 +503,7 @@ impl Compiler {
         });
 
         let mut sets = SetTable::new(&self.feeds, &self.provenance);
-        let mut filter = artifact::filter_new(entries.len());
-        let mut builder = fst::MapBuilder::memory();
+        let mut builder = IndexWriter::new();
         let mut i = 0;
         let mut exact: Vec<u32> = Vec::new();
         let mut sub: Vec<u32> = Vec::new();
@@ -559,12 +559,24 @@ impl Compiler {
                 }
             };
             builder.insert(k, value).map_err(ArtifactError::Build)?;
-            artifact::filter_insert(&mut filter, k);
             i = j;
         }
+        // The filter over the distinct keys, in order.
+        let distinct = || {
+            entries
+                .iter()
+                .map(key)
+                .scan(None::<&[u8]>, |prev, k| {
+                    let new = *prev != Some(k);
+                    *prev = Some(k);
+                    Some(new.then_some(k))
+                })
+                .flatten()
+        };
+        let filter = super::filter::build(distinct, builder.len() as usize);
         drop(entries);
         drop(arena);
-        let fst_bytes = builder.into_inner().map_err(ArtifactError::Build)?;
+        let fst_bytes = builder.finish();
 
         // IP triggers: merge identical networks into one set each.
         self.ips.sort_unstable_by(|a, b| {
@@ -616,7 +628,8 @@ impl Compiler {
             set_offsets: &set_offsets,
             set_items: &set_items,
             meta: &meta,
-            filter: &filter,
+            filter: &filter.words,
+            anchors: &filter.anchors,
         })
     }
 }

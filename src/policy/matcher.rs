@@ -11,6 +11,8 @@ use std::path::Path;
 
 use super::artifact::{self, ArtifactError, Meta, Parts, read4};
 use super::compile::{AllowSource, FLAG_ALLOW, FLAG_EXACT, FLAG_SUB, NO_SET, SET_BITS, SET_MASK};
+use super::filter::Filter;
+use super::index::{Entries, Index};
 use super::ioc::{Action, EventInfo, FeedId, FeedInfo, Provenance};
 use super::name::MAX_NAME_LEN;
 
@@ -135,7 +137,7 @@ impl Policy {
 
     /// Size of the name index in bytes: the fst and its filter.
     pub fn index_bytes(&self) -> usize {
-        self.parts.fst.as_fst().size() + self.parts.filter.as_ref().len()
+        self.parts.fst.as_fst().size() + self.filter().bytes()
     }
 
     /// A hash of what decides the answers (see `Compiler::set_previous`).
@@ -155,11 +157,6 @@ impl Policy {
     /// Size of the whole artifact file in bytes.
     pub fn file_bytes(&self) -> usize {
         self.parts.file_len
-    }
-
-    /// The name index, for export (RPZ) and statistics.
-    pub fn names(&self) -> &fst::Map<impl AsRef<[u8]>> {
-        &self.parts.fst
     }
 
     /// Look up a name given as labels from the first (leftmost) to the last,
@@ -194,11 +191,18 @@ impl Policy {
     /// trailing dot are ignored; no IDN or defang processing (use
     /// [`super::name::normalise`] first for user input).
     pub fn lookup_str(&self, name: &str) -> Verdict {
-        let name = name.strip_suffix('.').unwrap_or(name);
-        if name.is_empty() {
+        let name = name.strip_suffix('.').unwrap_or(name).as_bytes();
+        if name.is_empty() || name.len() > MAX_NAME_LEN + 2 {
+            // Longer than any listed name can be.
             return Verdict::Pass;
         }
-        self.lookup_labels(name.split('.').map(str::as_bytes))
+        // The key is the name reversed: labels in reverse order, each
+        // label's bytes reversed too.
+        let mut buf = [0u8; MAX_NAME_LEN + 2];
+        for (d, &b) in buf.iter_mut().zip(name.iter().rev()) {
+            *d = b.to_ascii_lowercase();
+        }
+        self.lookup_reversed(&buf[..name.len()])
     }
 
     /// Look up a reversed, lower-case key (`moc.live.www`).
@@ -206,45 +210,36 @@ impl Policy {
         if !self.may_match(key) {
             return Verdict::Pass;
         }
-        let fst = self.parts.fst.as_fst();
-        let mut node = fst.root();
-        let mut out = fst::raw::Output::zero();
         let mut block: Option<Hit> = None;
         let mut allow: Option<AllowHit> = None;
-        for (i, &b) in key.iter().enumerate() {
-            if b == b'.' && node.is_final() {
-                // key[..i] is a parent domain of the query name.
-                let v = out.cat(node.final_output()).value();
-                self.consider(v, false, i, &mut block, &mut allow);
-            }
-            match node.find_input(b) {
-                Some(t) => {
-                    let t = node.transition(t);
-                    out = out.cat(t.out);
-                    node = fst.node(t.addr);
-                }
-                None => return finish(block, allow),
-            }
-        }
-        if node.is_final() {
-            let v = out.cat(node.final_output()).value();
-            self.consider(v, true, key.len(), &mut block, &mut allow);
-        }
+        // Every final state at a label boundary is a listed parent domain;
+        // the walk ends at the query name itself.
+        self.index().walk(key, |len, v| {
+            self.consider(v, len == key.len(), len, &mut block, &mut allow);
+        });
         finish(block, allow)
     }
 
-    /// False when no key the walk below could stop at (each parent of the
-    /// name, and the name) is in the index, as the filter tells. The probes
-    /// do not depend on each other, so their cache misses overlap.
+    /// The name index, read in place by our bounds-checked walker.
+    #[inline]
+    fn index(&self) -> Index<'_> {
+        Index::new(self.parts.fst.as_fst().as_bytes(), self.parts.root)
+    }
+
+    /// Every name of the index with its value (see [`Policy::decode_name`]),
+    /// in key order: reversed names, so a domain comes right before its
+    /// subdomains.
+    pub fn entries(&self) -> Entries<'_> {
+        self.index().entries()
+    }
+
     fn may_match(&self, key: &[u8]) -> bool {
-        let filter = self.parts.filter.as_ref();
-        let mut any = false;
-        for (i, &b) in key.iter().enumerate() {
-            if b == b'.' {
-                any |= artifact::filter_may_contain(filter, &key[..i]);
-            }
-        }
-        any || artifact::filter_may_contain(filter, key)
+        self.filter().may_match(key)
+    }
+
+    #[inline]
+    fn filter(&self) -> Filter<'_> {
+        Filter::view(self.parts.filter.as_ref(), self.parts.anchors.as_ref())
     }
 
     fn consider(

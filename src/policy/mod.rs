@@ -7,6 +7,8 @@
 
 pub mod artifact;
 pub mod compile;
+mod filter;
+pub(crate) mod index;
 pub mod ioc;
 pub mod matcher;
 pub mod name;
@@ -15,6 +17,7 @@ pub use artifact::{ArtifactError, IpTrigger, Meta};
 pub use compile::{
     AllowScope, AllowSource, Compiler, FeedReport, FetchStatus, Refusal, RefusalReason,
 };
+pub use index::Entries;
 pub use ioc::{Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, Provenance};
 pub use matcher::{AllowHit, Hit, NameValue, Policy, Verdict, matched_suffix};
 pub use name::{NameError, NormalName, normalise, parse_name};

@@ -277,6 +277,12 @@ fn diff(
             },
         }
     }
+    if a.t.index_damaged || b.t.index_damaged {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a policy's name index is damaged",
+        ));
+    }
     Ok(step)
 }
 

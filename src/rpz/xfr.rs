@@ -478,6 +478,11 @@ async fn axfr<R: ResponseHandler>(
         batch.push_trigger(settings, t);
         batch.flush_if_full(out).await?;
     }
+    if walk.index_damaged {
+        // Never end a transfer that lacks names with the closing SOA: the
+        // secondary would take it for the whole zone.
+        return Err("the policy's name index is damaged".into());
+    }
     batch.push(settings.soa(serial));
     out.send(&batch.records).await
 }

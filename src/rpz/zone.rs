@@ -13,13 +13,12 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use fst::{IntoStreamer, Streamer};
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
 use hickory_server::proto::rr::{Name, RData, Record};
 use ipnet::IpNet;
 
 use crate::config::{Config, RpzLogOnly};
-use crate::policy::{Action, IocType, NameValue, Policy, Verdict};
+use crate::policy::{Action, Entries, IocType, NameValue, Policy, Verdict};
 
 /// SOA timers. Secondaries hear of changes by NOTIFY; the refresh is the
 /// fallback when a NOTIFY is lost. Expiry is long on purpose: a secondary
@@ -228,7 +227,7 @@ pub struct Triggers<'p> {
     policy: &'p Policy,
     settings: &'p ZoneSettings,
     section: Section,
-    stream: Option<fst::map::Stream<'p>>,
+    stream: Option<Entries<'p>>,
     ip_next: usize,
     ips_done: bool,
     /// The second trigger of a name (`*.name`), waiting its turn.
@@ -236,6 +235,11 @@ pub struct Triggers<'p> {
     current: Trigger,
     targets: HashMap<u32, Option<Target>>,
     pub skipped: Skipped,
+    /// The walk stopped early at damage in the name index (only a file
+    /// crafted with a valid checksum gets this far): the triggers given
+    /// out are not all of them, and the caller must not pass them off as
+    /// the zone.
+    pub index_damaged: bool,
 }
 
 impl<'p> Triggers<'p> {
@@ -248,7 +252,7 @@ impl<'p> Triggers<'p> {
             policy,
             settings,
             section,
-            stream: names.then(|| policy.names().into_stream()),
+            stream: names.then(|| policy.entries()),
             ip_next: 0,
             ips_done: !matches!(section, Section::Ips | Section::All),
             pending: None,
@@ -260,6 +264,7 @@ impl<'p> Triggers<'p> {
             },
             targets: HashMap::new(),
             skipped: Skipped::default(),
+            index_damaged: false,
         }
     }
 
@@ -321,11 +326,13 @@ impl<'p> Triggers<'p> {
         let found = self.walk_names(&mut stream);
         if found {
             self.stream = Some(stream);
+        } else {
+            self.index_damaged |= stream.damaged();
         }
         found
     }
 
-    fn walk_names(&mut self, stream: &mut fst::map::Stream<'p>) -> bool {
+    fn walk_names(&mut self, stream: &mut Entries<'p>) -> bool {
         let policy = self.policy;
         while let Some((key, value)) = stream.next() {
             // (exact trigger, subdomain trigger) of this name.
@@ -682,6 +689,12 @@ pub fn write_zone(
         }
         if !first {
             writeln!(out)?;
+        }
+        if walk.index_damaged {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the policy's name index is damaged; run `schild compile`",
+            ));
         }
         let s = &walk.skipped;
         stats.skipped.log_only += s.log_only;
