@@ -732,6 +732,72 @@ fn answer_ttl(a: &Answer) -> u32 {
 mod tests {
     use super::*;
 
+    fn key(name: &str) -> Key {
+        Key {
+            name: LowerName::from(Name::from_ascii(name).expect("name")),
+            qtype: RecordType::A,
+            flags: Flags::default(),
+        }
+    }
+
+    fn lead<'a>(flights: &'a Flights, key: &'a Key) -> Lead<'a> {
+        let (tx, rx) = watch::channel(None);
+        lock(flights).insert(key.clone(), rx);
+        Lead { flights, key, tx }
+    }
+
+    #[tokio::test]
+    async fn waiters_get_the_outcome_and_the_table_empties() {
+        let flights = Flights::default();
+        let k = key("a.example.");
+        let l = lead(&flights, &k);
+        let early = lock(&flights).get(&k).cloned().expect("in flight");
+        let waiter = tokio::spawn(wait_for(early));
+        let failure = ResolveFailure {
+            kind: UpstreamError::ServFail,
+        };
+        l.finish(&Err(failure));
+        assert!(lock(&flights).is_empty(), "finished leads leave the table");
+        let got = waiter.await.expect("task");
+        assert_eq!(got.map(|o| o.err()), Some(Some(failure)));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_lead_releases_its_waiters() {
+        let flights = Flights::default();
+        let k = key("b.example.");
+        let l = lead(&flights, &k);
+        let rx = lock(&flights).get(&k).cloned().expect("in flight");
+        let waiter = tokio::spawn(wait_for(rx));
+        drop(l);
+        assert!(lock(&flights).is_empty());
+        // `None`: the waiter asks again instead of hanging.
+        assert!(waiter.await.expect("task").is_none());
+    }
+
+    #[test]
+    fn cd_keeps_bogus_data_and_clears_secure() {
+        use hickory_proto::dnssec::Proof;
+        use hickory_proto::rr::rdata::A;
+        let mut r = Record::from_rdata(
+            Name::from_ascii("x.example.").expect("name"),
+            60,
+            RData::A(A::new(192, 0, 2, 1)),
+        );
+        r.proof = Proof::Bogus;
+        let checked = Flags::default();
+        let cd = Flags {
+            checking_disabled: true,
+            ..checked
+        };
+        let e = positive(ResponseCode::NoError, vec![r.clone()], vec![], checked)
+            .expect_err("bogus without CD");
+        assert_eq!(e.kind, UpstreamError::Bogus);
+        let a = positive(ResponseCode::NoError, vec![r], vec![], cd).expect("data with CD");
+        assert_eq!(a.answers.len(), 1);
+        assert!(!a.secure);
+    }
+
     #[test]
     fn root_hints_give_addresses() {
         let dir = tempfile::tempdir().expect("tempdir");
