@@ -189,6 +189,10 @@ struct RawResolver {
     serve_stale_max_secs: u64,
     #[serde(default = "default_upstream_timeout_secs")]
     timeout_secs: u64,
+    /// How long a failed resolution is remembered (BIND's servfail-ttl);
+    /// 0 turns it off.
+    #[serde(default = "default_servfail_ttl_secs")]
+    servfail_ttl_secs: u64,
     /// Networks the recursor may send queries to even though they are
     /// special-use (tests, internal authoritative servers).
     #[serde(default)]
@@ -211,6 +215,7 @@ impl Default for RawResolver {
             serve_stale: true,
             serve_stale_max_secs: default_serve_stale_max_secs(),
             timeout_secs: default_upstream_timeout_secs(),
+            servfail_ttl_secs: default_servfail_ttl_secs(),
             allow_servers: Vec::new(),
             recursion_port: None,
         }
@@ -235,6 +240,11 @@ fn default_serve_stale_max_secs() -> u64 {
 fn default_upstream_timeout_secs() -> u64 {
     3
 }
+fn default_servfail_ttl_secs() -> u64 {
+    1
+}
+/// BIND's ceiling for servfail-ttl: a failure is a transient state.
+pub const MAX_SERVFAIL_TTL_SECS: u64 = 30;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -488,6 +498,9 @@ pub struct ResolverConfig {
     pub serve_stale: bool,
     pub serve_stale_max: Duration,
     pub timeout: Duration,
+    /// How long a failed resolution is answered SERVFAIL from memory;
+    /// zero: never.
+    pub servfail_ttl: Duration,
     pub allow_servers: Vec<IpNet>,
     pub recursion_port: Option<u16>,
 }
@@ -839,6 +852,12 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, ConfigEr
     if r.cache_entries == 0 {
         return Err(invalid("resolver.cache_entries", "must be at least 1"));
     }
+    if r.servfail_ttl_secs > MAX_SERVFAIL_TTL_SECS {
+        return Err(invalid(
+            "resolver.servfail_ttl_secs",
+            format!("must be at most {MAX_SERVFAIL_TTL_SECS} (0 turns it off)"),
+        ));
+    }
     let resolver = ResolverConfig {
         mode,
         upstreams,
@@ -850,6 +869,7 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, ConfigEr
         serve_stale: r.serve_stale,
         serve_stale_max: Duration::from_secs(r.serve_stale_max_secs),
         timeout: Duration::from_secs(r.timeout_secs.max(1)),
+        servfail_ttl: Duration::from_secs(r.servfail_ttl_secs),
         allow_servers: r
             .allow_servers
             .iter()
@@ -920,6 +940,15 @@ fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, ConfigEr
             f.api_key_file.as_ref(),
             f.api_key_env.as_ref(),
         )?;
+        // A misp-feed key goes to the web server holding the feed; a
+        // folder on disk has no one to send it to.
+        if kind == FeedKind::MispFeed && api_key.is_some() && !matches!(location, Location::Url(_))
+        {
+            return Err(invalid(
+                field("api_key_file"),
+                "a misp-feed key is only sent to an http(s) location",
+            ));
+        }
         if kind == FeedKind::MispApi && api_key.is_none() {
             return Err(invalid(
                 field("api_key_file"),
@@ -1194,6 +1223,41 @@ mod tests {
         let e =
             parse("state_dir = \"s\"\n[resolver]\nmode = \"forward\"").expect_err("no upstream");
         assert!(e.to_string().contains("upstreams"));
+    }
+
+    #[test]
+    fn servfail_ttl_defaults_to_one_second_and_is_capped() {
+        let c = parse("state_dir = \"s\"").expect("valid");
+        assert_eq!(c.resolver.servfail_ttl, Duration::from_secs(1));
+        for (secs, ok) in [(0, true), (30, true), (31, false)] {
+            let text = format!("state_dir = \"s\"\n[resolver]\nservfail_ttl_secs = {secs}");
+            match parse(&text) {
+                Ok(c) => {
+                    assert!(ok, "{secs} accepted");
+                    assert_eq!(c.resolver.servfail_ttl, Duration::from_secs(secs));
+                }
+                Err(e) => {
+                    assert!(!ok, "{secs} refused: {e}");
+                    assert!(e.to_string().contains("servfail_ttl_secs"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn misp_feed_key_needs_a_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("feed.key"), "k3y\n").expect("key");
+        let cfg = dir.path().join("schild.toml");
+        let feed = |loc: &str| {
+            format!(
+                "state_dir = \"s\"\n[[feed]]\nname = \"f\"\ntype = \"misp-feed\"\nlocation = \"{loc}\"\napi_key_file = \"feed.key\""
+            )
+        };
+        let c = Config::parse(&feed("https://feed.example/misp/"), &cfg).expect("valid");
+        assert_eq!(c.feeds[0].api_key.as_ref().map(Secret::expose), Some("k3y"));
+        let e = Config::parse(&feed("feeds/misp"), &cfg).expect_err("no URL");
+        assert!(e.to_string().contains("api_key_file"), "{e}");
     }
 
     #[test]

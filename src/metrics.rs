@@ -105,6 +105,8 @@ pub struct Metrics {
     pub cache_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub cache_stale: IntCounter,
+    pub cache_servfail: IntCounter,
+    pub upstream_coalesced: IntCounter,
     pub cache_entries: IntGauge,
     pub upstream_duration: Histogram,
     upstream_errors: Vec<IntCounter>,
@@ -314,12 +316,22 @@ impl Metrics {
             cache_misses: counter(
                 &r,
                 "schild_cache_misses_total",
-                "Queries that had to go upstream.",
+                "Queries not answered from the cache (those coalesced with an identical one in flight included).",
             ),
             cache_stale: counter(
                 &r,
                 "schild_cache_stale_answers_total",
                 "Expired answers served because the upstream failed (serve-stale).",
+            ),
+            cache_servfail: counter(
+                &r,
+                "schild_cache_servfail_answers_total",
+                "SERVFAILs answered from memory: the same question failed within resolver.servfail_ttl_secs.",
+            ),
+            upstream_coalesced: counter(
+                &r,
+                "schild_upstream_coalesced_total",
+                "Cache misses that waited for an identical question already sent upstream instead of sending their own.",
             ),
             cache_entries: register(
                 &r,

@@ -8,10 +8,25 @@
 //! and an expired answer is still held, that answer is served with a short
 //! TTL instead of SERVFAIL. The policy is applied by the caller to whatever
 //! comes out of here, cached or not, so a reload takes effect at once.
+//!
+//! Two guards keep a crowd of clients from turning into a crowd of upstream
+//! queries. Identical cache misses in flight at the same time share one
+//! upstream lookup (Unbound's mesh, BIND's fetch de-duplication): the first
+//! one asks, the others wait for its answer or its failure. And a question
+//! whose resolution failed is answered SERVFAIL from memory for
+//! `servfail_ttl_secs` (BIND's `servfail-ttl`), unless a stale answer can
+//! be served instead.
+//!
+//! A question is the name, the type and the DO and CD bits: DO decides
+//! whether DNSSEC records are in the answer, and CD (RFC 4035 3.2.2) lets a
+//! client take data that failed validation, so a CD=1 answer is never
+//! served to a CD=0 client. The class is always IN: the handler refuses
+//! every other.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Query, ResponseCode};
@@ -23,6 +38,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::recursor::{DnssecConfig, DnssecPolicy, Recursor, RecursorOptions};
 use hickory_resolver::{ConnectionProvider, PoolContext, TokioResolver};
+use tokio::sync::watch;
 
 use crate::config::{ResolverConfig, ResolverMode, Upstream as UpstreamAddr};
 use crate::metrics::{Metrics, UpstreamError};
@@ -85,6 +101,16 @@ pub struct ResolveFailure {
     pub kind: UpstreamError,
 }
 
+/// The header bits of a question that change its answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Flags {
+    /// DO: the client wants DNSSEC records.
+    pub dnssec_ok: bool,
+    /// CD: the client does its own validation and wants the data even if
+    /// it fails ours.
+    pub checking_disabled: bool,
+}
+
 /// Rewrites port 53 to a fixed port for every server the recursor dials.
 /// Only used when `resolver.recursion_port` is set: tests run a fake DNS
 /// hierarchy on loopback, where port 53 needs privileges.
@@ -142,11 +168,15 @@ impl Upstream {
         }
     }
 
+    /// One lookup. With CD=1 a bogus answer is returned, not refused. The
+    /// forwarder cannot honour CD: hickory's forwarding client validates
+    /// and turns bogus into an error before we see the records
+    /// (caching_client.rs: "doesn't yet take into account the CD flag").
     async fn lookup(
         &self,
         name: Name,
         qtype: RecordType,
-        dnssec_ok: bool,
+        flags: Flags,
     ) -> Result<Answer, ResolveFailure> {
         match self {
             Upstream::Forward(r) => match r.lookup(name, qtype).await {
@@ -154,13 +184,16 @@ impl Upstream {
                     ResponseCode::NoError,
                     lookup.answers().to_vec(),
                     Vec::new(),
-                    dnssec_ok,
+                    flags,
                 )?),
-                Err(e) => negative_or_failure(e),
+                Err(e) => negative_or_failure(e, flags),
             },
             Upstream::Recursive(r) => {
+                // The recursor always validates (the policy is fixed when
+                // it is built) and hands back every record with its proof;
+                // CD only changes what we do with a bogus result.
                 match r
-                    .resolve(Query::query(name, qtype), Instant::now(), dnssec_ok)
+                    .resolve(Query::query(name, qtype), Instant::now(), flags.dnssec_ok)
                     .await
                 {
                     Ok(msg) => {
@@ -173,12 +206,12 @@ impl Upstream {
                         } else {
                             Vec::new()
                         };
-                        positive(rcode, msg.answers, auth, dnssec_ok)
+                        positive(rcode, msg.answers, auth, flags)
                     }
                     Err(e) => {
                         use hickory_resolver::recursor::RecursorError;
                         match e {
-                            RecursorError::Net(net) => negative_or_failure(net),
+                            RecursorError::Net(net) => negative_or_failure(net, flags),
                             e if e.is_nx_domain() || e.is_no_records_found() => {
                                 let nx = e.is_nx_domain();
                                 let soa = e.into_soa().map(|s| s.into_record_of_rdata());
@@ -205,19 +238,21 @@ fn positive(
     rcode: ResponseCode,
     mut answers: Vec<Record>,
     mut authorities: Vec<Record>,
-    dnssec_ok: bool,
+    flags: Flags,
 ) -> Result<Answer, ResolveFailure> {
     use hickory_proto::dnssec::DnssecSummary;
     let all = || answers.iter().chain(authorities.iter());
     let summary = DnssecSummary::from_records(all());
-    if matches!(summary, DnssecSummary::Bogus) {
+    // RFC 4035 3.2.2: with CD=1 the client gets the data and validates it
+    // itself; AD stays clear (not secure).
+    if matches!(summary, DnssecSummary::Bogus) && !flags.checking_disabled {
         return Err(ResolveFailure {
             kind: UpstreamError::Bogus,
         });
     }
     // Only records carry proofs; an empty answer is not "secure".
     let secure = matches!(summary, DnssecSummary::Secure) && all().next().is_some();
-    if !dnssec_ok {
+    if !flags.dnssec_ok {
         let keep = |r: &Record| !r.record_type().is_dnssec();
         answers.retain(keep);
         authorities.retain(keep);
@@ -243,7 +278,7 @@ fn negative(nx: bool, soa: Option<Record>) -> Answer {
     }
 }
 
-fn negative_or_failure(e: NetError) -> Result<Answer, ResolveFailure> {
+fn negative_or_failure(e: NetError, flags: Flags) -> Result<Answer, ResolveFailure> {
     if e.is_nx_domain() || e.is_no_records_found() {
         let nx = e.is_nx_domain();
         let soa = e.into_soa().map(|s| s.into_record_of_rdata());
@@ -257,10 +292,10 @@ fn negative_or_failure(e: NetError) -> Result<Answer, ResolveFailure> {
         NetError::Dns(DnsError::Nsec {
             response, proof, ..
         }) => {
-            if proof.is_bogus() {
+            if proof.is_bogus() && !flags.checking_disabled {
                 UpstreamError::Bogus
             } else {
-                // A proven (insecure) negative answer.
+                // A negative answer: proven insecure, or bogus and CD=1.
                 let soa = response.soa().map(|s| s.to_owned().into_record_of_rdata());
                 return Ok(negative(
                     response.response_code == ResponseCode::NXDomain,
@@ -364,7 +399,13 @@ fn recursor(config: &ResolverConfig) -> Result<Recursor<PortRemap>, ResolverSetu
         .map_err(|e| ResolverSetupError::Recursor(e.to_string()))
 }
 
-type Key = (LowerName, RecordType, bool);
+/// One question, as the cache and the in-flight table know it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    name: LowerName,
+    qtype: RecordType,
+    flags: Flags,
+}
 
 struct Entry {
     answer: Arc<Answer>,
@@ -372,10 +413,68 @@ struct Entry {
     ttl: u32,
 }
 
+/// What one upstream lookup gave, shared with every waiter.
+type Outcome = Result<Arc<Answer>, ResolveFailure>;
+
+/// Lookups in flight: the question and where its outcome will appear.
+/// The lock is only taken to look up, insert or remove, never across an
+/// `.await`.
+type Flights = Mutex<HashMap<Key, watch::Receiver<Option<Outcome>>>>;
+
+fn lock(flights: &Flights) -> MutexGuard<'_, HashMap<Key, watch::Receiver<Option<Outcome>>>> {
+    // Nothing panics while holding the lock (map operations only); if it
+    // ever did, the map is still consistent.
+    flights.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The first of a set of identical misses: it asks upstream. Dropping it
+/// (finished or cancelled) removes the question from the table; waiters of
+/// a cancelled lead see the channel close and ask again themselves.
+struct Lead<'a> {
+    flights: &'a Flights,
+    key: &'a Key,
+    tx: watch::Sender<Option<Outcome>>,
+}
+
+impl Lead<'_> {
+    fn finish(self, outcome: &Outcome) {
+        self.tx.send_replace(Some(outcome.clone()));
+    }
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        // Only the lead inserted this key, and a new lead can only insert
+        // after this removal, so the entry is ours.
+        lock(self.flights).remove(self.key);
+    }
+}
+
+enum Role<'a> {
+    Lead(Lead<'a>),
+    Wait(watch::Receiver<Option<Outcome>>),
+}
+
+/// The lead's outcome; `None` if the lead went away without one.
+async fn wait_for(mut rx: watch::Receiver<Option<Outcome>>) -> Option<Outcome> {
+    loop {
+        if let Some(o) = rx.borrow_and_update().as_ref() {
+            return Some(o.clone());
+        }
+        if rx.changed().await.is_err() {
+            return rx.borrow().clone();
+        }
+    }
+}
+
 /// The upstream plus the answer cache.
 pub struct Resolver {
     upstream: Upstream,
     cache: moka::sync::Cache<Key, Arc<Entry>>,
+    /// Questions whose resolution failed lately (servfail-ttl); `None`
+    /// when `servfail_ttl_secs = 0`.
+    failures: Option<moka::sync::Cache<Key, ResolveFailure>>,
+    flights: Flights,
     min_ttl: u32,
     max_ttl: u32,
     serve_stale: bool,
@@ -399,6 +498,13 @@ impl Resolver {
             .max_capacity(config.cache_entries)
             .time_to_live(config.max_ttl + stale + Duration::from_secs(1))
             .build();
+        // One TTL for every entry, so moka's own expiry does the work.
+        let failures = (!config.servfail_ttl.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(config.cache_entries.min(100_000))
+                .time_to_live(config.servfail_ttl)
+                .build()
+        });
         // The recursor's own per-query timeout is fixed at 5 s; a whole
         // recursion may need several queries.
         let deadline = match config.mode {
@@ -408,6 +514,8 @@ impl Resolver {
         Ok(Resolver {
             upstream,
             cache,
+            failures,
+            flights: Mutex::new(HashMap::new()),
             min_ttl: u32::try_from(config.min_ttl.as_secs()).unwrap_or(u32::MAX),
             max_ttl,
             serve_stale: config.serve_stale,
@@ -431,9 +539,13 @@ impl Resolver {
         &self,
         name: &LowerName,
         qtype: RecordType,
-        dnssec_ok: bool,
+        flags: Flags,
     ) -> Result<Resolved, ResolveFailure> {
-        let key: Key = (name.clone(), qtype, dnssec_ok);
+        let key = Key {
+            name: name.clone(),
+            qtype,
+            flags,
+        };
         let cached = self.cache.get(&key);
         if let Some(e) = &cached {
             let age = e.stored.elapsed().as_secs();
@@ -446,11 +558,102 @@ impl Resolver {
                 });
             }
         }
+        // Like BIND, CD=1 skips the failure memory: a name that just
+        // failed validation can be fetched unchecked at once.
+        if !flags.checking_disabled
+            && let Some(failure) = self.failures.as_ref().and_then(|f| f.get(&key))
+        {
+            self.metrics.cache_servfail.inc();
+            return self.failed(failure, cached);
+        }
         self.metrics.cache_misses.inc();
+        match self.fetch_shared(&key).await {
+            Ok(answer) => Ok(Resolved {
+                answer,
+                age: 0,
+                stale: false,
+            }),
+            Err(failure) => self.failed(failure, cached),
+        }
+    }
+
+    /// No answer from upstream: a stale one if there is one, else the failure.
+    fn failed(
+        &self,
+        failure: ResolveFailure,
+        cached: Option<Arc<Entry>>,
+    ) -> Result<Resolved, ResolveFailure> {
+        // A bogus answer must never be replaced by an older one.
+        if self.serve_stale
+            && failure.kind != UpstreamError::Bogus
+            && let Some(e) = cached
+        {
+            self.metrics.cache_stale.inc();
+            return Ok(Resolved {
+                answer: e.answer.clone(),
+                age: 0,
+                stale: true,
+            });
+        }
+        Err(failure)
+    }
+
+    /// Join the lookup already in flight for this question, or lead one.
+    async fn fetch_shared(&self, key: &Key) -> Outcome {
+        loop {
+            let role = {
+                let mut flights = lock(&self.flights);
+                match flights.get(key) {
+                    Some(rx) => Role::Wait(rx.clone()),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        flights.insert(key.clone(), rx);
+                        Role::Lead(Lead {
+                            flights: &self.flights,
+                            key,
+                            tx,
+                        })
+                    }
+                }
+            };
+            match role {
+                Role::Lead(lead) => {
+                    let outcome = self.fetch(key).await;
+                    lead.finish(&outcome);
+                    return outcome;
+                }
+                Role::Wait(rx) => {
+                    // The lead gives up at `deadline`; this bound only
+                    // matters if something went wrong with it.
+                    let waited =
+                        tokio::time::timeout(self.deadline + Duration::from_secs(1), wait_for(rx))
+                            .await;
+                    match waited {
+                        Ok(Some(outcome)) => {
+                            self.metrics.upstream_coalesced.inc();
+                            return outcome;
+                        }
+                        // The lead was cancelled: ask again.
+                        Ok(None) => continue,
+                        Err(_) => {
+                            return Err(ResolveFailure {
+                                kind: UpstreamError::Timeout,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ask upstream and remember the outcome: the answer in the cache, a
+    /// failure for `servfail_ttl`.
+    async fn fetch(&self, key: &Key) -> Outcome {
         let started = Instant::now();
         let result = match tokio::time::timeout(
             self.deadline,
-            self.upstream.lookup(Name::from(name), qtype, dnssec_ok),
+            self.upstream
+                .lookup(Name::from(&key.name), key.qtype, key.flags),
         )
         .await
         {
@@ -468,7 +671,7 @@ impl Resolver {
                 let ttl = answer_ttl(&answer);
                 if ttl > 0 {
                     self.cache.insert(
-                        key,
+                        key.clone(),
                         Arc::new(Entry {
                             answer: answer.clone(),
                             stored: Instant::now(),
@@ -476,25 +679,15 @@ impl Resolver {
                         }),
                     );
                 }
-                Ok(Resolved {
-                    answer,
-                    age: 0,
-                    stale: false,
-                })
+                Ok(answer)
             }
             Err(failure) => {
                 self.metrics.upstream_error(failure.kind);
-                // A bogus answer must never be replaced by an older one.
-                if self.serve_stale
-                    && failure.kind != UpstreamError::Bogus
-                    && let Some(e) = cached
+                // CD=1 never reads the failure memory, so it need not write it.
+                if !key.flags.checking_disabled
+                    && let Some(f) = &self.failures
                 {
-                    self.metrics.cache_stale.inc();
-                    return Ok(Resolved {
-                        answer: e.answer.clone(),
-                        age: 0,
-                        stale: true,
-                    });
+                    f.insert(key.clone(), failure);
                 }
                 Err(failure)
             }
@@ -538,6 +731,72 @@ fn answer_ttl(a: &Answer) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(name: &str) -> Key {
+        Key {
+            name: LowerName::from(Name::from_ascii(name).expect("name")),
+            qtype: RecordType::A,
+            flags: Flags::default(),
+        }
+    }
+
+    fn lead<'a>(flights: &'a Flights, key: &'a Key) -> Lead<'a> {
+        let (tx, rx) = watch::channel(None);
+        lock(flights).insert(key.clone(), rx);
+        Lead { flights, key, tx }
+    }
+
+    #[tokio::test]
+    async fn waiters_get_the_outcome_and_the_table_empties() {
+        let flights = Flights::default();
+        let k = key("a.example.");
+        let l = lead(&flights, &k);
+        let early = lock(&flights).get(&k).cloned().expect("in flight");
+        let waiter = tokio::spawn(wait_for(early));
+        let failure = ResolveFailure {
+            kind: UpstreamError::ServFail,
+        };
+        l.finish(&Err(failure));
+        assert!(lock(&flights).is_empty(), "finished leads leave the table");
+        let got = waiter.await.expect("task");
+        assert_eq!(got.map(|o| o.err()), Some(Some(failure)));
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_lead_releases_its_waiters() {
+        let flights = Flights::default();
+        let k = key("b.example.");
+        let l = lead(&flights, &k);
+        let rx = lock(&flights).get(&k).cloned().expect("in flight");
+        let waiter = tokio::spawn(wait_for(rx));
+        drop(l);
+        assert!(lock(&flights).is_empty());
+        // `None`: the waiter asks again instead of hanging.
+        assert!(waiter.await.expect("task").is_none());
+    }
+
+    #[test]
+    fn cd_keeps_bogus_data_and_clears_secure() {
+        use hickory_proto::dnssec::Proof;
+        use hickory_proto::rr::rdata::A;
+        let mut r = Record::from_rdata(
+            Name::from_ascii("x.example.").expect("name"),
+            60,
+            RData::A(A::new(192, 0, 2, 1)),
+        );
+        r.proof = Proof::Bogus;
+        let checked = Flags::default();
+        let cd = Flags {
+            checking_disabled: true,
+            ..checked
+        };
+        let e = positive(ResponseCode::NoError, vec![r.clone()], vec![], checked)
+            .expect_err("bogus without CD");
+        assert_eq!(e.kind, UpstreamError::Bogus);
+        let a = positive(ResponseCode::NoError, vec![r], vec![], cd).expect("data with CD");
+        assert_eq!(a.answers.len(), 1);
+        assert!(!a.secure);
+    }
 
     #[test]
     fn root_hints_give_addresses() {

@@ -11,6 +11,11 @@
 //! The shapes differ between MISP versions (strings vs numbers, `exportable`
 //! vs `local` tags, `deleted` missing in old feeds); [`super::lenient`]
 //! absorbs that. Attributes inside Objects count like top-level ones.
+//!
+//! A feed on a MISP instance (or behind a proxy) may want credentials:
+//! with `api_key_file` or `api_key_env` every request (manifest and
+//! events) carries `Authorization: <key>`, as MISP's own API expects it,
+//! marked sensitive so it never shows up in logs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +25,7 @@ use serde::Deserialize;
 
 use super::http::{self, Fetched, Http, Request, Validators};
 use super::{FeedError, lenient};
-use crate::config::{FeedConfig, Location};
+use crate::config::{FeedConfig, Location, Secret};
 use crate::policy::{Compiler, EventInfo, FeedId, IocRecord};
 
 /// One MISP event, reduced to what schild uses.
@@ -201,7 +206,7 @@ pub fn tags_pass(tags: &[String], include: &[String], exclude: &[String]) -> boo
 /// Where a feed's documents come from.
 enum Source {
     Dir(PathBuf),
-    Url(Url, Http),
+    Url(Url, Http, Option<Secret>),
 }
 
 impl Source {
@@ -224,7 +229,7 @@ impl Source {
                     let path = format!("{}/", base.path());
                     base.set_path(&path);
                 }
-                Source::Url(base, Http::for_feed(feed)?)
+                Source::Url(base, Http::for_feed(feed)?, feed.api_key.clone())
             }
         })
     }
@@ -232,7 +237,7 @@ impl Source {
     fn name(&self, file: &str) -> String {
         match self {
             Source::Dir(d) => d.join(file).display().to_string(),
-            Source::Url(u, _) => u.join(file).map(|u| http::redact(&u)).unwrap_or_default(),
+            Source::Url(u, ..) => u.join(file).map(|u| http::redact(&u)).unwrap_or_default(),
         }
     }
 
@@ -249,14 +254,17 @@ impl Source {
                 super::read_capped(&d.join(file), max_bytes)?,
                 Validators::default(),
             ))),
-            Source::Url(base, client) => {
+            Source::Url(base, client, key) => {
                 let url = base.join(file).map_err(|e| FeedError::Format {
                     what: http::redact(base),
                     message: format!("cannot form the URL of {file}: {e}"),
                 })?;
-                let req = Request::get(url)
+                let mut req = Request::get(url)
                     .accept("application/json, text/plain, text/*")
                     .conditional(validators);
+                if let Some(key) = key {
+                    req = req.authorization("", key)?;
+                }
                 match client.send(&req).await? {
                     Fetched::NotModified => Ok(None),
                     Fetched::Body {

@@ -29,7 +29,7 @@ use super::answer::{self, ede};
 use crate::hits::{HitEvent, HitSink, Trigger};
 use crate::metrics::{Metrics, Transport, UpstreamError};
 use crate::policy::{Action, Hit, Policy, Verdict, matched_suffix};
-use crate::resolve::{Resolved, Resolver};
+use crate::resolve::{Flags, Resolved, Resolver};
 use crate::rpz::xfr::RpzPrimary;
 
 /// Settings the handler needs, taken from the configuration once.
@@ -352,7 +352,11 @@ impl Shared {
         }
 
         let dnssec_ok = resp_edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
-        let resolved = match self.resolver.resolve(lower, qtype, dnssec_ok).await {
+        let flags = Flags {
+            dnssec_ok,
+            checking_disabled: request.metadata.checking_disabled,
+        };
+        let resolved = match self.resolver.resolve(lower, qtype, flags).await {
             Ok(r) => r,
             Err(failure) => {
                 let (code, text) = match failure.kind {

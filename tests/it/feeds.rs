@@ -574,6 +574,92 @@ fn misp_feed_from_a_local_folder_and_a_broken_event() {
     assert_eq!(policy(&config).name_count(), names);
 }
 
+#[test]
+fn a_protected_misp_feed_gets_the_key_on_every_request() {
+    let server = MispServer::start();
+    server.protect_feed();
+    let s = Setup::new();
+
+    // No key: MISP's 403, and the error says what to configure.
+    let config = s.config(&misp_feed(&server.url("/feed/")));
+    let e = pull_error(&config);
+    assert!(
+        matches!(e, FeedError::Forbidden { status: 403, .. }),
+        "{e:?}"
+    );
+    assert!(pipeline::error_chain(&e).contains("api_key_file"), "{e}");
+
+    // A wrong key: refused, and the key is in no message.
+    let wrong = "ffffffffffffffffffffffffffffffffdeadbeef";
+    let key = s.key_file(wrong);
+    let feed = |key: &Path| {
+        format!(
+            "{}api_key_file = \"{}\"\n",
+            misp_feed(&server.url("/feed/")),
+            key.display()
+        )
+    };
+    let config = s.config(&feed(&key));
+    let e = pull_error(&config);
+    assert!(
+        matches!(e, FeedError::Forbidden { status: 403, .. }),
+        "{e:?}"
+    );
+    let text = pipeline::error_chain(&e);
+    assert!(text.contains("API key"), "{text}");
+    assert!(!text.contains(wrong) && !format!("{e:?}").contains(wrong));
+
+    // The right key: the manifest and every event are fetched with it.
+    let good = server.key();
+    let key = s.key_file(&good);
+    let config = s.config(&feed(&key));
+    server.clear_requests();
+    compile(&config).expect("compiles");
+    assert!(blocked(&policy(&config), "servicecdp.com"));
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 5, "manifest + 4 events");
+    assert!(reqs.iter().any(|r| r.path == "/feed/manifest.json"));
+    for r in &reqs {
+        assert_eq!(r.header("authorization"), Some(good.as_str()), "{}", r.path);
+    }
+    // The conditional re-fetch carries it too.
+    server.clear_requests();
+    compile(&config).expect("compiles");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    assert!(reqs[0].header("if-none-match").is_some());
+    assert_eq!(reqs[0].header("authorization"), Some(good.as_str()));
+
+    // Through the binary at its most verbose: the key is never logged.
+    let out = Command::new(SCHILD)
+        .args(["compile", "--config"])
+        .arg(s.path("schild.toml"))
+        .env("SCHILD_LOG", "trace")
+        .output()
+        .expect("run schild");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(!all.contains(&good), "{all}");
+    std::fs::write(&key, format!("{wrong}\n")).expect("key");
+    let out = Command::new(SCHILD)
+        .args(["compile", "--config"])
+        .arg(s.path("schild.toml"))
+        .env("SCHILD_LOG", "trace")
+        .output()
+        .expect("run schild");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("403"), "{all}");
+    assert!(!all.contains(wrong), "{all}");
+}
+
 // ---------------------------------------------------------------- STIX / TAXII
 
 #[test]

@@ -6,6 +6,7 @@ mod feeds;
 mod harness;
 mod hierarchy;
 mod misp_server;
+mod resolver;
 mod rpz;
 mod serve;
 mod sightings;

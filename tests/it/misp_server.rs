@@ -97,6 +97,9 @@ pub struct Inner {
     pub keys: Vec<String>,
     /// Keys the TAXII server accepts as `Bearer`; empty means no auth.
     pub taxii_keys: Vec<String>,
+    /// The `/feed/` folder wants one of `keys` in `Authorization`, as a
+    /// feed served by a MISP instance does (403 without it).
+    pub feed_protected: bool,
     /// Hostnames `enforceWarninglist` drops (MISP's url-shortener list).
     pub warninglist: Vec<String>,
     pub fault: Fault,
@@ -249,6 +252,7 @@ impl MispServer {
             taxii,
             keys: vec!["0123456789abcdef0123456789abcdef01234567".into()],
             taxii_keys: Vec::new(),
+            feed_protected: false,
             warninglist,
             fault: Fault::None,
             requests: Vec::new(),
@@ -303,6 +307,11 @@ impl MispServer {
 
     pub fn key(&self) -> String {
         self.state.lock().keys[0].clone()
+    }
+
+    /// Make the `/feed/` folder answer 403 without a valid key.
+    pub fn protect_feed(&self) {
+        self.state.lock().feed_protected = true;
     }
 
     pub fn set_fault(&self, f: Fault) {
@@ -678,7 +687,15 @@ async fn feed_file(
     UrlPath(file): UrlPath<String>,
     headers: HeaderMap,
 ) -> Response {
-    let bytes = st.lock().feed.get(&file).cloned();
+    let s = st.lock();
+    if s.feed_protected && !authorised(&headers, &s.keys) {
+        return json_response(
+            StatusCode::FORBIDDEN,
+            &json!({"name": AUTH_FAILED, "message": AUTH_FAILED, "url": format!("/feed/{file}")}),
+        );
+    }
+    let bytes = s.feed.get(&file).cloned();
+    drop(s);
     conditional_file(&headers, bytes)
 }
 

@@ -1,0 +1,379 @@
+//! The resolver's guards against hammering upstream, seen from outside:
+//! identical concurrent misses share one upstream query, a failed question
+//! is not asked again within `servfail_ttl_secs` (unless a stale answer can
+//! be served), and CD=1 gets data that fails validation without that data
+//! ever reaching a CD=0 client.
+//!
+//! [`CountingUpstream`] is a DNS server on loopback that counts every query
+//! it receives (UDP and TCP; retransmissions of one message count once) and
+//! answers, fails or stays silent on demand, after a configurable delay.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Barrier, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::rdata::A;
+use hickory_proto::rr::{RData, Record, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::dns::{addresses, ede, query, udp};
+use crate::harness::Schild;
+use crate::hierarchy;
+
+/// What the counting upstream does with a query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// `A 192.0.2.1` (TTL 300) for A queries, an empty NOERROR otherwise.
+    Address,
+    /// SERVFAIL.
+    ServFail,
+    /// No answer at all.
+    Silent,
+}
+
+struct UpState {
+    reply: Reply,
+    delay: Duration,
+    /// Message ids received per lower-case name (with the trailing dot):
+    /// a UDP retransmission keeps its id and is not a new query.
+    seen: HashMap<String, HashSet<u16>>,
+}
+
+/// A fake upstream DNS server that counts what it is asked.
+pub struct CountingUpstream {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<UpState>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn lock(state: &Mutex<UpState>) -> MutexGuard<'_, UpState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Count the query and build the reply (`None`: stay silent).
+async fn respond(state: &Mutex<UpState>, bytes: &[u8]) -> Option<Vec<u8>> {
+    let q = Message::from_vec(bytes).ok()?;
+    let first = q.queries.first()?.clone();
+    let (reply, delay) = {
+        let mut s = lock(state);
+        s.seen
+            .entry(first.name().to_lowercase().to_ascii())
+            .or_default()
+            .insert(q.metadata.id);
+        (s.reply, s.delay)
+    };
+    tokio::time::sleep(delay).await;
+    let mut m = Message::response(q.metadata.id, q.metadata.op_code);
+    m.metadata.recursion_desired = q.metadata.recursion_desired;
+    m.metadata.recursion_available = true;
+    m.add_query(first.clone());
+    match reply {
+        Reply::Silent => return None,
+        Reply::ServFail => m.metadata.response_code = ResponseCode::ServFail,
+        Reply::Address => {
+            if first.query_type() == RecordType::A {
+                m.add_answer(Record::from_rdata(
+                    first.name().clone(),
+                    300,
+                    RData::A(A::new(192, 0, 2, 1)),
+                ));
+            }
+        }
+    }
+    m.to_vec().ok()
+}
+
+impl CountingUpstream {
+    pub fn start(reply: Reply, delay: Duration) -> CountingUpstream {
+        let state = Arc::new(Mutex::new(UpState {
+            reply,
+            delay,
+            seen: HashMap::new(),
+        }));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let st = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let udp = Arc::new(
+                    tokio::net::UdpSocket::bind("127.0.0.1:0")
+                        .await
+                        .expect("bind udp"),
+                );
+                let addr = udp.local_addr().expect("addr");
+                let tcp = tokio::net::TcpListener::bind(addr).await.expect("bind tcp");
+                tx.send(addr).expect("report addr");
+                let udp_loop = {
+                    let st = st.clone();
+                    async move {
+                        let mut buf = vec![0u8; 4096];
+                        loop {
+                            let Ok((n, peer)) = udp.recv_from(&mut buf).await else {
+                                continue;
+                            };
+                            let bytes = buf[..n].to_vec();
+                            let (st, udp) = (st.clone(), udp.clone());
+                            tokio::spawn(async move {
+                                if let Some(out) = respond(&st, &bytes).await {
+                                    let _ = udp.send_to(&out, peer).await;
+                                }
+                            });
+                        }
+                    }
+                };
+                let tcp_loop = async move {
+                    loop {
+                        let Ok((conn, _)) = tcp.accept().await else {
+                            continue;
+                        };
+                        let st = st.clone();
+                        tokio::spawn(async move {
+                            // One message per connection is all a
+                            // forwarder's TCP fallback needs here.
+                            let mut conn = conn;
+                            let mut len = [0u8; 2];
+                            if conn.read_exact(&mut len).await.is_err() {
+                                return;
+                            }
+                            let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                            if conn.read_exact(&mut msg).await.is_err() {
+                                return;
+                            }
+                            if let Some(out) = respond(&st, &msg).await {
+                                let mut framed = (out.len() as u16).to_be_bytes().to_vec();
+                                framed.extend_from_slice(&out);
+                                let _ = conn.write_all(&framed).await;
+                            }
+                        });
+                    }
+                };
+                tokio::select! {
+                    _ = udp_loop => {}
+                    _ = tcp_loop => {}
+                    _ = stop_rx => {}
+                }
+            });
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("upstream started");
+        CountingUpstream {
+            addr,
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn set_reply(&self, reply: Reply) {
+        lock(&self.state).reply = reply;
+    }
+
+    /// Queries received for `name` (lower case, trailing dot).
+    pub fn count(&self, name: &str) -> usize {
+        lock(&self.state).seen.get(name).map_or(0, HashSet::len)
+    }
+}
+
+impl Drop for CountingUpstream {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn forward_to(up: &CountingUpstream, extra: &str) -> Schild {
+    let cfg = format!(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ndnssec = false\n{extra}\n",
+        up.addr
+    );
+    Schild::start(&cfg, &[])
+}
+
+/// The value of an unlabelled metric.
+fn metric(s: &Schild, name: &str) -> u64 {
+    let (_, text) = s.http("GET", "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing in\n{text}"))
+}
+
+/// `n` clients ask the same question at the same moment.
+fn ask_together(s: &Schild, name: &str, n: usize) -> Vec<Message> {
+    let barrier = Arc::new(Barrier::new(n));
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let (dns, barrier, name) = (s.dns, barrier.clone(), name.to_string());
+            std::thread::spawn(move || {
+                let q = query(&name, RecordType::A);
+                barrier.wait();
+                udp(dns, &q)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("client thread"))
+        .collect()
+}
+
+#[test]
+fn identical_concurrent_misses_share_one_upstream_query() {
+    // Slow enough that every client asks while the first query is out.
+    let up = CountingUpstream::start(Reply::Address, Duration::from_millis(700));
+    let s = forward_to(&up, "timeout_secs = 1\nservfail_ttl_secs = 1");
+
+    let answers = ask_together(&s, "same.example.", 20);
+    for m in &answers {
+        assert_eq!(addresses(m), ["192.0.2.1"], "{m:?}");
+    }
+    assert_eq!(
+        up.count("same.example."),
+        1,
+        "one upstream query for 20 clients"
+    );
+    // hickory's name-server pool also merges identical wire queries, so the
+    // count above would hold without schild's own coalescing; the metric
+    // shows the 19 that never reached the forwarder (or the recursor).
+    assert_eq!(metric(&s, "schild_upstream_coalesced_total"), 19);
+    assert_eq!(metric(&s, "schild_cache_misses_total"), 20);
+
+    // An upstream that never answers: every waiter gets the failure, none
+    // hangs, and the question is not left behind as "in flight".
+    up.set_reply(Reply::Silent);
+    let answers = ask_together(&s, "down.example.", 10);
+    for m in &answers {
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
+        assert_eq!(ede(m).map(|e| e.0), Some(22), "EDE No Reachable Authority");
+    }
+    assert_eq!(metric(&s, "schild_upstream_coalesced_total"), 28);
+    let asked = up.count("down.example.");
+    assert!(asked >= 1);
+    // Once servfail_ttl has passed, the next client asks upstream again.
+    std::thread::sleep(Duration::from_millis(1200));
+    up.set_reply(Reply::Address);
+    let m = udp(s.dns, &query("down.example.", RecordType::A));
+    assert_eq!(addresses(&m), ["192.0.2.1"], "{m:?}");
+    assert_eq!(up.count("down.example."), asked + 1);
+    crate::serve::promtool_check(&s.http("GET", "/metrics").1);
+}
+
+#[test]
+fn a_failed_question_is_not_asked_again_within_servfail_ttl() {
+    let up = CountingUpstream::start(Reply::ServFail, Duration::ZERO);
+    let s = forward_to(&up, "servfail_ttl_secs = 2");
+    let m = udp(s.dns, &query("broken.example.", RecordType::A));
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    let asked = up.count("broken.example.");
+    assert!(asked >= 1);
+
+    // A storm within servfail_ttl: answered from memory, upstream untouched.
+    for _ in 0..20 {
+        let m = udp(s.dns, &query("broken.example.", RecordType::A));
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+        assert!(ede(&m).is_some(), "still says why: {m:?}");
+    }
+    assert_eq!(up.count("broken.example."), asked);
+    assert_eq!(metric(&s, "schild_cache_servfail_answers_total"), 20);
+    // Other questions are not affected.
+    udp(s.dns, &query("other.example.", RecordType::A));
+    assert_eq!(up.count("other.example."), asked);
+
+    // Like BIND, CD=1 does not read the failure memory.
+    let mut cd = query("broken.example.", RecordType::A);
+    cd.metadata.checking_disabled = true;
+    let m = udp(s.dns, &cd);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(m.metadata.checking_disabled, "CD is echoed");
+    let with_cd = up.count("broken.example.");
+    assert!(with_cd > asked);
+
+    // After servfail_ttl the name is tried again, and a repaired upstream
+    // is noticed.
+    std::thread::sleep(Duration::from_millis(2200));
+    up.set_reply(Reply::Address);
+    let m = udp(s.dns, &query("broken.example.", RecordType::A));
+    assert_eq!(addresses(&m), ["192.0.2.1"], "{m:?}");
+    assert_eq!(up.count("broken.example."), with_cd + 1);
+
+    // servfail_ttl_secs = 0: every query goes upstream.
+    up.set_reply(Reply::ServFail);
+    let s = forward_to(&up, "servfail_ttl_secs = 0");
+    let before = up.count("again.example.");
+    udp(s.dns, &query("again.example.", RecordType::A));
+    let one = up.count("again.example.") - before;
+    udp(s.dns, &query("again.example.", RecordType::A));
+    assert_eq!(up.count("again.example.") - before, 2 * one);
+}
+
+#[test]
+fn a_stale_answer_beats_a_remembered_failure() {
+    let up = CountingUpstream::start(Reply::Address, Duration::ZERO);
+    let s = forward_to(&up, "max_ttl_secs = 1\nservfail_ttl_secs = 10");
+    let m = udp(s.dns, &query("stale.example.", RecordType::A));
+    assert_eq!(addresses(&m), ["192.0.2.1"]);
+    up.set_reply(Reply::ServFail);
+    std::thread::sleep(Duration::from_millis(1500));
+    // The upstream fails: the expired answer is served (RFC 8767)...
+    let m = udp(s.dns, &query("stale.example.", RecordType::A));
+    assert_eq!(addresses(&m), ["192.0.2.1"], "served stale: {m:?}");
+    assert_eq!(ede(&m).map(|e| e.0), Some(3), "EDE Stale Answer");
+    let asked = up.count("stale.example.");
+    // ...and again while the failure is remembered, without asking.
+    for _ in 0..5 {
+        let m = udp(s.dns, &query("stale.example.", RecordType::A));
+        assert_eq!(addresses(&m), ["192.0.2.1"], "served stale: {m:?}");
+        assert_eq!(m.answers[0].ttl, 30);
+    }
+    assert_eq!(up.count("stale.example."), asked);
+    assert_eq!(metric(&s, "schild_cache_stale_answers_total"), 6);
+    assert_eq!(metric(&s, "schild_cache_servfail_answers_total"), 5);
+}
+
+#[test]
+fn checking_disabled_gets_data_that_fails_validation() {
+    // The fake hierarchy is unsigned while the built-in root trust anchor
+    // says the root is signed: every answer from it is bogus.
+    let h = hierarchy::get();
+    let cfg = format!(
+        "[resolver]\nmode = \"recursive\"\nroot_hints = \"{}\"\nallow_servers = [\"127.0.0.0/8\"]\nrecursion_port = {}\n",
+        h.hints.display(),
+        h.port
+    );
+    let s = Schild::start(&cfg, &[]);
+    let cd = |name: &str, qtype| {
+        let mut q = query(name, qtype);
+        q.metadata.checking_disabled = true;
+        udp(s.dns, &q)
+    };
+
+    // CD=1 first: the data, CD echoed, AD clear.
+    let m = cd("www.example.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert_eq!(addresses(&m), ["192.0.2.80"]);
+    assert!(m.metadata.checking_disabled);
+    assert!(!m.metadata.authentic_data);
+    // Now cached for CD=1, but never handed to a CD=0 client.
+    let m = udp(s.dns, &query("www.example.test.", RecordType::A));
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
+    assert!(m.answers.is_empty());
+    assert_eq!(ede(&m).map(|e| e.0), Some(6), "EDE DNSSEC Bogus");
+    assert!(!m.metadata.checking_disabled);
+    // And the CD=0 failure does not stop the CD=1 client.
+    let m = cd("www.example.test.", RecordType::A);
+    assert_eq!(addresses(&m), ["192.0.2.80"]);
+    // Negative answers too: NXDOMAIN with CD=1.
+    let m = cd("nothing-here.example.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+}
