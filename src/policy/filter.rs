@@ -33,7 +33,8 @@
 /// false positive only costs the index walk that would have happened
 /// anyway.
 const BITS_PER_KEY: usize = 16;
-const PROBES: u32 = 7;
+/// Bits a key sets, all in one 64-bit word of its block.
+const PROBES: u32 = 5;
 const BLOCK_WORDS: usize = 8;
 pub(crate) const BLOCK_BYTES: usize = BLOCK_WORDS * 8;
 
@@ -184,22 +185,27 @@ impl<'a> Filter<'a> {
         // Walk down the heavy prefixes, shortest first; each answers
         // exactly for itself. The first light one is the anchor.
         let mut end = label_end(key, 0);
-        let anchor = loop {
-            let p = &key[..end];
-            let h = hash(p);
-            match self.heavy(p, h) {
+        let mut h = hash_label(None, &key[..end]);
+        loop {
+            match self.heavy(&key[..end], h) {
                 Some(true) => return true,
-                Some(false) if end < key.len() => end = label_end(key, end + 1),
+                Some(false) if end < key.len() => {
+                    let next = label_end(key, end + 1);
+                    h = hash_label(Some(h), &key[end + 1..next]);
+                    end = next;
+                }
                 Some(false) => return false,
-                None => break h,
+                None => break,
             }
-        };
-        let block = block_of(anchor, nblocks);
+        }
+        let block = block_of(h, nblocks);
         let b = &self.blocks[block * BLOCK_BYTES..(block + 1) * BLOCK_BYTES];
-        let mut any = contains(b, anchor) as u8;
+        let mut any = contains(b, h) as u8;
         while end < key.len() {
-            end = label_end(key, end + 1);
-            any |= contains(b, hash(&key[..end])) as u8;
+            let next = label_end(key, end + 1);
+            h = hash_label(Some(h), &key[end + 1..next]);
+            end = next;
+            any |= contains(b, h) as u8;
         }
         any != 0
     }
@@ -213,11 +219,31 @@ fn label_end(key: &[u8], from: usize) -> usize {
         .map_or(key.len(), |p| from + p)
 }
 
-/// The hash of a key or prefix. (A hand-rolled word hash was tried and
-/// was slower than xxh3 on these short inputs.)
+/// The hash of a label prefix, one label at a time: the first label's
+/// xxh3, then each further label's xxh3 seeded with the hash so far. A
+/// query hashes all its label prefixes, and this way each byte only once.
+/// (A hand-rolled word hash was tried and was slower than xxh3 on these
+/// short inputs.)
 #[inline]
-pub(crate) fn hash(p: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(p)
+fn hash_label(prev: Option<u64>, label: &[u8]) -> u64 {
+    match prev {
+        None => xxhash_rust::xxh3::xxh3_64(label),
+        Some(seed) => xxhash_rust::xxh3::xxh3_64_with_seed(label, seed),
+    }
+}
+
+/// The hash of a whole key or prefix, as [`hash_label`] builds it.
+fn hash(p: &[u8]) -> u64 {
+    let mut h = None;
+    let mut start = 0;
+    loop {
+        let end = label_end(p, start);
+        h = Some(hash_label(h, &p[start..end]));
+        if end >= p.len() {
+            return h.unwrap_or(0);
+        }
+        start = end + 1;
+    }
 }
 
 #[inline]
@@ -231,19 +257,30 @@ fn pattern(h: u64) -> u64 {
     (h ^ (h >> 31)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// The word of the block a key uses and the key's bits in it: all of a
+/// key's bits sit in one 64-bit word (a "register-blocked" Bloom filter),
+/// so a test is one load and a compare instead of a load per bit. With
+/// about four keys a word the false-positive rate stays well under 1%.
+#[inline]
+fn word_and_mask(h: u64) -> (usize, u64) {
+    let g = pattern(h);
+    let mut mask = 0u64;
+    for j in 0..PROBES {
+        mask |= 1 << ((g >> (3 + j * 6)) & 63);
+    }
+    ((g & 7) as usize, mask)
+}
+
 /// Whether all the key's bits are set in the block. Branch-free on
-/// purpose: an early exit would branch on the loaded bits, mispredict half
-/// the time, and throw away the work the CPU had started on the next
-/// query while this block was still on its way from memory.
+/// purpose: an early exit would branch on the loaded bits, mispredict,
+/// and throw away the work the CPU had started on the next query while
+/// this block was still on its way from memory.
 #[inline]
 fn contains(block: &[u8], h: u64) -> bool {
-    let g = pattern(h);
-    let mut all = 1u8;
-    for j in 0..PROBES {
-        let pos = (g >> (j * 9)) as usize & 511;
-        all &= block[pos >> 3] >> (pos & 7);
-    }
-    all & 1 != 0
+    let (w, mask) = word_and_mask(h);
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&block[w * 8..w * 8 + 8]);
+    u64::from_le_bytes(word) & mask == mask
 }
 
 /// The two filter sections, built from the index keys.
@@ -268,10 +305,11 @@ where
         for key in keys() {
             let mut anchor = None;
             let mut start = 0;
+            let mut h = None;
             loop {
                 let end = label_end(key, start);
-                let p = &key[..end];
-                match table.index.get(p) {
+                h = Some(hash_label(h, &key[start..end]));
+                match table.index.get(&key[..end]) {
                     Some(&slot) if end == key.len() => {
                         // The key is itself heavy: the table answers for it.
                         table.mark_key(slot);
@@ -279,19 +317,15 @@ where
                     }
                     Some(_) => start = end + 1,
                     None => {
-                        anchor = Some(hash(p));
+                        anchor = h;
                         break;
                     }
                 }
             }
             if let Some(a) = anchor {
                 let block = block_of(a, nblocks);
-                let g = pattern(hash(key));
-                let w = &mut words[block * BLOCK_WORDS..(block + 1) * BLOCK_WORDS];
-                for j in 0..PROBES {
-                    let pos = (g >> (j * 9)) as usize & 511;
-                    w[pos >> 6] |= 1 << (pos & 63);
-                }
+                let (w, mask) = word_and_mask(hash(key));
+                words[block * BLOCK_WORDS + w] |= mask;
             }
         }
     }
