@@ -175,14 +175,14 @@ impl Policy {
                 buf[n] = b'.';
                 n += 1;
             }
-            if n + label.len() > buf.len() {
+            let Some(dst) = buf.get_mut(n..n + label.len()) else {
                 // Longer than any listed name can be.
                 return Verdict::Pass;
+            };
+            for (d, &b) in dst.iter_mut().zip(label.iter().rev()) {
+                *d = b.to_ascii_lowercase();
             }
-            for &b in label.iter().rev() {
-                buf[n] = b.to_ascii_lowercase();
-                n += 1;
-            }
+            n += label.len();
         }
         self.lookup_reversed(&buf[..n])
     }
