@@ -1,8 +1,13 @@
-//! Sockets: binding, and our own TCP and TLS connection handling.
+//! Sockets: binding, and our own UDP, TCP and TLS handling.
 //!
-//! UDP goes to hickory's `Server`, one receive loop per socket; several
-//! `SO_REUSEPORT` sockets per address let the kernel spread datagrams over
-//! the cores. TCP and DoT connections are served here instead, because
+//! UDP: one receive loop per socket; several `SO_REUSEPORT` sockets per
+//! address let the kernel spread datagrams over the cores. Each query is
+//! answered in its own task, which sends its answer on the socket itself.
+//! (hickory's `Server` sends every answer back through a channel to the
+//! receive loop's task, so one task per socket did all the receiving *and*
+//! all the sending; dnsperf showed it, benches/RESULTS.md.)
+//!
+//! TCP and DoT connections are served here too, because
 //! hickory's loop answers the queries of one connection one after another
 //! and has no connection cap: here each query of a connection runs as its
 //! own task (up to `server.tcp_max_inflight`, answers written as they are
@@ -16,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
+use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
 use hickory_proto::rr::Record;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::NetError;
@@ -212,6 +217,100 @@ pub async fn accept_loop(
     }
 }
 
+/// Receive queries on one UDP socket until `shutdown`. Each query is
+/// answered in its own task (tracked, so a stop can drain them), which
+/// sends the answer straight back on the socket.
+pub async fn udp_loop(
+    socket: UdpSocket,
+    handler: Handler,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let socket = Arc::new(socket);
+    // The largest datagram there is: a longer query must not be cut short
+    // and then answered as if it were whole.
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let (n, src) = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // ICMP errors for earlier answers surface here on Linux;
+                    // they concern a client, not this socket.
+                    tracing::debug!(error = %e, "receiving a datagram failed");
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        if src.port() == 0 {
+            continue; // nothing can be sent back there
+        }
+        let msg = buf[..n].to_vec();
+        let responder = DatagramResponder {
+            socket: socket.clone(),
+            dst: src,
+        };
+        match Request::from_bytes(msg, src, Protocol::Udp) {
+            // Never answer an answer: that is how reflection loops start.
+            Ok(request) if request.metadata.message_type == MessageType::Response => {}
+            Ok(request) => {
+                let handler = handler.clone();
+                tracker.spawn(async move {
+                    handler
+                        .handle_request::<_, TokioTime>(&request, responder)
+                        .await;
+                });
+            }
+            Err(_) => {
+                if let Some(reply) = formerr_reply(&handler, src, &buf[..n]) {
+                    let _ = socket.send_to(&reply, src).await;
+                }
+            }
+        }
+    }
+}
+
+/// Sends an answer as one datagram, cut to the size the answer's EDNS
+/// allows (512 octets without EDNS, RFC 1035 4.2.1) with TC set when it
+/// does not fit, as hickory's own UDP responder does.
+#[derive(Clone)]
+struct DatagramResponder {
+    socket: Arc<UdpSocket>,
+    dst: SocketAddr,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for DatagramResponder {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let max = response.edns().map_or(512, |e| e.max_payload().max(512));
+        let mut msg = Vec::with_capacity(512);
+        let info = {
+            let mut enc = BinEncoder::new(&mut msg);
+            enc.set_max_size(max);
+            response
+                .destructive_emit(&mut enc)
+                .map_err(|e| NetError::from(e.to_string()))?
+        };
+        self.socket
+            .send_to(&msg, self.dst)
+            .await
+            .map_err(|e| NetError::from(e.to_string()))?;
+        Ok(info)
+    }
+}
+
 /// Sends encoded answers to the connection's writer task.
 #[derive(Clone)]
 struct StreamResponder {
@@ -357,11 +456,18 @@ async fn serve_stream<S>(
 /// Answer an unparsable message with FORMERR if its header can be read
 /// and the client is allowed; `false` if the connection should close.
 async fn formerr(handler: &Handler, src: SocketAddr, msg: &[u8], r: &StreamResponder) -> bool {
-    let Ok(header) = Header::read(&mut BinDecoder::new(msg)) else {
+    let Some(reply) = formerr_reply(handler, src, msg) else {
         return false;
     };
-    if !handler.0.is_allowed(src.ip()) {
-        return false;
+    r.tx.send(framed(&reply)).await.is_ok()
+}
+
+/// The FORMERR answer to an unparsable message, if its header can be read
+/// and the client is allowed (counted in the metrics).
+fn formerr_reply(handler: &Handler, src: SocketAddr, msg: &[u8]) -> Option<Vec<u8>> {
+    let header = Header::read(&mut BinDecoder::new(msg)).ok()?;
+    if !handler.0.is_allowed(src.ip()) || header.metadata.message_type == MessageType::Response {
+        return None;
     }
     let mut metadata = Metadata::response_from_request(&header.metadata);
     metadata.response_code = ResponseCode::FormErr;
@@ -369,11 +475,8 @@ async fn formerr(handler: &Handler, src: SocketAddr, msg: &[u8], r: &StreamRespo
         metadata,
         counts: HeaderCounts::default(),
     };
-    let mut msg = Vec::with_capacity(12);
-    if header.emit(&mut BinEncoder::new(&mut msg)).is_err() {
-        return false;
-    }
-    let buf = framed(&msg);
+    let mut reply = Vec::with_capacity(12);
+    header.emit(&mut BinEncoder::new(&mut reply)).ok()?;
     handler.0.metrics.response(ResponseCode::FormErr);
-    r.tx.send(buf).await.is_ok()
+    Some(reply)
 }

@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use hickory_server::Server;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -129,8 +128,8 @@ pub async fn run(config: Config) -> i32 {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let mut server = Server::new(handler.clone());
     let tracker = TaskTracker::new();
+    let stop_udp = CancellationToken::new();
     let stop_streams = CancellationToken::new();
     let connections = Arc::new(Semaphore::new(config.server.tcp_max_connections));
     let limits = StreamLimits {
@@ -147,7 +146,12 @@ pub async fn run(config: Config) -> i32 {
         };
         let n = bound.udp.len();
         for s in bound.udp {
-            server.register_socket(s);
+            tracker.spawn(listen::udp_loop(
+                s,
+                handler.clone(),
+                tracker.clone(),
+                stop_udp.clone(),
+            ));
         }
         tracing::info!("listening proto=udp addr={} sockets={n}", bound.addr);
         tracing::info!("listening proto=tcp addr={}", bound.addr);
@@ -258,9 +262,7 @@ pub async fn run(config: Config) -> i32 {
             "drain time is up; queries still in flight are dropped"
         );
     }
-    if let Err(e) = server.shutdown_gracefully().await {
-        tracing::debug!(error = %e, "UDP server stopped with an error");
-    }
+    stop_udp.cancel();
     refresher.stop_rpz();
     tracker.close();
     // Hits of the drained queries are in the queue: record them.

@@ -30,7 +30,12 @@ pub fn query_no_edns(name: &str, qtype: RecordType) -> Message {
 
 /// Send raw bytes over UDP; `None` on timeout.
 pub fn udp_raw(server: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Vec<u8>> {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let local = if server.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    };
+    let s = UdpSocket::bind(local).expect("bind");
     s.set_read_timeout(Some(timeout)).expect("timeout");
     s.send_to(bytes, server).expect("send");
     let mut buf = vec![0u8; 65_535];

@@ -68,7 +68,12 @@ impl Schild {
         for (name, text) in s.files {
             write(dir.path(), name, text);
         }
-        let listen = "listen = [\"127.0.0.1:0\"]\nudp_sockets = 2\n";
+        // A test that names its own DNS listeners keeps them.
+        let listen = if s.config.lines().any(|l| l.starts_with("listen = ")) {
+            "udp_sockets = 2\n"
+        } else {
+            "listen = [\"127.0.0.1:0\"]\nudp_sockets = 2\n"
+        };
         let body = if s.config.contains("[server]\n") {
             s.config
                 .replacen("[server]\n", &format!("[server]\n{listen}"), 1)

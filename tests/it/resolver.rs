@@ -102,13 +102,24 @@ impl CountingUpstream {
                 .build()
                 .expect("runtime");
             rt.block_on(async move {
-                let udp = Arc::new(
-                    tokio::net::UdpSocket::bind("127.0.0.1:0")
+                // A free UDP port whose TCP twin is free too (other tests
+                // bind ports at the same time): try again when it is not.
+                let mut attempt = 0;
+                let (udp, tcp, addr) = loop {
+                    attempt += 1;
+                    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
                         .await
-                        .expect("bind udp"),
-                );
-                let addr = udp.local_addr().expect("addr");
-                let tcp = tokio::net::TcpListener::bind(addr).await.expect("bind tcp");
+                        .expect("bind udp");
+                    let addr = udp.local_addr().expect("addr");
+                    match tokio::net::TcpListener::bind(addr).await {
+                        Ok(tcp) => break (Arc::new(udp), tcp, addr),
+                        Err(e) if attempt < 50 => {
+                            let _ = e;
+                            continue;
+                        }
+                        Err(e) => panic!("no UDP+TCP port pair after 50 tries: {e}"),
+                    }
+                };
                 tx.send(addr).expect("report addr");
                 let udp_loop = {
                     let st = st.clone();

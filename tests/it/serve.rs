@@ -312,6 +312,56 @@ fn clients_outside_server_allow_are_refused() {
     assert!(metrics.contains("schild_acl_refused_total 2"), "{metrics}");
 }
 
+/// The UDP listener whose address the log gives as starting with `prefix`.
+fn udp_listener(log: &str, prefix: &str) -> Option<SocketAddr> {
+    let marker = "listening proto=udp addr=";
+    log.match_indices(marker).find_map(|(at, _)| {
+        let rest = &log[at + marker.len()..];
+        if !rest.starts_with(prefix) {
+            return None;
+        }
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+#[test]
+fn ipv6_listeners_answer_and_keep_the_acl() {
+    // An IPv6 listener next to an IPv4 one: both serve, blocks included.
+    let s = Schild::start(
+        &config("listen = [\"[::1]:0\", \"127.0.0.1:0\"]\nallow = [\"::1/128\", \"127.0.0.0/8\"]"),
+        FILES,
+    );
+    let log = s.log();
+    let v6 = udp_listener(&log, "[::1]:").expect("a UDP listener on [::1] in the log");
+    assert!(v6.is_ipv6());
+    let m = udp(v6, &query("www.example.test.", RecordType::A));
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(addresses(&m), ["192.0.2.80"]);
+    assert_blocked_nxdomain(
+        &udp(v6, &query("www.evil.example.test.", RecordType::A)),
+        "ioc",
+        "evil.example.test",
+    );
+    let m = dns::tcp(v6, &[query("evil.example.test.", RecordType::AAAA)]);
+    assert_blocked_nxdomain(&m[0], "ioc", "evil.example.test");
+    // The IPv4 listener of the same server still answers.
+    let v4 = udp_listener(&log, "127.0.0.1:").expect("a UDP listener on 127.0.0.1 in the log");
+    let m = udp(v4, &query("www.example.test.", RecordType::A));
+    assert_eq!(addresses(&m), ["192.0.2.80"]);
+    drop(s);
+
+    // An IPv6 client outside `server.allow` is refused, over UDP and TCP.
+    let s = Schild::start(
+        &config("listen = [\"[::1]:0\"]\nallow = [\"127.0.0.0/8\"]"),
+        FILES,
+    );
+    assert!(s.dns.is_ipv6(), "{}", s.log());
+    let m = udp(s.dns, &query("www.example.test.", RecordType::A));
+    assert_eq!(m.metadata.response_code, ResponseCode::Refused);
+    let m = dns::tcp(s.dns, &[query("www.example.test.", RecordType::A)]);
+    assert_eq!(m[0].metadata.response_code, ResponseCode::Refused);
+}
+
 #[test]
 fn tcp_answers_pipelined_queries() {
     let s = schild();
