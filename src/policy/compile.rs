@@ -503,7 +503,7 @@ impl Compiler {
         });
 
         let mut sets = SetTable::new(&self.feeds, &self.provenance);
-        let mut builder = IndexWriter::new();
+        let mut builder = IndexWriter::with_keys(entries.len());
         let mut i = 0;
         let mut exact: Vec<u32> = Vec::new();
         let mut sub: Vec<u32> = Vec::new();

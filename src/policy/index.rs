@@ -14,8 +14,9 @@
 //!   of the trie (`moc.`, `moc.a`, `moc.ab`, …), which every lookup crosses,
 //!   ends up spread over the whole file: a cache and TLB miss per level.
 //!   Ours holds back the nodes of the first [`HOT_DEPTH`] bytes and writes
-//!   them together at the end, next to the root: a few hundred kilobytes
-//!   that stay in cache. (Every node still comes after its children, as the
+//!   them together at the end, next to the root: a few megabytes at 10M
+//!   names, a few hundred kilobytes at 1M, that stay in cache and in the
+//!   TLB. (Every node still comes after its children, as the
 //!   format requires.)
 //! - **Safety.** `fst`'s reader trusts its bytes; a damaged index with a
 //!   valid artifact checksum made it panic (fuzz/README.md). Every read
@@ -39,7 +40,8 @@ const EMPTY: usize = 0;
 const TRANS_INDEX_THRESHOLD: usize = 32;
 /// Bytes of the key whose nodes are written together at the end.
 pub(crate) const HOT_DEPTH: usize = 6;
-/// Slots of the one-transition node cache (a power of two).
+/// Most slots of the one-transition node cache (a power of two); small
+/// lists get fewer (see [`IndexWriter::with_keys`]).
 const CACHE_SLOTS: usize = 1 << 15;
 
 /// The 63 most common input bytes, most common first, as `fst` ranks them
@@ -150,6 +152,16 @@ impl Default for IndexWriter {
 
 impl IndexWriter {
     pub(crate) fn new() -> IndexWriter {
+        IndexWriter::with_keys(usize::MAX)
+    }
+
+    /// A writer for about `keys` keys: the node cache is sized to the list
+    /// (a 1.5 MiB table for a list of ten names was most of such a
+    /// compile's work).
+    pub(crate) fn with_keys(keys: usize) -> IndexWriter {
+        let slots = (keys.min(CACHE_SLOTS) * 4)
+            .next_power_of_two()
+            .clamp(64, CACHE_SLOTS);
         let mut buf = Vec::with_capacity(1 << 16);
         buf.extend_from_slice(&VERSION.to_le_bytes());
         // Map type: 0, as `fst` writes it.
@@ -163,7 +175,7 @@ impl IndexWriter {
             last_key: Vec::new(),
             last_addr: None,
             len: 0,
-            cache: vec![None; CACHE_SLOTS],
+            cache: vec![None; slots],
             deferred: Vec::new(),
             spare: Vec::new(),
         }
@@ -273,7 +285,7 @@ impl IndexWriter {
                     out,
                     to,
                 };
-                let slot = small_hash(&key) & (CACHE_SLOTS - 1);
+                let slot = small_hash(&key) & (self.cache.len() - 1);
                 match self.cache[slot] {
                     Some((k, at)) if k == key => at,
                     _ => {
@@ -687,12 +699,11 @@ impl<'a> Index<'a> {
         self.uint(v.end, v.osize)
     }
 
-    /// Walk `key` from the root. `at_final(len, value)` is called for every
-    /// prefix of `key` that is a key of the map, shortest first, with the
-    /// prefix's length and value; `stop(len)` says whether a final state at
-    /// that length is of interest (label boundaries), so that values are
-    /// only summed where needed. Ends early, without error, on a byte with
-    /// no transition or on damage.
+    /// Walk `key` from the root. `at_final(len, value)` is called, shortest
+    /// first, for every prefix of `key` that ends at a label boundary (the
+    /// byte after it is a `.`) and is a key of the map, and for `key` itself
+    /// if it is one: a reversed name's listed parents, then the name. Ends
+    /// early, without error, on a byte with no transition or on damage.
     #[inline]
     pub(crate) fn walk(&self, key: &[u8], mut at_final: impl FnMut(usize, u64)) {
         let mut addr = self.root;
