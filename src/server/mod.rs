@@ -60,6 +60,11 @@ pub async fn run(config: Config) -> i32 {
     // 1. The policy, before any listener opens.
     let loaded = match refresher.load_existing() {
         Ok(l) => l,
+        // Expected once after an upgrade that changed the format.
+        Err(e @ crate::policy::ArtifactError::Version { .. }) => {
+            tracing::warn!(error = %error_chain(&e), "the artifact in state_dir is from another schild version");
+            false
+        }
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "the artifact in state_dir cannot be used");
             false
