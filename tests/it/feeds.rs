@@ -631,31 +631,13 @@ fn a_protected_misp_feed_gets_the_key_on_every_request() {
     assert_eq!(reqs[0].header("authorization"), Some(good.as_str()));
 
     // Through the binary at its most verbose: the key is never logged.
-    let out = Command::new(SCHILD)
-        .args(["compile", "--config"])
-        .arg(s.path("schild.toml"))
-        .env("SCHILD_LOG", "trace")
-        .output()
-        .expect("run schild");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(0), "{all}");
+    let config = s.path("schild.toml");
+    let trace = [("SCHILD_LOG", "trace")];
+    let (code, all) = schild_env(&["compile"], &config, &trace);
+    assert_eq!(code, 0, "{all}");
     assert!(!all.contains(&good), "{all}");
     std::fs::write(&key, format!("{wrong}\n")).expect("key");
-    let out = Command::new(SCHILD)
-        .args(["compile", "--config"])
-        .arg(s.path("schild.toml"))
-        .env("SCHILD_LOG", "trace")
-        .output()
-        .expect("run schild");
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_, all) = schild_env(&["compile"], &config, &trace);
     assert!(all.contains("403"), "{all}");
     assert!(!all.contains(wrong), "{all}");
 }
@@ -773,11 +755,18 @@ fn taxii_collection_paging_and_added_after() {
 // ---------------------------------------------------------------- end to end
 
 fn schild(args: &[&str], config: &Path) -> (i32, String) {
+    schild_env(args, config, &[])
+}
+
+/// `schild ARGS[0] --config CONFIG ARGS[1..]` with extra environment: the
+/// exit code and everything it printed.
+fn schild_env(args: &[&str], config: &Path, env: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(SCHILD)
         .args(&args[..1])
         .arg("--config")
         .arg(config)
         .args(&args[1..])
+        .envs(env.iter().copied())
         .output()
         .expect("run schild");
     let text = format!(

@@ -31,6 +31,16 @@ impl Hierarchy {
     pub fn example_server(&self) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(EXAMPLE), self.port)
     }
+
+    /// A `[resolver]` section that recurses through this hierarchy (DNSSEC
+    /// validation as configured by default; add lines to change it).
+    pub fn recursive_section(&self) -> String {
+        format!(
+            "[resolver]\nmode = \"recursive\"\nroot_hints = \"{}\"\nallow_servers = [\"127.0.0.0/8\"]\nrecursion_port = {}\n",
+            self.hints.display(),
+            self.port
+        )
+    }
 }
 
 /// The shared hierarchy, started on first use.

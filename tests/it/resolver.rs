@@ -356,13 +356,7 @@ fn a_stale_answer_beats_a_remembered_failure() {
 fn checking_disabled_gets_data_that_fails_validation() {
     // The fake hierarchy is unsigned while the built-in root trust anchor
     // says the root is signed: every answer from it is bogus.
-    let h = hierarchy::get();
-    let cfg = format!(
-        "[resolver]\nmode = \"recursive\"\nroot_hints = \"{}\"\nallow_servers = [\"127.0.0.0/8\"]\nrecursion_port = {}\n",
-        h.hints.display(),
-        h.port
-    );
-    let s = Schild::start(&cfg, &[]);
+    let s = Schild::start(&hierarchy::get().recursive_section(), &[]);
     let cd = |name: &str, qtype| {
         let mut q = query(name, qtype);
         q.metadata.checking_disabled = true;

@@ -75,12 +75,7 @@ const FILES: &[(&str, &str)] = &[
 ];
 
 fn resolver_section() -> String {
-    let h = hierarchy::get();
-    format!(
-        "[resolver]\nmode = \"recursive\"\nroot_hints = \"{}\"\nallow_servers = [\"127.0.0.0/8\"]\nrecursion_port = {}\ndnssec = false\n",
-        h.hints.display(),
-        h.port
-    )
+    format!("{}dnssec = false\n", hierarchy::get().recursive_section())
 }
 
 fn config(server: &str) -> String {
@@ -632,13 +627,7 @@ fn forward_mode_uses_the_upstream() {
 fn dnssec_validation_is_on_by_default() {
     // The fake hierarchy is unsigned, so the built-in root trust anchors
     // cannot be chained to it: a validating resolver must answer SERVFAIL.
-    let h = hierarchy::get();
-    let cfg = format!(
-        "[resolver]\nmode = \"recursive\"\nroot_hints = \"{}\"\nallow_servers = [\"127.0.0.0/8\"]\nrecursion_port = {}\n",
-        h.hints.display(),
-        h.port
-    );
-    let s = Schild::start(&cfg, &[]);
+    let s = Schild::start(&hierarchy::get().recursive_section(), &[]);
     let m = ask(&s, "www.example.test.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
     assert!(m.answers.is_empty());
