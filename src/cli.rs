@@ -6,21 +6,11 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use crate::config::Config;
+use crate::error::error_chain;
+use crate::exit;
 use crate::feeds::Puller;
-use crate::pipeline::{self, error_chain};
+use crate::pipeline;
 use crate::policy::{self, FetchStatus, Policy, Provenance, RefusalReason, Verdict};
-
-/// Exit codes (BSD sysexits, as ripgrep and vector use).
-pub mod exit {
-    pub const OK: i32 = 0;
-    /// Something failed (or, for `check`, the name is blocked).
-    pub const FAILURE: i32 = 1;
-    /// `check`: the lookup could not be done.
-    pub const CHECK_ERROR: i32 = 2;
-    pub const USAGE: i32 = 64;
-    pub const UNAVAILABLE: i32 = 69;
-    pub const CONFIG: i32 = 78;
-}
 
 /// Load the config or print why not.
 pub fn load_config(path: &Path) -> Result<Config, i32> {

@@ -8,9 +8,14 @@
 
 pub mod admin;
 pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod error;
+pub mod exit;
 pub mod feeds;
+pub mod fs;
 pub mod hits;
+pub mod http;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy;

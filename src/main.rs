@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use schild::cli::{self, exit};
+use schild::cli;
+use schild::exit;
 
 /// schild: a DNS firewall resolver fed by threat intelligence.
 #[derive(Parser)]
@@ -76,7 +77,15 @@ enum Export {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::try_parse().unwrap_or_else(|e| {
+        // Help and version go to stdout with 0; a usage error exits USAGE.
+        let _ = e.print();
+        std::process::exit(if e.use_stderr() {
+            exit::USAGE
+        } else {
+            exit::OK
+        })
+    });
     schild::telemetry::init_logging(&args.log);
     let code = match args.command {
         Command::CheckConfig { config } => cli::check_config(&config),

@@ -6,8 +6,6 @@
 //! names) or from the configuration (feed names); never from a query name or
 //! a client address, so a hostile client cannot grow the metric set.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use prometheus::{
@@ -474,7 +472,7 @@ impl Metrics {
             FetchStatus::Fresh => self
                 .feed_last_success
                 .with_label_values(&[feed])
-                .set(unix_now() as f64),
+                .set(crate::clock::unix_now() as f64),
             _ => self.feed_failures.with_label_values(&[feed]).inc(),
         }
     }
@@ -490,19 +488,13 @@ impl Metrics {
             .set(i64::try_from(cache_entries).unwrap_or(i64::MAX));
         let compiled = self.policy_compiled_at.get();
         if self.policy_loaded.get() == 1 && compiled > 0.0 {
-            self.policy_age.set((unix_now() as f64 - compiled).max(0.0));
+            self.policy_age
+                .set((crate::clock::unix_now() as f64 - compiled).max(0.0));
         }
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::config::Config;
+use crate::error::error_chain;
 use crate::feeds::Puller;
 use crate::policy::{
     AllowScope, AllowSource, ArtifactError, Compiler, FeedInfo, FeedReport, FetchStatus, Policy,
@@ -170,18 +171,6 @@ pub async fn compile_with(
     Ok(outcome)
 }
 
-/// `a: b: c` for an error and its sources.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        src = cause.source();
-    }
-    s
-}
-
 #[derive(Deserialize)]
 struct Warninglist {
     name: Option<String>,
@@ -194,7 +183,7 @@ struct Warninglist {
 
 fn load_allowlist(config: &Config, c: &mut Compiler) -> Result<(), PipelineError> {
     // `schild allow` writes false positives to this file; it is always read.
-    let local = crate::sightings::local_allowlist(config);
+    let local = config.local_allowlist_path();
     let local = local.exists().then_some(local);
     for path in config.allowlist.files.iter().chain(local.iter()) {
         let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Allowlist {

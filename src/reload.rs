@@ -10,15 +10,16 @@
 //! never runs two compiles at once.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::error::error_chain;
 use crate::feeds::Puller;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, CompileOutcome, Pull, error_chain};
+use crate::pipeline::{self, CompileOutcome, Pull};
 use crate::policy::{ArtifactError, FetchStatus, Policy};
 use crate::rpz::xfr::RpzPrimary;
 
@@ -101,10 +102,7 @@ impl Refresher {
     pub fn age(&self) -> Option<Duration> {
         let guard = self.store.load();
         let p = guard.as_ref()?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::unix_now();
         Some(Duration::from_secs(
             now.saturating_sub(p.meta().compiled_at),
         ))
@@ -229,7 +227,7 @@ impl Refresher {
     pub async fn watch_allowlist(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut files = self.config.allowlist.files.clone();
         files.extend(self.config.allowlist.warninglists.iter().cloned());
-        files.push(crate::sightings::local_allowlist(&self.config));
+        files.push(self.config.local_allowlist_path());
         let stamp = |files: &[std::path::PathBuf]| -> Vec<Option<SystemTime>> {
             files
                 .iter()

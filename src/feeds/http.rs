@@ -10,12 +10,11 @@
 //! 429) with jittered exponential backoff. Other 4xx answers are final: a
 //! wrong API key does not get better by asking again.
 //!
-//! TLS is rustls with the ring provider and the platform verifier
-//! (the system's trust store); certificates are always verified. API keys
-//! travel in headers marked sensitive and never appear in an error: errors
-//! name the URL without its query and user info.
+//! The client itself (TLS, User-Agent, redirects) is [`crate::http`]'s, the
+//! one policy for everything schild sends out. API keys travel in headers
+//! marked sensitive and never appear in an error: errors name the URL
+//! without its query and user info.
 
-use std::sync::Once;
 use std::time::Duration;
 
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -24,12 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use super::FeedError;
 use crate::config::{FeedConfig, Secret};
+use crate::http::client;
+pub use crate::http::redact;
 
-/// `schild/<version>`, sent with every request.
-pub const USER_AGENT: &str = concat!("schild/", env!("CARGO_PKG_VERSION"));
-
-/// Connect timeout: a feed server that does not accept within this is down.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// First retry delay; doubled per attempt, with jitter.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 /// No retry waits longer than this, whatever `Retry-After` says.
@@ -138,41 +134,6 @@ pub struct Http {
     max_bytes: u64,
     retries: u32,
     timeout: Duration,
-}
-
-/// Install ring as the process's rustls provider (reqwest is built with
-/// `rustls-no-provider`). If another part of the process installed one
-/// first, that one is used.
-fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
-
-/// The HTTP client for everything schild sends out of the hospital (feed
-/// pulls, sightings): rustls with ring, our User-Agent, connect and total
-/// timeouts, and no redirect from https to http.
-pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    install_crypto_provider();
-    reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .connect_timeout(CONNECT_TIMEOUT.min(timeout))
-        .timeout(timeout)
-        // Requests go to configured URLs only; a redirect to another scheme
-        // would let a compromised server downgrade us (and see the key).
-        .redirect(reqwest::redirect::Policy::custom(|attempt| {
-            if attempt.previous().len() >= 5 {
-                attempt.error("too many redirects")
-            } else if attempt.previous().first().map(Url::scheme) == Some("https")
-                && attempt.url().scheme() != "https"
-            {
-                attempt.error("refusing a redirect from https to http")
-            } else {
-                attempt.follow()
-            }
-        }))
-        .build()
 }
 
 impl Http {
@@ -396,15 +357,6 @@ fn detail(body: &[u8], req: &Request) -> String {
         }
     }
     text.trim().to_string()
-}
-
-/// A URL as it may appear in logs and errors: no user info, no query.
-pub fn redact(url: &Url) -> String {
-    let mut u = url.clone();
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.set_query(None);
-    u.to_string()
 }
 
 /// An error and its causes, without the URL that reqwest's own `Display`

@@ -20,7 +20,8 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::http::{self, Fetched, Http, Request};
-use super::{FeedError, lenient, unix_now};
+use super::{FeedError, lenient};
+use crate::clock::unix_now;
 use crate::config::{FeedConfig, Location};
 use crate::policy::{Compiler, EventInfo, FeedId, IocRecord};
 

@@ -51,8 +51,12 @@ pub enum FeedError {
         status: u16,
         hint: &'static str,
     },
-    #[error("cannot keep the last good copy in {path}: {message}")]
-    Cache { path: PathBuf, message: String },
+    #[error("cannot keep the last good copy in {path}")]
+    Cache {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// A feed's content, parsed completely and ready to push. Nothing is kept
@@ -183,9 +187,9 @@ async fn fetch_list(
 
 /// Write a cache file atomically (temp file + rename in the same folder).
 pub(crate) fn write_cache(path: &Path, bytes: &[u8]) -> Result<(), FeedError> {
-    crate::policy::artifact::write_atomic(path, bytes).map_err(|e| FeedError::Cache {
+    crate::fs::write_atomic(path, bytes).map_err(|source| FeedError::Cache {
         path: path.to_path_buf(),
-        message: crate::pipeline::error_chain(&e),
+        source,
     })
 }
 
@@ -223,15 +227,7 @@ pub(crate) fn mtime(path: &Path) -> u64 {
     std::fs::metadata(path)
         .ok()
         .and_then(|m| m.modified().ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(crate::clock::unix)
         .unwrap_or(0)
 }
 

@@ -26,7 +26,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::http::{self, Fetched, Http, Request, Validators};
-use super::{FeedError, lenient, unix_now};
+use super::{FeedError, lenient};
+use crate::clock::unix_now;
 use crate::config::{FeedConfig, Location};
 use crate::policy::{Compiler, EventInfo, FeedId, IocRecord};
 

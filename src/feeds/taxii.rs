@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::http::{self, Fetched, Http, Request};
 use super::stix::{StixObject, StixSet};
-use super::{FeedError, lenient, unix_now};
+use super::{FeedError, lenient};
+use crate::clock::unix_now;
 use crate::config::{FeedConfig, Location};
 
 pub const MEDIA_TYPE: &str = "application/taxii+json;version=2.1";

@@ -29,7 +29,6 @@
 //! hypervisor must first provide and zero that memory. Not worth it.)
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -37,9 +36,19 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
-use super::compile::{AllowSource, FeedReport, Refusal};
 use super::filter::Filter;
 use super::ioc::{EventInfo, FeedInfo, Provenance};
+use super::report::{AllowSource, FeedReport, Refusal};
+
+/// Key flags in an fst value. Written by [`super::compile`], read by
+/// [`super::matcher`]: two flag bits and two 30-bit set ids (exact, sub).
+pub(crate) const FLAG_EXACT: u64 = 1 << 63;
+pub(crate) const FLAG_SUB: u64 = 1 << 62;
+pub(crate) const FLAG_ALLOW: u64 = 1 << 61;
+pub(crate) const SET_BITS: u32 = 30;
+pub(crate) const SET_MASK: u64 = (1 << SET_BITS) - 1;
+/// "No set" in a value's exact or sub field.
+pub(crate) const NO_SET: u64 = SET_MASK;
 
 pub const MAGIC: &[u8; 8] = b"SCHILDPA";
 pub const VERSION: u32 = 3;
@@ -160,22 +169,12 @@ fn checksum(file: &[u8]) -> u64 {
 /// Write artifact bytes to `path` atomically: a temporary file in the same
 /// folder, fsync, rename, fsync of the folder. A crash leaves either the old
 /// artifact or the new one, never a mix.
+/// Write an artifact atomically (see [`crate::fs::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
-    let err = |source| ArtifactError::Write {
+    crate::fs::write_atomic(path, bytes).map_err(|source| ArtifactError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    if let Ok(d) = File::open(dir) {
-        // Not every platform can fsync a directory; the rename is done either way.
-        let _ = d.sync_all();
-    }
-    Ok(())
+    })
 }
 
 /// Bytes of a loaded artifact: a memory map, or a buffer (tests, benches).

@@ -8,118 +8,21 @@
 //! Memory is what decides how large a list we can compile on a small box, so
 //! names go into one byte arena and each entry is 16 bytes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 
-use super::artifact::{self, ArtifactError, Meta, Sections};
+use super::artifact::{
+    self, ArtifactError, FLAG_ALLOW, FLAG_EXACT, FLAG_SUB, Meta, NO_SET, SET_BITS, Sections,
+};
 use super::index::IndexWriter;
 use super::ioc::{Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, Provenance};
 use super::name::{self, NormalName};
+use super::report::{AllowScope, AllowSource, FeedReport, FetchStatus, Refusal, RefusalReason};
 
-/// Key flags in an fst value. See [`super::matcher`] for the lookup side.
-pub(crate) const FLAG_EXACT: u64 = 1 << 63;
-pub(crate) const FLAG_SUB: u64 = 1 << 62;
-pub(crate) const FLAG_ALLOW: u64 = 1 << 61;
-pub(crate) const SET_BITS: u32 = 30;
-pub(crate) const SET_MASK: u64 = (1 << SET_BITS) - 1;
-/// "No set" in a value's exact or sub field.
-pub(crate) const NO_SET: u64 = SET_MASK;
-
-/// How many rejected values each feed report keeps as examples.
-const SAMPLES: usize = 20;
 /// How many refusals the artifact keeps for `check` to explain.
 const MAX_REFUSALS: usize = 1_000_000;
-
-/// One allowlist entry's origin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AllowSource {
-    /// `file` or `warninglist`.
-    pub kind: String,
-    /// Path of the file.
-    pub path: String,
-    /// Warninglist name, if any.
-    pub name: Option<String>,
-}
-
-/// Which names an allowlist entry spares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AllowScope {
-    /// The name and every name under it (allowlist files, `hostname` warninglists).
-    Subtree,
-    /// The exact name (`string` warninglists).
-    Exact,
-}
-
-/// Why an indicator did not make it into the list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RefusalReason {
-    /// An allowlist entry covers it: the allowlisted name and its source.
-    Allowlist { entry: String, source: u32 },
-    /// It is a public suffix or a single label.
-    PublicSuffix,
-    /// A special-use or far too wide address range.
-    AddressGuard { why: String },
-}
-
-/// An indicator the guards refused, kept so `check` can explain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Refusal {
-    pub value: String,
-    pub prov: u32,
-    pub reason: RefusalReason,
-}
-
-/// How a feed fared in this compile.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum FetchStatus {
-    #[default]
-    Fresh,
-    /// The fetch failed and the last good copy was used.
-    Cached { error: String, cached_at: u64 },
-    /// The fetch failed and there was no copy: the feed contributes nothing.
-    Failed { error: String },
-}
-
-/// Counters for one feed: what was taken, what was refused and why.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FeedReport {
-    pub feed: String,
-    pub fetch: FetchStatus,
-    pub records: u64,
-    pub names: u64,
-    pub ips: u64,
-    pub not_to_ids: u64,
-    pub deleted: u64,
-    /// Types schild does not act on, with counts.
-    pub skipped_types: BTreeMap<String, u64>,
-    /// Invalid values by reason.
-    pub invalid: BTreeMap<String, u64>,
-    /// A few of the invalid values: (value, reason).
-    pub invalid_samples: Vec<(String, String)>,
-    pub refused_allowlist: u64,
-    pub refused_public_suffix: u64,
-    pub refused_address: u64,
-    /// Patterns or records the reader could not use (STIX patterns…), by reason.
-    pub unsupported: BTreeMap<String, u64>,
-}
-
-impl FeedReport {
-    fn invalid(&mut self, value: &str, reason: &str) {
-        *self.invalid.entry(reason.to_string()).or_default() += 1;
-        if self.invalid_samples.len() < SAMPLES {
-            let shown: String = value.chars().take(120).collect();
-            self.invalid_samples.push((shown, reason.to_string()));
-        }
-    }
-
-    /// Count something the reader could not use, with a short reason.
-    pub fn unsupported(&mut self, reason: &str) {
-        *self.unsupported.entry(reason.to_string()).or_default() += 1;
-    }
-}
 
 /// One name of the list. The first key bytes are kept inline so that the
 /// sort of ten million entries compares integers, and reaches into the arena
@@ -612,7 +515,7 @@ impl Compiler {
             next_serial(self.previous_serial)
         };
         let meta = Meta {
-            compiled_at: unix_now(),
+            compiled_at: crate::clock::unix_now(),
             serial,
             feeds: self.feeds,
             events: self.events,
@@ -729,7 +632,7 @@ fn url_host(raw: &str) -> Result<UrlHost, &'static str> {
     } else {
         format!("http://{s}")
     };
-    let url = reqwest::Url::parse(&with_scheme).map_err(|_| "url-unparsable")?;
+    let url = url::Url::parse(&with_scheme).map_err(|_| "url-unparsable")?;
     match url.host() {
         Some(url::Host::Domain(d)) => Ok(UrlHost::Name(d.to_string())),
         Some(url::Host::Ipv4(_)) | Some(url::Host::Ipv6(_)) => Ok(UrlHost::Ip),
@@ -788,16 +691,9 @@ fn address_guard(net: &IpNet) -> Option<&'static str> {
     }
 }
 
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Serials only grow: the time in seconds, or one more than the last.
 fn next_serial(previous: u64) -> u64 {
-    unix_now().max(previous + 1)
+    crate::clock::unix_now().max(previous + 1)
 }
 
 #[cfg(test)]
@@ -861,7 +757,7 @@ mod tests {
 
     #[test]
     fn serial_only_grows() {
-        let now = unix_now();
+        let now = crate::clock::unix_now();
         assert!(next_serial(0) >= now);
         assert_eq!(next_serial(u64::MAX / 2), u64::MAX / 2 + 1);
     }

@@ -9,12 +9,15 @@
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::artifact::{self, ArtifactError, Meta, Parts, read4};
-use super::compile::{AllowSource, FLAG_ALLOW, FLAG_EXACT, FLAG_SUB, NO_SET, SET_BITS, SET_MASK};
+use super::artifact::{
+    self, ArtifactError, FLAG_ALLOW, FLAG_EXACT, FLAG_SUB, Meta, NO_SET, Parts, SET_BITS, SET_MASK,
+    read4,
+};
 use super::filter::Filter;
 use super::index::{Entries, Index};
 use super::ioc::{Action, EventInfo, FeedId, FeedInfo, Provenance};
 use super::name::MAX_NAME_LEN;
+use super::report::AllowSource;
 
 /// A block: which provenance set matched and what to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

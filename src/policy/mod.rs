@@ -12,15 +12,15 @@ pub(crate) mod index;
 pub mod ioc;
 pub mod matcher;
 pub mod name;
+pub mod report;
 
 pub use artifact::{ArtifactError, IpTrigger, Meta};
-pub use compile::{
-    AllowScope, AllowSource, Compiler, FeedReport, FetchStatus, Refusal, RefusalReason,
-};
+pub use compile::Compiler;
 pub use index::Entries;
 pub use ioc::{Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, Provenance};
 pub use matcher::{AllowHit, Hit, NameValue, Policy, Verdict, matched_suffix};
 pub use name::{NameError, NormalName, normalise, parse_name};
+pub use report::{AllowScope, AllowSource, FeedReport, FetchStatus, Refusal, RefusalReason};
 
 #[cfg(test)]
 mod tests;

@@ -16,8 +16,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::tsig::unix_now;
 use super::zone::ZoneSettings;
+use crate::clock::unix_now;
 
 /// Attempts per change and address.
 pub const MAX_ATTEMPTS: u32 = 8;

@@ -188,13 +188,6 @@ pub enum RequestAuth {
     Bad(Box<Record<TSIG>>),
 }
 
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Check a request's TSIG (`raw` is the request as received).
 pub fn check_request(
     key: Option<&TSigner>,

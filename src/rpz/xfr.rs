@@ -181,7 +181,7 @@ impl RpzPrimary {
         };
         let qtype = info.query.query_type();
         let qname = info.query.name().clone();
-        let now = tsig::unix_now();
+        let now = crate::clock::unix_now();
 
         let auth = tsig::check_request(
             self.signer.as_ref(),

@@ -22,11 +22,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
-use crate::cli::exit;
 use crate::config::Config;
+use crate::error::error_chain;
+use crate::exit;
 use crate::hits::{self, HitSink};
 use crate::metrics::Metrics;
-use crate::pipeline::error_chain;
 use crate::reload::Refresher;
 use crate::resolve::Resolver;
 use crate::sightings::Sightings;

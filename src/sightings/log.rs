@@ -33,13 +33,6 @@ impl std::fmt::Debug for Pseudonymiser {
     }
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Pseudonymiser {
     pub fn new(privacy: ClientPrivacy, key_path: PathBuf, rotate: Duration) -> Pseudonymiser {
         Pseudonymiser {
@@ -70,7 +63,7 @@ impl Pseudonymiser {
     /// The key for now: loaded from disk (so a restart keeps pseudonyms
     /// stable within a period), replaced when older than the period.
     fn current_key(&mut self) -> Option<&ring::hmac::Key> {
-        let now = now_secs();
+        let now = crate::clock::unix_now();
         let fresh = |created: u64| now.saturating_sub(created) < self.rotate.as_secs();
         if !self.key.as_ref().is_some_and(|(_, c)| fresh(*c)) {
             let loaded = std::fs::read_to_string(&self.key_path).ok().and_then(|t| {
@@ -85,9 +78,7 @@ impl Pseudonymiser {
                     let mut raw = vec![0u8; 32];
                     rand::Rng::fill(&mut rand::rng(), raw.as_mut_slice());
                     let text = format!("{now} {}\n", hex(&raw));
-                    if let Err(e) =
-                        crate::policy::artifact::write_atomic(&self.key_path, text.as_bytes())
-                    {
+                    if let Err(e) = crate::fs::write_atomic(&self.key_path, text.as_bytes()) {
                         tracing::error!(error = %e, "cannot store the pseudonym key; client addresses are left out until it can be stored");
                         return None;
                     }

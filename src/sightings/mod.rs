@@ -16,13 +16,15 @@ pub mod spool;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::clock::unix;
 
 use prometheus::{IntCounter, IntGauge, Registry};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ClientPrivacy, Config, FeedKind, SightingsConfig};
+use crate::config::{Config, FeedKind, SightingsConfig};
 use crate::hits::{HitEvent, Trigger};
 use crate::policy::{Policy, Verdict};
 use log::{HitLog, LogLine, Pseudonymiser};
@@ -31,28 +33,6 @@ use spool::{Sighting, Spool, SpoolError};
 
 /// Name of the target for STIX sightings posted to TAXII.
 pub const TAXII_TARGET: &str = "taxii";
-
-/// The sightings settings in force: the `[sightings]` section, or its
-/// defaults when there is none (the local record is always kept).
-pub fn settings(config: &Config) -> SightingsConfig {
-    config.sightings.clone().unwrap_or_else(|| SightingsConfig {
-        log: config.state_dir.join("sightings.jsonl"),
-        window: Duration::from_secs(300),
-        source: "schild".into(),
-        client_privacy: ClientPrivacy::Pseudonymise,
-        log_max_bytes: 64 * 1024 * 1024,
-        log_keep: 14,
-        spool_max_bytes: 64 * 1024 * 1024,
-        pseudonym_rotate: Duration::from_secs(86_400),
-        taxii_collection: None,
-        taxii_key: None,
-    })
-}
-
-/// Folder of the spool.
-pub fn spool_dir(config: &Config) -> PathBuf {
-    config.state_dir.join("sightings").join("spool")
-}
 
 /// The sightings metrics, registered once at start-up.
 #[derive(Clone, Debug)]
@@ -151,9 +131,8 @@ pub fn targets(config: &Config) -> HashMap<String, Target> {
             }
         }
     }
-    if let Some(s) = &config.sightings
-        && let Some(url) = &s.taxii_collection
-    {
+    let s = &config.sightings;
+    if let Some(url) = &s.taxii_collection {
         t.insert(
             TAXII_TARGET.to_string(),
             Target::Taxii {
@@ -172,12 +151,6 @@ fn with_slash(u: &reqwest::Url) -> reqwest::Url {
         u.set_path(&p);
     }
     u
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// The STIX identity that sightings are attributed to, derived from the
@@ -209,8 +182,8 @@ impl Sightings {
     /// Open the spool and the log. Fails when the spool cannot be opened:
     /// the caller decides whether to serve without sightings.
     pub fn open(config: &Config, metrics: Metrics) -> Result<Sightings, SpoolError> {
-        let settings = settings(config);
-        let spool = Spool::open(&spool_dir(config), settings.spool_max_bytes)?;
+        let settings = config.sightings.clone();
+        let spool = Spool::open(&config.spool_dir(), settings.spool_max_bytes)?;
         let log = HitLog::new(
             settings.log.clone(),
             settings.log_max_bytes,
@@ -219,7 +192,7 @@ impl Sightings {
         );
         let pseudo = Pseudonymiser::new(
             settings.client_privacy,
-            config.state_dir.join("sightings").join("pseudonym.key"),
+            config.pseudonym_key_path(),
             settings.pseudonym_rotate,
         );
         Ok(Sightings {
@@ -366,7 +339,7 @@ impl Sightings {
             Err(e) => {
                 // Kept in memory and retried every second; not counted as
                 // recorded until it is on disk.
-                tracing::error!(error = %crate::pipeline::error_chain(&e), pending = n, "cannot write sightings to the spool; retrying");
+                tracing::error!(error = %crate::error::error_chain(&e), pending = n, "cannot write sightings to the spool; retrying");
                 self.unspooled = new;
             }
         }
@@ -421,7 +394,7 @@ impl Sightings {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(error = %crate::pipeline::error_chain(&e), "cannot import sightings inbox")
+                    tracing::error!(error = %crate::error::error_chain(&e), "cannot import sightings inbox")
                 }
             }
             update_gauges(&sp, &self.metrics);
@@ -568,7 +541,7 @@ impl Reporter {
             }
             if let Ok(mut sp) = self.spool.lock() {
                 if let Err(e) = sp.ack(&done) {
-                    tracing::error!(error = %crate::pipeline::error_chain(&e), "cannot record accepted sightings; they may be sent twice");
+                    tracing::error!(error = %crate::error::error_chain(&e), "cannot record accepted sightings; they may be sent twice");
                 }
                 update_gauges(&sp, &self.metrics);
             }
@@ -613,11 +586,6 @@ pub struct AllowOutcome {
     pub queued: usize,
 }
 
-/// The local allowlist file that `schild allow` writes to.
-pub fn local_allowlist(config: &Config) -> PathBuf {
-    config.state_dir.join("allowlist.local")
-}
-
 /// Record a false positive: allowlist `name` and queue a false-positive
 /// sighting (type "1") for each indicator it overrides.
 pub fn allow(
@@ -629,7 +597,7 @@ pub fn allow(
     let name = crate::policy::normalise(&crate::policy::name::refang(name)).map_err(|e| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{name:?}: {e}"))
     })?;
-    let file = local_allowlist(config);
+    let file = config.local_allowlist_path();
     append_allow(&file, name.as_str(), reason)?;
 
     let mut overridden = Vec::new();
@@ -671,8 +639,8 @@ pub fn allow(
     }
     let queued = batch.len();
     if !batch.is_empty() {
-        spool::write_inbox(&spool_dir(config), &batch)
-            .map_err(|e| std::io::Error::other(crate::pipeline::error_chain(&e)))?;
+        spool::write_inbox(&config.spool_dir(), &batch)
+            .map_err(|e| std::io::Error::other(crate::error::error_chain(&e)))?;
     }
     Ok(AllowOutcome {
         file,

@@ -41,7 +41,7 @@ pub enum Outcome {
 
 /// An HTTP client for reporting: the same client policy as feed pulls.
 pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    crate::feeds::http::client(timeout)
+    crate::http::client(timeout)
 }
 
 /// The JSON body MISP's `/sightings/add` takes for one sighting.
@@ -77,7 +77,7 @@ pub async fn send_misp(
         .await;
     let resp = match resp {
         Ok(r) => r,
-        Err(e) => return Outcome::Retry(crate::pipeline::error_chain(&e)),
+        Err(e) => return Outcome::Retry(crate::error::error_chain(&e)),
     };
     let status = resp.status();
     if status.as_u16() == 403 || status.as_u16() == 401 {
@@ -88,7 +88,7 @@ pub async fn send_misp(
     }
     let body = match resp.bytes().await {
         Ok(b) => b,
-        Err(e) => return Outcome::Retry(crate::pipeline::error_chain(&e)),
+        Err(e) => return Outcome::Retry(crate::error::error_chain(&e)),
     };
     if !status.is_success() {
         return Outcome::Rejected(format!(
@@ -173,7 +173,7 @@ pub async fn send_taxii(
             Outcome::Retry(format!("HTTP {}", r.status()))
         }
         Ok(r) => Outcome::Rejected(format!("HTTP {}", r.status())),
-        Err(e) => Outcome::Retry(crate::pipeline::error_chain(&e)),
+        Err(e) => Outcome::Retry(crate::error::error_chain(&e)),
     }
 }
 

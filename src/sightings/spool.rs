@@ -59,6 +59,12 @@ pub enum SpoolError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot encode sightings for {path}")]
+    Encode {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// The spool. Not shared between processes: the server owns it; other
@@ -329,19 +335,16 @@ pub fn write_inbox(spool_dir: &Path, batch: &[Sighting]) -> Result<PathBuf, Spoo
         std::process::id()
     );
     let path = inbox.join(name);
-    let bytes = serde_json::to_vec(batch).map_err(|e| SpoolError::Io {
+    let bytes = serde_json::to_vec(batch).map_err(|source| SpoolError::Encode {
         path: path.clone(),
-        source: std::io::Error::other(e),
+        source,
     })?;
     write_atomic(&path, &bytes)?;
     Ok(path)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SpoolError> {
-    crate::policy::artifact::write_atomic(path, bytes).map_err(|e| SpoolError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
-    })
+    crate::fs::write_atomic(path, bytes).map_err(io_err(path))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use schild::config::Config;
+use schild::error::error_chain;
 use schild::feeds::{FeedError, Puller};
 use schild::pipeline;
 use schild::policy::{FetchStatus, Policy};
@@ -322,7 +323,7 @@ fn misp_api_wrong_key_says_so_without_the_key() {
     let key = s.key_file(wrong);
     let config = s.config(&misp_api_feed(&server, &key, "retries = 3"));
     let e = pull_error(&config);
-    let text = pipeline::error_chain(&e);
+    let text = error_chain(&e);
     assert!(
         matches!(e, FeedError::Forbidden { status: 403, .. }),
         "{e:?}"
@@ -587,7 +588,7 @@ fn a_protected_misp_feed_gets_the_key_on_every_request() {
         matches!(e, FeedError::Forbidden { status: 403, .. }),
         "{e:?}"
     );
-    assert!(pipeline::error_chain(&e).contains("api_key_file"), "{e}");
+    assert!(error_chain(&e).contains("api_key_file"), "{e}");
 
     // A wrong key: refused, and the key is in no message.
     let wrong = "ffffffffffffffffffffffffffffffffdeadbeef";
@@ -605,7 +606,7 @@ fn a_protected_misp_feed_gets_the_key_on_every_request() {
         matches!(e, FeedError::Forbidden { status: 403, .. }),
         "{e:?}"
     );
-    let text = pipeline::error_chain(&e);
+    let text = error_chain(&e);
     assert!(text.contains("API key"), "{text}");
     assert!(!text.contains(wrong) && !format!("{e:?}").contains(wrong));
 

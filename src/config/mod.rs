@@ -1,0 +1,487 @@
+//! Configuration: TOML in, a validated [`Config`] out.
+//!
+//! The file is parsed into `Raw*` structs (serde, unknown fields refused),
+//! then validated into runtime types whose values are known good, so that
+//! nothing later has to check them again. Relative paths are relative to the
+//! folder of the config file. Secrets are read from files or the
+//! environment, held in [`Secret`], and never printed.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::policy::Action;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{field}: cannot read secret from {path}")]
+    Secret {
+        field: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A secret (API key, TSIG secret). `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The secret itself: only for putting on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+mod raw;
+mod validate;
+
+/// BIND's ceiling for servfail-ttl: a failure is a transient state.
+pub const MAX_SERVFAIL_TTL_SECS: u64 = 30;
+
+/// How `log-only` feeds appear in the RPZ export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RpzLogOnly {
+    /// Not exported at all (default).
+    #[default]
+    Omit,
+    /// Exported as `rpz-passthru.` (the consumer logs, but answers normally).
+    Passthru,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Path of the config file it was read from.
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub server: ServerConfig,
+    pub resolver: ResolverConfig,
+    pub policy: PolicyConfig,
+    pub admin: AdminConfig,
+    pub feeds: Vec<FeedConfig>,
+    pub allowlist: AllowlistConfig,
+    /// `[sightings]`, or its defaults: the local record is always kept.
+    pub sightings: SightingsConfig,
+    pub rpz: Option<RpzConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: Vec<SocketAddr>,
+    pub allow: Vec<IpNet>,
+    pub edns_payload: u16,
+    pub tcp_idle: Duration,
+    pub tcp_max_connections: usize,
+    pub tcp_max_inflight: usize,
+    pub udp_sockets: usize,
+    pub tls_listen: Vec<SocketAddr>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub drain: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolverMode {
+    Recursive,
+    Forward,
+}
+
+/// An upstream for forward mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// UDP with TCP fallback.
+    Plain(SocketAddr),
+    /// DNS over TLS with the certificate verified for `name`.
+    Tls { addr: SocketAddr, name: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolverConfig {
+    pub mode: ResolverMode,
+    pub upstreams: Vec<Upstream>,
+    /// Root hints zone file; `None` means hickory's built-in root servers.
+    pub root_hints: Option<PathBuf>,
+    pub dnssec: bool,
+    pub cache_entries: u64,
+    pub min_ttl: Duration,
+    pub max_ttl: Duration,
+    pub serve_stale: bool,
+    pub serve_stale_max: Duration,
+    pub timeout: Duration,
+    /// How long a failed resolution is answered SERVFAIL from memory;
+    /// zero: never.
+    pub servfail_ttl: Duration,
+    pub allow_servers: Vec<IpNet>,
+    pub recursion_port: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    /// Refuse to start without a loaded list.
+    pub fail_closed: bool,
+    /// TTL of synthesised answers (SOA minimum, sinkhole records).
+    pub block_ttl: u32,
+    pub sinkhole_ipv4: Vec<std::net::Ipv4Addr>,
+    pub sinkhole_ipv6: Vec<std::net::Ipv6Addr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+/// Feed types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedKind {
+    MispFeed,
+    MispApi,
+    Stix,
+    Taxii,
+    Domains,
+    Hosts,
+    Rpz,
+}
+
+impl FeedKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedKind::MispFeed => "misp-feed",
+            FeedKind::MispApi => "misp-api",
+            FeedKind::Stix => "stix",
+            FeedKind::Taxii => "taxii",
+            FeedKind::Domains => "domains",
+            FeedKind::Hosts => "hosts",
+            FeedKind::Rpz => "rpz",
+        }
+    }
+    fn parse(s: &str) -> Option<FeedKind> {
+        Some(match s {
+            "misp-feed" => FeedKind::MispFeed,
+            "misp-api" => FeedKind::MispApi,
+            "stix" => FeedKind::Stix,
+            "taxii" => FeedKind::Taxii,
+            "domains" => FeedKind::Domains,
+            "hosts" => FeedKind::Hosts,
+            "rpz" => FeedKind::Rpz,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a feed lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Path(PathBuf),
+    Url(reqwest::Url),
+}
+
+impl Location {
+    /// For logs and the artifact: URLs without user info or query secrets.
+    pub fn redacted(&self) -> String {
+        match self {
+            Location::Path(p) => p.display().to_string(),
+            Location::Url(u) => {
+                let mut u = u.clone();
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.set_query(None);
+                u.to_string()
+            }
+        }
+    }
+}
+
+/// restSearch filters for `misp-api` feeds.
+#[derive(Debug, Clone)]
+pub struct MispFilters {
+    pub types: Vec<String>,
+    pub to_ids: bool,
+    pub published: bool,
+    pub tags_include: Vec<String>,
+    pub tags_exclude: Vec<String>,
+    pub enforce_warninglist: bool,
+    pub page_limit: u32,
+    pub full_refresh: Duration,
+}
+
+/// The network types schild acts on: the default `type` filter.
+pub const DEFAULT_MISP_TYPES: [&str; 6] =
+    ["domain", "hostname", "domain|ip", "url", "ip-dst", "ip-src"];
+
+#[derive(Debug, Clone)]
+pub struct FeedConfig {
+    pub name: String,
+    pub kind: FeedKind,
+    pub location: Location,
+    pub api_key: Option<Secret>,
+    pub action: Action,
+    pub refresh: Duration,
+    pub timeout: Duration,
+    pub max_bytes: u64,
+    pub retries: u32,
+    pub filters: MispFilters,
+    pub report_sightings: bool,
+    pub sightings_url: Option<reqwest::Url>,
+    pub sightings_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AllowlistConfig {
+    pub files: Vec<PathBuf>,
+    pub warninglists: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientPrivacy {
+    Full,
+    Pseudonymise,
+    Omit,
+}
+
+#[derive(Debug, Clone)]
+pub struct SightingsConfig {
+    pub log: PathBuf,
+    pub window: Duration,
+    pub source: String,
+    pub client_privacy: ClientPrivacy,
+    pub log_max_bytes: u64,
+    pub log_keep: u32,
+    pub spool_max_bytes: u64,
+    pub pseudonym_rotate: Duration,
+    pub taxii_collection: Option<reqwest::Url>,
+    pub taxii_key: Option<Secret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RpzConfig {
+    pub zone: String,
+    pub allow_transfer: Vec<IpNet>,
+    pub notify: Vec<SocketAddr>,
+    pub tsig_key_file: Option<PathBuf>,
+    pub ttl: u32,
+    pub ns: String,
+    pub email: String,
+    pub log_only: RpzLogOnly,
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Validate config text; `path` names the file (for relative paths).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: raw::RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        validate::validate(raw, path, &base)
+    }
+
+    /// The artifact's path.
+    pub fn artifact_path(&self) -> PathBuf {
+        self.state_dir.join(crate::policy::artifact::FILE_NAME)
+    }
+
+    /// The local allowlist file that `schild allow` writes to (always read
+    /// by the compile).
+    pub fn local_allowlist_path(&self) -> PathBuf {
+        self.state_dir.join("allowlist.local")
+    }
+
+    /// The folder of the sightings spool.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.state_dir.join("sightings").join("spool")
+    }
+
+    /// The key that pseudonymises client addresses in the local log.
+    pub fn pseudonym_key_path(&self) -> PathBuf {
+        self.state_dir.join("sightings").join("pseudonym.key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate::parse_upstream;
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/schild/schild.toml"))
+    }
+
+    #[test]
+    fn minimal_config_takes_defaults() {
+        let c = parse("state_dir = \"state\"").expect("valid");
+        assert_eq!(c.state_dir, PathBuf::from("/etc/schild/state"));
+        assert_eq!(
+            c.server.listen,
+            vec!["127.0.0.1:5353".parse::<SocketAddr>().expect("addr")]
+        );
+        assert!(
+            c.server.allow.iter().all(|n| n.addr().is_loopback()),
+            "loopback only by default"
+        );
+        assert_eq!(c.resolver.mode, ResolverMode::Recursive);
+        assert!(c.resolver.dnssec);
+        assert_eq!(c.server.edns_payload, 1232);
+        assert!(c.feeds.is_empty());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let e = parse("state_dir = \"s\"\n[server]\nlisten_on = []").expect_err("unknown field");
+        assert!(format!("{:?}", e).contains("listen_on"), "{e:?}");
+    }
+
+    #[test]
+    fn feeds_are_validated() {
+        let e =
+            parse("state_dir = \"s\"\n[[feed]]\nname = \"zdn\"\ntype = \"csv\"\nlocation = \"x\"")
+                .expect_err("bad type");
+        assert!(e.to_string().contains("feed[0].type"), "{e}");
+        let e = parse("state_dir = \"s\"\n[[feed]]\nname = \"zdn\"\ntype = \"misp-api\"\nlocation = \"https://misp.example\"")
+            .expect_err("no key");
+        assert!(e.to_string().contains("api_key"), "{e}");
+        let e = parse("state_dir = \"s\"\n[[feed]]\nname = \"a\"\ntype = \"domains\"\nlocation = \"x\"\naction = \"sinkhole\"")
+            .expect_err("sinkhole without addresses");
+        assert!(e.to_string().contains("sinkhole"), "{e}");
+        let c = parse("state_dir = \"s\"\n[[feed]]\nname = \"a\"\ntype = \"domains\"\nlocation = \"lists/a.txt\"\naction = \"log-only\"")
+            .expect("valid");
+        assert_eq!(
+            c.feeds[0].location,
+            Location::Path("/etc/schild/lists/a.txt".into())
+        );
+        assert_eq!(c.feeds[0].action, Action::LogOnly);
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("zdn.key"), "s3cr3t-key\n").expect("write");
+        let cfg = dir.path().join("schild.toml");
+        let text = "state_dir = \"s\"\n[[feed]]\nname = \"zdn\"\ntype = \"misp-api\"\nlocation = \"https://misp.example\"\napi_key_file = \"zdn.key\"";
+        let c = Config::parse(text, &cfg).expect("valid");
+        assert_eq!(
+            c.feeds[0].api_key.as_ref().map(Secret::expose),
+            Some("s3cr3t-key")
+        );
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn upstreams() {
+        assert_eq!(
+            parse_upstream("9.9.9.9").expect("ok"),
+            Upstream::Plain("9.9.9.9:53".parse().expect("addr"))
+        );
+        assert_eq!(
+            parse_upstream("tls://9.9.9.9#dns.quad9.net").expect("ok"),
+            Upstream::Tls {
+                addr: "9.9.9.9:853".parse().expect("addr"),
+                name: "dns.quad9.net".into()
+            }
+        );
+        assert!(parse_upstream("tls://9.9.9.9").is_err());
+        let e =
+            parse("state_dir = \"s\"\n[resolver]\nmode = \"forward\"").expect_err("no upstream");
+        assert!(e.to_string().contains("upstreams"));
+    }
+
+    #[test]
+    fn servfail_ttl_defaults_to_one_second_and_is_capped() {
+        let c = parse("state_dir = \"s\"").expect("valid");
+        assert_eq!(c.resolver.servfail_ttl, Duration::from_secs(1));
+        for (secs, ok) in [(0, true), (30, true), (31, false)] {
+            let text = format!("state_dir = \"s\"\n[resolver]\nservfail_ttl_secs = {secs}");
+            match parse(&text) {
+                Ok(c) => {
+                    assert!(ok, "{secs} accepted");
+                    assert_eq!(c.resolver.servfail_ttl, Duration::from_secs(secs));
+                }
+                Err(e) => {
+                    assert!(!ok, "{secs} refused: {e}");
+                    assert!(e.to_string().contains("servfail_ttl_secs"), "{e}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn misp_feed_key_needs_a_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("feed.key"), "k3y\n").expect("key");
+        let cfg = dir.path().join("schild.toml");
+        let feed = |loc: &str| {
+            format!(
+                "state_dir = \"s\"\n[[feed]]\nname = \"f\"\ntype = \"misp-feed\"\nlocation = \"{loc}\"\napi_key_file = \"feed.key\""
+            )
+        };
+        let c = Config::parse(&feed("https://feed.example/misp/"), &cfg).expect("valid");
+        assert_eq!(c.feeds[0].api_key.as_ref().map(Secret::expose), Some("k3y"));
+        let e = Config::parse(&feed("feeds/misp"), &cfg).expect_err("no URL");
+        assert!(e.to_string().contains("api_key_file"), "{e}");
+    }
+
+    #[test]
+    fn redacted_location_hides_credentials() {
+        let l = Location::Url(
+            reqwest::Url::parse("https://user:pw@feed.example/x?key=abc").expect("url"),
+        );
+        assert_eq!(l.redacted(), "https://feed.example/x");
+    }
+}

@@ -1,0 +1,376 @@
+//! The file as written: serde structs with their defaults, unknown fields
+//! refused. [`super::validate`] turns them into the runtime types.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::RpzLogOnly;
+use crate::policy::Action;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) state_dir: PathBuf,
+    #[serde(default)]
+    pub(super) server: RawServer,
+    #[serde(default)]
+    pub(super) resolver: RawResolver,
+    #[serde(default)]
+    pub(super) policy: RawPolicy,
+    #[serde(default)]
+    pub(super) admin: RawAdmin,
+    #[serde(default, rename = "feed")]
+    pub(super) feeds: Vec<RawFeed>,
+    #[serde(default)]
+    pub(super) allowlist: RawAllowlist,
+    #[serde(default)]
+    pub(super) sightings: RawSightings,
+    #[serde(default)]
+    pub(super) rpz: Option<RawRpz>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    #[serde(default = "default_listen")]
+    pub(super) listen: Vec<String>,
+    #[serde(default = "default_allow")]
+    pub(super) allow: Vec<String>,
+    #[serde(default = "default_edns_payload")]
+    pub(super) edns_payload: u16,
+    #[serde(default = "default_tcp_idle_secs")]
+    pub(super) tcp_idle_secs: u64,
+    #[serde(default = "default_tcp_max_connections")]
+    pub(super) tcp_max_connections: usize,
+    /// Queries answered at once on one TCP or TLS connection.
+    #[serde(default = "default_tcp_max_inflight")]
+    pub(super) tcp_max_inflight: usize,
+    /// UDP sockets per address (SO_REUSEPORT); 0 = one per core.
+    #[serde(default)]
+    pub(super) udp_sockets: usize,
+    #[serde(default)]
+    pub(super) tls_listen: Vec<String>,
+    pub(super) tls_cert_file: Option<PathBuf>,
+    pub(super) tls_key_file: Option<PathBuf>,
+    #[serde(default = "default_drain_secs")]
+    pub(super) drain_secs: u64,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: default_listen(),
+            allow: default_allow(),
+            edns_payload: default_edns_payload(),
+            tcp_idle_secs: default_tcp_idle_secs(),
+            tcp_max_connections: default_tcp_max_connections(),
+            tcp_max_inflight: default_tcp_max_inflight(),
+            udp_sockets: 0,
+            tls_listen: Vec::new(),
+            tls_cert_file: None,
+            tls_key_file: None,
+            drain_secs: default_drain_secs(),
+        }
+    }
+}
+
+pub(super) fn default_listen() -> Vec<String> {
+    vec!["127.0.0.1:5353".into()]
+}
+pub(super) fn default_allow() -> Vec<String> {
+    vec!["127.0.0.0/8".into(), "::1/128".into()]
+}
+pub(super) fn default_edns_payload() -> u16 {
+    1232
+}
+pub(super) fn default_tcp_idle_secs() -> u64 {
+    10
+}
+pub(super) fn default_tcp_max_connections() -> usize {
+    1024
+}
+pub(super) fn default_tcp_max_inflight() -> usize {
+    64
+}
+pub(super) fn default_drain_secs() -> u64 {
+    5
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawResolver {
+    #[serde(default = "default_mode")]
+    pub(super) mode: String,
+    #[serde(default)]
+    pub(super) upstreams: Vec<String>,
+    pub(super) root_hints: Option<PathBuf>,
+    #[serde(default = "default_true")]
+    pub(super) dnssec: bool,
+    #[serde(default = "default_cache_entries")]
+    pub(super) cache_entries: u64,
+    #[serde(default)]
+    pub(super) min_ttl_secs: u32,
+    #[serde(default = "default_max_ttl_secs")]
+    pub(super) max_ttl_secs: u32,
+    #[serde(default = "default_true")]
+    pub(super) serve_stale: bool,
+    /// How long past its TTL a cached answer may still be served when the
+    /// upstream fails (RFC 8767).
+    #[serde(default = "default_serve_stale_max_secs")]
+    pub(super) serve_stale_max_secs: u64,
+    #[serde(default = "default_upstream_timeout_secs")]
+    pub(super) timeout_secs: u64,
+    /// How long a failed resolution is remembered (BIND's servfail-ttl);
+    /// 0 turns it off.
+    #[serde(default = "default_servfail_ttl_secs")]
+    pub(super) servfail_ttl_secs: u64,
+    /// Networks the recursor may send queries to even though they are
+    /// special-use (tests, internal authoritative servers).
+    #[serde(default)]
+    pub(super) allow_servers: Vec<String>,
+    /// Port used for every server contacted while recursing (tests only).
+    #[serde(default)]
+    pub(super) recursion_port: Option<u16>,
+}
+
+impl Default for RawResolver {
+    fn default() -> Self {
+        RawResolver {
+            mode: default_mode(),
+            upstreams: Vec::new(),
+            root_hints: None,
+            dnssec: true,
+            cache_entries: default_cache_entries(),
+            min_ttl_secs: 0,
+            max_ttl_secs: default_max_ttl_secs(),
+            serve_stale: true,
+            serve_stale_max_secs: default_serve_stale_max_secs(),
+            timeout_secs: default_upstream_timeout_secs(),
+            servfail_ttl_secs: default_servfail_ttl_secs(),
+            allow_servers: Vec::new(),
+            recursion_port: None,
+        }
+    }
+}
+
+pub(super) fn default_mode() -> String {
+    "recursive".into()
+}
+pub(super) fn default_true() -> bool {
+    true
+}
+pub(super) fn default_cache_entries() -> u64 {
+    100_000
+}
+pub(super) fn default_max_ttl_secs() -> u32 {
+    86_400
+}
+pub(super) fn default_serve_stale_max_secs() -> u64 {
+    86_400
+}
+pub(super) fn default_upstream_timeout_secs() -> u64 {
+    3
+}
+pub(super) fn default_servfail_ttl_secs() -> u64 {
+    1
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    #[serde(default)]
+    pub(super) fail_closed: bool,
+    pub(super) block_ttl_secs: Option<u32>,
+    #[serde(default)]
+    pub(super) sinkhole_ipv4: Vec<std::net::Ipv4Addr>,
+    #[serde(default)]
+    pub(super) sinkhole_ipv6: Vec<std::net::Ipv6Addr>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    #[serde(default = "default_admin_listen")]
+    pub(super) listen: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+pub(super) fn default_admin_listen() -> String {
+    "127.0.0.1:9153".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFeed {
+    pub(super) name: String,
+    #[serde(rename = "type")]
+    pub(super) kind: String,
+    pub(super) location: String,
+    pub(super) api_key_file: Option<PathBuf>,
+    pub(super) api_key_env: Option<String>,
+    #[serde(default)]
+    pub(super) action: Action,
+    #[serde(default = "default_refresh_secs")]
+    pub(super) refresh_secs: u64,
+    #[serde(default = "default_feed_timeout_secs")]
+    pub(super) timeout_secs: u64,
+    #[serde(default = "default_max_bytes")]
+    pub(super) max_bytes: u64,
+    #[serde(default = "default_retries")]
+    pub(super) retries: u32,
+    // MISP restSearch filters
+    pub(super) types: Option<Vec<String>>,
+    #[serde(default = "default_true")]
+    pub(super) to_ids: bool,
+    #[serde(default = "default_true")]
+    pub(super) published: bool,
+    #[serde(default)]
+    pub(super) tags_include: Vec<String>,
+    #[serde(default)]
+    pub(super) tags_exclude: Vec<String>,
+    #[serde(default = "default_true")]
+    pub(super) enforce_warninglist: bool,
+    #[serde(default = "default_page_limit")]
+    pub(super) page_limit: u32,
+    /// Full pull every this many seconds even when incremental pulls work.
+    #[serde(default = "default_full_refresh_secs")]
+    pub(super) full_refresh_secs: u64,
+    // sightings
+    #[serde(default)]
+    pub(super) report_sightings: bool,
+    pub(super) sightings_url: Option<String>,
+    pub(super) sightings_key_file: Option<PathBuf>,
+}
+
+pub(super) fn default_refresh_secs() -> u64 {
+    300
+}
+pub(super) fn default_feed_timeout_secs() -> u64 {
+    60
+}
+pub(super) fn default_max_bytes() -> u64 {
+    512 * 1024 * 1024
+}
+pub(super) fn default_retries() -> u32 {
+    3
+}
+pub(super) fn default_page_limit() -> u32 {
+    5000
+}
+pub(super) fn default_full_refresh_secs() -> u64 {
+    86_400
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAllowlist {
+    #[serde(default)]
+    pub(super) files: Vec<PathBuf>,
+    #[serde(default)]
+    pub(super) warninglists: Vec<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSightings {
+    #[serde(default = "default_sightings_log")]
+    pub(super) log: PathBuf,
+    #[serde(default = "default_window_secs")]
+    pub(super) window_secs: u64,
+    #[serde(default = "default_sightings_source")]
+    pub(super) source: String,
+    #[serde(default = "default_client_privacy")]
+    pub(super) client_privacy: String,
+    #[serde(default = "default_log_max_bytes")]
+    pub(super) log_max_bytes: u64,
+    #[serde(default = "default_log_keep")]
+    pub(super) log_keep: u32,
+    #[serde(default = "default_spool_max_bytes")]
+    pub(super) spool_max_bytes: u64,
+    #[serde(default = "default_key_rotate_secs")]
+    pub(super) pseudonym_rotate_secs: u64,
+    /// TAXII collection URL to post STIX sightings to.
+    pub(super) taxii_collection: Option<String>,
+    pub(super) taxii_key_file: Option<PathBuf>,
+}
+
+/// The sightings defaults, the one place they are defined: a config with no
+/// `[sightings]` section gets these (the local record is always kept).
+impl Default for RawSightings {
+    fn default() -> Self {
+        RawSightings {
+            log: default_sightings_log(),
+            window_secs: default_window_secs(),
+            source: default_sightings_source(),
+            client_privacy: default_client_privacy(),
+            log_max_bytes: default_log_max_bytes(),
+            log_keep: default_log_keep(),
+            spool_max_bytes: default_spool_max_bytes(),
+            pseudonym_rotate_secs: default_key_rotate_secs(),
+            taxii_collection: None,
+            taxii_key_file: None,
+        }
+    }
+}
+
+pub(super) fn default_sightings_log() -> PathBuf {
+    "sightings.jsonl".into()
+}
+pub(super) fn default_window_secs() -> u64 {
+    300
+}
+pub(super) fn default_sightings_source() -> String {
+    "schild".into()
+}
+pub(super) fn default_client_privacy() -> String {
+    "pseudonymise".into()
+}
+pub(super) fn default_log_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+pub(super) fn default_log_keep() -> u32 {
+    14
+}
+pub(super) fn default_spool_max_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+pub(super) fn default_key_rotate_secs() -> u64 {
+    86_400
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRpz {
+    pub(super) zone: String,
+    #[serde(default)]
+    pub(super) allow_transfer: Vec<String>,
+    #[serde(default)]
+    pub(super) notify: Vec<String>,
+    pub(super) tsig_key_file: Option<PathBuf>,
+    #[serde(default = "default_rpz_ttl")]
+    pub(super) ttl_secs: u32,
+    #[serde(default = "default_rpz_ns")]
+    pub(super) ns: String,
+    #[serde(default = "default_rpz_email")]
+    pub(super) email: String,
+    #[serde(default)]
+    pub(super) log_only: RpzLogOnly,
+}
+
+pub(super) fn default_rpz_ttl() -> u32 {
+    300
+}
+pub(super) fn default_rpz_ns() -> String {
+    "localhost.".into()
+}
+pub(super) fn default_rpz_email() -> String {
+    "hostmaster.localhost.".into()
+}

@@ -1,0 +1,480 @@
+//! From the file's `Raw*` structs to the validated runtime types, one
+//! function per section. Every error names its key.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::raw::*;
+use super::*;
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn parse_socket(field: &str, s: &str, default_port: u16) -> Result<SocketAddr, ConfigError> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    Err(invalid(field, format!("{s:?} is not an address (IP:port)")))
+}
+
+fn parse_net(field: &str, s: &str) -> Result<IpNet, ConfigError> {
+    if let Ok(n) = s.parse::<IpNet>() {
+        return Ok(n.trunc());
+    }
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    Err(invalid(
+        field,
+        format!("{s:?} is not a network (address/prefix)"),
+    ))
+}
+
+fn read_secret(
+    field: &str,
+    base: &Path,
+    file: Option<&PathBuf>,
+    env: Option<&String>,
+) -> Result<Option<Secret>, ConfigError> {
+    if let Some(f) = file {
+        let path = resolve(base, f);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Secret {
+            field: field.into(),
+            path: path.clone(),
+            source,
+        })?;
+        let key = text.trim();
+        if key.is_empty() {
+            return Err(invalid(field, format!("{} is empty", path.display())));
+        }
+        return Ok(Some(Secret(key.to_string())));
+    }
+    if let Some(var) = env {
+        return match std::env::var(var) {
+            Ok(v) if !v.trim().is_empty() => Ok(Some(Secret(v.trim().to_string()))),
+            _ => Err(invalid(
+                field,
+                format!("environment variable {var} is not set"),
+            )),
+        };
+    }
+    Ok(None)
+}
+
+fn parse_url(field: &str, s: &str) -> Result<reqwest::Url, ConfigError> {
+    let u =
+        reqwest::Url::parse(s).map_err(|e| invalid(field, format!("{s:?} is not a URL: {e}")))?;
+    match u.scheme() {
+        "http" | "https" => Ok(u),
+        other => Err(invalid(
+            field,
+            format!("scheme {other:?} not supported (http or https)"),
+        )),
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+    let state_dir = resolve(base, &raw.state_dir);
+    let server = server(raw.server, base)?;
+    let resolver = resolver(raw.resolver, base)?;
+    let policy = policy(raw.policy);
+    let admin = AdminConfig {
+        listen: parse_socket("admin.listen", &raw.admin.listen, 9153)?,
+    };
+    let mut feeds = Vec::with_capacity(raw.feeds.len());
+    for (i, f) in raw.feeds.into_iter().enumerate() {
+        let f = feed(i, f, base, &policy)?;
+        if feeds.iter().any(|x: &FeedConfig| x.name == f.name) {
+            return Err(invalid(
+                format!("feed[{i}].name"),
+                format!("{:?} is used twice", f.name),
+            ));
+        }
+        feeds.push(f);
+    }
+    if feeds.len() > usize::from(u16::MAX) {
+        return Err(invalid("feed", "too many feeds"));
+    }
+    let allowlist = AllowlistConfig {
+        files: raw
+            .allowlist
+            .files
+            .iter()
+            .map(|p| resolve(base, p))
+            .collect(),
+        warninglists: raw
+            .allowlist
+            .warninglists
+            .iter()
+            .map(|p| resolve(base, p))
+            .collect(),
+    };
+    let sightings = sightings(raw.sightings, base, &state_dir)?;
+    let rpz = raw.rpz.map(|z| rpz(z, base)).transpose()?;
+    Ok(Config {
+        path: path.to_path_buf(),
+        state_dir,
+        server,
+        resolver,
+        policy,
+        admin,
+        feeds,
+        allowlist,
+        sightings,
+        rpz,
+    })
+}
+
+fn server(s: RawServer, base: &Path) -> Result<ServerConfig, ConfigError> {
+    if s.listen.is_empty() {
+        return Err(invalid("server.listen", "at least one address is needed"));
+    }
+    let listen = s
+        .listen
+        .iter()
+        .map(|a| parse_socket("server.listen", a, 53))
+        .collect::<Result<Vec<_>, _>>()?;
+    let allow = s
+        .allow
+        .iter()
+        .map(|n| parse_net("server.allow", n))
+        .collect::<Result<Vec<_>, _>>()?;
+    if allow.iter().any(|n| n.prefix_len() == 0) {
+        tracing::warn!(
+            "server.allow contains a /0 network: schild answers anyone who can reach it"
+        );
+    }
+    if !(512..=4096).contains(&s.edns_payload) {
+        return Err(invalid(
+            "server.edns_payload",
+            "must be between 512 and 4096",
+        ));
+    }
+    let tls_listen = s
+        .tls_listen
+        .iter()
+        .map(|a| parse_socket("server.tls_listen", a, 853))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !tls_listen.is_empty() && (s.tls_cert_file.is_none() || s.tls_key_file.is_none()) {
+        return Err(invalid(
+            "server.tls_listen",
+            "needs tls_cert_file and tls_key_file",
+        ));
+    }
+    if s.tcp_max_connections == 0 {
+        return Err(invalid("server.tcp_max_connections", "must be at least 1"));
+    }
+    if s.tcp_max_inflight == 0 {
+        return Err(invalid("server.tcp_max_inflight", "must be at least 1"));
+    }
+    Ok(ServerConfig {
+        listen,
+        allow,
+        edns_payload: s.edns_payload,
+        tcp_idle: Duration::from_secs(s.tcp_idle_secs.max(1)),
+        tcp_max_connections: s.tcp_max_connections,
+        tcp_max_inflight: s.tcp_max_inflight,
+        udp_sockets: s.udp_sockets,
+        tls_listen,
+        tls_cert_file: s.tls_cert_file.map(|p| resolve(base, &p)),
+        tls_key_file: s.tls_key_file.map(|p| resolve(base, &p)),
+        drain: Duration::from_secs(s.drain_secs),
+    })
+}
+
+fn resolver(r: RawResolver, base: &Path) -> Result<ResolverConfig, ConfigError> {
+    let mode = match r.mode.as_str() {
+        "recursive" => ResolverMode::Recursive,
+        "forward" => ResolverMode::Forward,
+        other => {
+            return Err(invalid(
+                "resolver.mode",
+                format!("{other:?}: expected \"recursive\" or \"forward\""),
+            ));
+        }
+    };
+    let upstreams = r
+        .upstreams
+        .iter()
+        .map(|u| parse_upstream(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    if mode == ResolverMode::Forward && upstreams.is_empty() {
+        return Err(invalid(
+            "resolver.upstreams",
+            "forward mode needs at least one upstream",
+        ));
+    }
+    if r.min_ttl_secs > r.max_ttl_secs {
+        return Err(invalid(
+            "resolver.min_ttl_secs",
+            "is larger than max_ttl_secs",
+        ));
+    }
+    if r.cache_entries == 0 {
+        return Err(invalid("resolver.cache_entries", "must be at least 1"));
+    }
+    if r.servfail_ttl_secs > MAX_SERVFAIL_TTL_SECS {
+        return Err(invalid(
+            "resolver.servfail_ttl_secs",
+            format!("must be at most {MAX_SERVFAIL_TTL_SECS} (0 turns it off)"),
+        ));
+    }
+    Ok(ResolverConfig {
+        mode,
+        upstreams,
+        root_hints: r.root_hints.map(|p| resolve(base, &p)),
+        dnssec: r.dnssec,
+        cache_entries: r.cache_entries,
+        min_ttl: Duration::from_secs(r.min_ttl_secs.into()),
+        max_ttl: Duration::from_secs(r.max_ttl_secs.into()),
+        serve_stale: r.serve_stale,
+        serve_stale_max: Duration::from_secs(r.serve_stale_max_secs),
+        timeout: Duration::from_secs(r.timeout_secs.max(1)),
+        servfail_ttl: Duration::from_secs(r.servfail_ttl_secs),
+        allow_servers: r
+            .allow_servers
+            .iter()
+            .map(|n| parse_net("resolver.allow_servers", n))
+            .collect::<Result<Vec<_>, _>>()?,
+        recursion_port: r.recursion_port,
+    })
+}
+
+fn policy(p: RawPolicy) -> PolicyConfig {
+    PolicyConfig {
+        fail_closed: p.fail_closed,
+        block_ttl: p.block_ttl_secs.unwrap_or(300),
+        sinkhole_ipv4: p.sinkhole_ipv4,
+        sinkhole_ipv6: p.sinkhole_ipv6,
+    }
+}
+
+fn feed(
+    i: usize,
+    f: RawFeed,
+    base: &Path,
+    policy: &PolicyConfig,
+) -> Result<FeedConfig, ConfigError> {
+    {
+        let field = |k: &str| format!("feed[{i}].{k}");
+        if f.name.is_empty()
+            || !f
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(invalid(
+                field("name"),
+                format!("{:?}: use letters, digits, - and _", f.name),
+            ));
+        }
+        let kind = FeedKind::parse(&f.kind).ok_or_else(|| {
+            invalid(
+                field("type"),
+                format!(
+                    "{:?}: expected misp-feed, misp-api, stix, taxii, domains, hosts or rpz",
+                    f.kind
+                ),
+            )
+        })?;
+        let location = if f.location.starts_with("http://") || f.location.starts_with("https://") {
+            Location::Url(parse_url(&field("location"), &f.location)?)
+        } else {
+            Location::Path(resolve(base, Path::new(&f.location)))
+        };
+        if matches!(kind, FeedKind::MispApi | FeedKind::Taxii)
+            && !matches!(location, Location::Url(_))
+        {
+            return Err(invalid(
+                field("location"),
+                "must be an http(s) URL for this feed type",
+            ));
+        }
+        let api_key = read_secret(
+            &field("api_key_file"),
+            base,
+            f.api_key_file.as_ref(),
+            f.api_key_env.as_ref(),
+        )?;
+        // A misp-feed key goes to the web server holding the feed; a
+        // folder on disk has no one to send it to.
+        if kind == FeedKind::MispFeed && api_key.is_some() && !matches!(location, Location::Url(_))
+        {
+            return Err(invalid(
+                field("api_key_file"),
+                "a misp-feed key is only sent to an http(s) location",
+            ));
+        }
+        if kind == FeedKind::MispApi && api_key.is_none() {
+            return Err(invalid(
+                field("api_key_file"),
+                "misp-api needs api_key_file or api_key_env",
+            ));
+        }
+        if f.action == Action::Sinkhole
+            && policy.sinkhole_ipv4.is_empty()
+            && policy.sinkhole_ipv6.is_empty()
+        {
+            return Err(invalid(
+                field("action"),
+                "sinkhole needs policy.sinkhole_ipv4 or policy.sinkhole_ipv6",
+            ));
+        }
+        if f.refresh_secs < 10 {
+            return Err(invalid(field("refresh_secs"), "must be at least 10"));
+        }
+        if f.page_limit == 0 {
+            return Err(invalid(field("page_limit"), "must be at least 1"));
+        }
+        let sightings_url = f
+            .sightings_url
+            .as_deref()
+            .map(|u| parse_url(&field("sightings_url"), u))
+            .transpose()?;
+        let sightings_key = read_secret(
+            &field("sightings_key_file"),
+            base,
+            f.sightings_key_file.as_ref(),
+            None,
+        )?;
+        if f.report_sightings && kind != FeedKind::MispApi && sightings_url.is_none() {
+            return Err(invalid(
+                field("report_sightings"),
+                "needs sightings_url for feeds that are not misp-api",
+            ));
+        }
+        Ok(FeedConfig {
+            name: f.name,
+            kind,
+            location,
+            api_key,
+            action: f.action,
+            refresh: Duration::from_secs(f.refresh_secs),
+            timeout: Duration::from_secs(f.timeout_secs.max(1)),
+            max_bytes: f.max_bytes.max(1024),
+            retries: f.retries,
+            filters: MispFilters {
+                types: f
+                    .types
+                    .unwrap_or_else(|| DEFAULT_MISP_TYPES.iter().map(|s| s.to_string()).collect()),
+                to_ids: f.to_ids,
+                published: f.published,
+                tags_include: f.tags_include,
+                tags_exclude: f.tags_exclude,
+                enforce_warninglist: f.enforce_warninglist,
+                page_limit: f.page_limit,
+                full_refresh: Duration::from_secs(f.full_refresh_secs),
+            },
+            report_sightings: f.report_sightings,
+            sightings_url,
+            sightings_key,
+        })
+    }
+}
+
+/// `[sightings]`; its defaults live in [`RawSightings`]'s `Default`, so a
+/// config without the section gets exactly what an empty section gives.
+fn sightings(
+    s: RawSightings,
+    base: &Path,
+    state_dir: &Path,
+) -> Result<SightingsConfig, ConfigError> {
+    {
+        let client_privacy = match s.client_privacy.as_str() {
+            "full" => ClientPrivacy::Full,
+            "pseudonymise" | "pseudonymize" => ClientPrivacy::Pseudonymise,
+            "omit" => ClientPrivacy::Omit,
+            other => {
+                return Err(invalid(
+                    "sightings.client_privacy",
+                    format!("{other:?}: expected \"full\", \"pseudonymise\" or \"omit\""),
+                ));
+            }
+        };
+        if s.window_secs == 0 {
+            return Err(invalid("sightings.window_secs", "must be at least 1"));
+        }
+        Ok(SightingsConfig {
+            log: resolve(state_dir, &s.log),
+            window: Duration::from_secs(s.window_secs),
+            source: s.source,
+            client_privacy,
+            log_max_bytes: s.log_max_bytes,
+            log_keep: s.log_keep,
+            spool_max_bytes: s.spool_max_bytes,
+            pseudonym_rotate: Duration::from_secs(s.pseudonym_rotate_secs.max(60)),
+            taxii_collection: s
+                .taxii_collection
+                .as_deref()
+                .map(|u| parse_url("sightings.taxii_collection", u))
+                .transpose()?,
+            taxii_key: read_secret(
+                "sightings.taxii_key_file",
+                base,
+                s.taxii_key_file.as_ref(),
+                None,
+            )?,
+        })
+    }
+}
+
+fn rpz(z: RawRpz, base: &Path) -> Result<RpzConfig, ConfigError> {
+    {
+        let zone = crate::policy::normalise(&z.zone)
+            .map_err(|e| invalid("rpz.zone", format!("{:?}: {e}", z.zone)))?
+            .into_string();
+        Ok(RpzConfig {
+            zone,
+            allow_transfer: z
+                .allow_transfer
+                .iter()
+                .map(|n| parse_net("rpz.allow_transfer", n))
+                .collect::<Result<Vec<_>, _>>()?,
+            notify: z
+                .notify
+                .iter()
+                .map(|a| parse_socket("rpz.notify", a, 53))
+                .collect::<Result<Vec<_>, _>>()?,
+            tsig_key_file: z.tsig_key_file.map(|p| resolve(base, &p)),
+            ttl: z.ttl_secs,
+            ns: z.ns,
+            email: z.email,
+            log_only: z.log_only,
+        })
+    }
+}
+
+/// `IP`, `IP:port`, `[v6]:port`, or `tls://IP[:port]#name`.
+pub(super) fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
+    if let Some(rest) = s.strip_prefix("tls://") {
+        let (addr, name) = rest.split_once('#').ok_or_else(|| {
+            invalid(
+                "resolver.upstreams",
+                format!("{s:?}: DoT needs the server name: tls://IP#name"),
+            )
+        })?;
+        let addr = parse_socket("resolver.upstreams", addr, 853)?;
+        if name.is_empty() {
+            return Err(invalid(
+                "resolver.upstreams",
+                format!("{s:?}: empty server name"),
+            ));
+        }
+        return Ok(Upstream::Tls {
+            addr,
+            name: name.to_string(),
+        });
+    }
+    Ok(Upstream::Plain(parse_socket("resolver.upstreams", s, 53)?))
+}
