@@ -6,7 +6,6 @@
 //! [`resolve`] for the upstream and [`reload`] keeping the policy fresh) ->
 //! sighting ([`hits`], later `sightings`).
 
-pub mod admin;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -14,14 +13,14 @@ pub mod error;
 pub mod exit;
 pub mod feeds;
 pub mod fs;
-pub mod hits;
 pub mod http;
-pub mod metrics;
 pub mod pipeline;
 pub mod policy;
-pub mod reload;
-pub mod resolve;
 pub mod rpz;
 pub mod server;
 pub mod sightings;
 pub mod telemetry;
+pub mod wire;
+
+#[cfg(test)]
+mod tidy;

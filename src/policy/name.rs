@@ -60,10 +60,6 @@ impl NormalName {
     pub fn into_string(self) -> String {
         self.0
     }
-    /// Number of labels.
-    pub fn label_count(&self) -> usize {
-        self.0.split('.').count()
-    }
     /// True when the name is a public suffix (`com`, `co.uk`, `github.io`…)
     /// or a single label: blocking one would take out a whole registry.
     pub fn is_public_suffix(&self) -> bool {

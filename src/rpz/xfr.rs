@@ -18,10 +18,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use hickory_server::proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::op::{Edns, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::tsig::TSIG;
 use hickory_server::proto::rr::{LowerName, RData, Record, RecordType, TSigner};
-use hickory_server::proto::serialize::binary::{BinDecoder, BinEncoder};
+use hickory_server::proto::serialize::binary::BinDecoder;
 use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use ipnet::IpNet;
@@ -33,6 +33,7 @@ use super::tsig::{self, ChainSigner, RequestAuth, TsigKey, TsigKeyError};
 use super::zone::{self, Section, Trigger, Triggers, ZoneError, ZoneSettings};
 use crate::config::Config;
 use crate::policy::Policy;
+use crate::wire::{self, message_response};
 
 /// Records per message, and the size a message is filled to. BIND and
 /// Unbound accept anything up to 64 KiB; smaller messages keep memory and
@@ -313,58 +314,32 @@ impl RpzPrimary {
                 }
             }
         });
-        let mut meta = Metadata::response_from_request(&request.metadata);
-        meta.authoritative = true;
-        ResponseInfo::from(Header {
-            metadata: meta,
-            counts: HeaderCounts::default(),
-        })
+        let mut header = wire::header_only(&request.metadata, ResponseCode::NoError);
+        header.metadata.authoritative = true;
+        ResponseInfo::from(header)
     }
 }
 
 /// Send one response; on a send failure report SERVFAIL for the logs.
 async fn send<'a, R: ResponseHandler>(
     rh: &mut R,
-    msg: hickory_server::zone_handler::MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
+    msg: message_response!('_, 'a),
     request: &Request,
 ) -> ResponseInfo {
     match rh.send_response(msg).await {
         Ok(info) => info,
         Err(error) => {
             tracing::debug!(%error, "RPZ answer not sent");
-            let mut meta = Metadata::response_from_request(&request.metadata);
-            meta.response_code = ResponseCode::ServFail;
-            ResponseInfo::from(Header {
-                metadata: meta,
-                counts: HeaderCounts::default(),
-            })
+            wire::header_only_info(&request.metadata, ResponseCode::ServFail)
         }
     }
 }
 
 /// The wire form of a response, for TSIG.
-fn encode<'a>(
-    msg: hickory_server::zone_handler::MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::with_capacity(TARGET_BYTES + 1024);
-    let mut enc = BinEncoder::new(&mut bytes);
-    enc.set_max_size(u16::MAX);
-    msg.destructive_emit(&mut enc).map_err(|e| e.to_string())?;
-    Ok(bytes)
+fn encode<'a>(msg: message_response!('_, 'a)) -> Result<Vec<u8>, String> {
+    wire::encode(msg, u16::MAX, TARGET_BYTES + 1024)
+        .map(|(bytes, _)| bytes)
+        .map_err(|e| e.to_string())
 }
 
 /// The sending end of a transfer.

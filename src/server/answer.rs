@@ -25,7 +25,6 @@ pub mod ede {
     pub const PROHIBITED: u16 = 18;
     pub const NO_REACHABLE_AUTHORITY: u16 = 22;
     pub const NETWORK_ERROR: u16 = 23;
-    pub const NOT_SUPPORTED: u16 = 21;
 }
 
 /// The EDNS option code of Extended DNS Errors.

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwapOption;
-use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, LowerQuery, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
@@ -26,11 +26,13 @@ use ipnet::IpNet;
 use tokio::sync::Notify;
 
 use super::answer::{self, ede};
-use crate::hits::{HitEvent, HitSink, Trigger};
-use crate::metrics::{Metrics, Transport, UpstreamError};
+use super::hits::HitSink;
+use super::metrics::{Metrics, Transport, UpstreamError};
+use super::resolve::{Flags, Resolved, Resolver};
 use crate::policy::{Action, Hit, Policy, Verdict, matched_suffix};
-use crate::resolve::{Flags, Resolved, Resolver};
 use crate::rpz::xfr::RpzPrimary;
+use crate::sightings::{HitEvent, Trigger};
+use crate::wire::{self, message_response};
 
 /// Settings the handler needs, taken from the configuration once.
 #[derive(Debug, Clone)]
@@ -95,8 +97,8 @@ pub struct Shared {
     pub draining: AtomicBool,
 }
 
-/// The `RequestHandler` given to hickory's `Server` (UDP) and to our own
-/// TCP and TLS loops.
+/// The `RequestHandler` our own UDP, TCP and TLS loops (`server::listen`)
+/// hand each parsed query to.
 #[derive(Clone)]
 pub struct Handler(pub Arc<Shared>);
 
@@ -122,16 +124,7 @@ struct Block {
 }
 
 fn no_response(request: &Request, rcode: ResponseCode) -> ResponseInfo {
-    let mut metadata = Metadata::new(
-        request.metadata.id,
-        MessageType::Response,
-        request.metadata.op_code,
-    );
-    metadata.response_code = rcode;
-    ResponseInfo::from(Header {
-        metadata,
-        counts: HeaderCounts::default(),
-    })
+    wire::header_only_info(&request.metadata, rcode)
 }
 
 fn transport_of(p: Protocol) -> Transport {
@@ -161,14 +154,7 @@ impl Shared {
         &self,
         request: &Request,
         rh: &mut R,
-        response: hickory_server::zone_handler::MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
+        response: message_response!('_, 'a),
     ) -> ResponseInfo {
         match rh.send_response(response).await {
             Ok(info) => {
@@ -195,6 +181,9 @@ impl Shared {
         self.send(request, rh, msg).await
     }
 
+    /// One query, in its steps: admit it (drain, RPZ transfer, ACL, EDNS,
+    /// the question), the policy on the question, resolve, the policy on
+    /// the answer, encode.
     async fn handle<R: ResponseHandler>(&self, request: &Request, mut rh: R) -> ResponseInfo {
         if self.draining.load(Ordering::Acquire) {
             return no_response(request, ResponseCode::Refused);
@@ -215,140 +204,37 @@ impl Shared {
             return rpz.handle(request, rh).await;
         }
 
-        // The response OPT: only if the client sent one; our payload cap.
-        let mut resp_edns: Option<Edns> = request.edns.as_ref().map(|req| {
-            let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().clamp(512, self.config.edns_payload));
-            e.set_version(0);
-            e.set_dnssec_ok(req.flags().dnssec_ok);
-            e
-        });
-
-        if !self.is_allowed(request.src().ip()) {
-            // schild must never be an open resolver.
-            self.metrics.acl_refused.inc();
-            if let Some(e) = resp_edns.as_mut() {
-                e.options_mut()
-                    .insert(answer::ede_option(ede::PROHIBITED, "client not allowed"));
-            }
-            return self
-                .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::Refused)
-                .await;
-        }
-        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
-            return self
-                .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::BADVERS)
-                .await;
-        }
-        match request.metadata.op_code {
-            OpCode::Query => {}
-            _ => {
+        let mut resp_edns = self.response_edns(request);
+        let query = match self.admit(request, &mut resp_edns) {
+            Ok(q) => q,
+            Err(rcode) => {
                 return self
-                    .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::NotImp)
+                    .error(request, &mut rh, resp_edns.as_ref(), rcode)
                     .await;
             }
-        }
-        let Some(query) = query.filter(|_| request.queries.len() == 1) else {
-            return self
-                .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::FormErr)
-                .await;
         };
         let qtype = query.query_type();
-        if query.query_class() != DNSClass::IN {
-            return self
-                .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::Refused)
-                .await;
-        }
-        match qtype {
-            RecordType::AXFR | RecordType::IXFR => {
-                // Only the RPZ zone is transferred (claimed above).
-                return self
-                    .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::Refused)
-                    .await;
-            }
-            RecordType::OPT => {
-                return self
-                    .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::FormErr)
-                    .await;
-            }
-            _ => {}
-        }
-        if !request.metadata.recursion_desired {
-            // A resolver, not an authority: non-recursive questions are
-            // cache snooping at best.
-            return self
-                .error(request, &mut rh, resp_edns.as_ref(), ResponseCode::Refused)
-                .await;
-        }
-
         let qname: &Name = query.original().name();
         let lower: &LowerName = query.name();
-        let client = request.src().ip();
         let hit_ctx = HitCtx {
-            client,
+            client: request.src().ip(),
             qname: lower,
             qtype,
             transport: transport.as_str(),
         };
 
-        // The policy on the query name.
-        let mut exempt = false;
-        let block = {
-            let guard = self.policy.load();
-            match guard.as_ref() {
-                None => None,
-                Some(p) => match p.lookup_labels(qname.iter()) {
-                    Verdict::Blocked(hit) => {
-                        let listed =
-                            matched_suffix(&plain_lower(qname), hit.matched_len).to_string();
-                        let owner = qname.trim_to(answer::suffix_labels(qname, hit.matched_len));
-                        let text = block_text(p, &hit, &listed, "");
-                        self.hit(p, &hit, Trigger::Name(listed), &hit_ctx);
-                        hit.action.enforces().then(|| Block {
-                            action: hit.action,
-                            soa_owner: owner,
-                            serial: p.serial(),
-                            text,
-                        })
-                    }
-                    Verdict::Allowed { .. } => {
-                        self.metrics.allowlist_overrides.inc();
-                        exempt = true;
-                        None
-                    }
-                    // Like RPZ-PASSTHRU: an allowlisted query name exempts
-                    // its whole answer, CNAME targets and addresses included.
-                    Verdict::AllowOnly(_) => {
-                        exempt = true;
-                        None
-                    }
-                    Verdict::Pass => None,
-                },
+        let exempt = match self.policy_on_question(qname, &hit_ctx) {
+            OnQuestion::Block(b) => {
+                return self
+                    .send_block(request, &mut rh, resp_edns, qname, qtype, b)
+                    .await;
             }
+            OnQuestion::Exempt => true,
+            OnQuestion::Pass => false,
         };
-        if let Some(b) = block {
-            return self
-                .send_block(request, &mut rh, resp_edns, qname, qtype, b)
-                .await;
-        }
 
         if qtype == RecordType::ANY {
-            // RFC 8482: a minimal answer instead of everything we have.
-            let mut meta = Metadata::response_from_request(&request.metadata);
-            meta.recursion_available = true;
-            let hinfo = [Record::from_rdata(
-                qname.clone(),
-                3600,
-                RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
-            )];
-            let msg = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref()).build(
-                meta,
-                hinfo.iter(),
-                [],
-                [],
-                [],
-            );
-            return self.send(request, &mut rh, msg).await;
+            return self.send_any(request, &mut rh, resp_edns, qname).await;
         }
 
         let dnssec_ok = resp_edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
@@ -359,11 +245,7 @@ impl Shared {
         let resolved = match self.resolver.resolve(lower, qtype, flags).await {
             Ok(r) => r,
             Err(failure) => {
-                let (code, text) = match failure.kind {
-                    UpstreamError::Bogus => (ede::DNSSEC_BOGUS, "DNSSEC validation failed"),
-                    UpstreamError::Timeout => (ede::NO_REACHABLE_AUTHORITY, "upstream timed out"),
-                    _ => (ede::NETWORK_ERROR, "upstream failed"),
-                };
+                let (code, text) = failure_ede(failure.kind);
                 if let Some(e) = resp_edns.as_mut() {
                     e.options_mut().insert(answer::ede_option(code, text));
                 }
@@ -390,6 +272,122 @@ impl Shared {
 
         self.send_resolved(request, &mut rh, resp_edns, qname, dnssec_ok, &resolved)
             .await
+    }
+
+    /// The response OPT: only if the client sent one; our payload cap.
+    fn response_edns(&self, request: &Request) -> Option<Edns> {
+        request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_max_payload(req.max_payload().clamp(512, self.config.edns_payload));
+            e.set_version(0);
+            e.set_dnssec_ok(req.flags().dnssec_ok);
+            e
+        })
+    }
+
+    /// The checks before any lookup: the client, the EDNS version, the
+    /// opcode and the question. `Err` is the rcode to answer with (an EDE
+    /// goes into `resp_edns` where one applies).
+    fn admit<'r>(
+        &self,
+        request: &'r Request,
+        resp_edns: &mut Option<Edns>,
+    ) -> Result<&'r LowerQuery, ResponseCode> {
+        if !self.is_allowed(request.src().ip()) {
+            // schild must never be an open resolver.
+            self.metrics.acl_refused.inc();
+            if let Some(e) = resp_edns.as_mut() {
+                e.options_mut()
+                    .insert(answer::ede_option(ede::PROHIBITED, "client not allowed"));
+            }
+            return Err(ResponseCode::Refused);
+        }
+        if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
+            return Err(ResponseCode::BADVERS);
+        }
+        if request.metadata.op_code != OpCode::Query {
+            return Err(ResponseCode::NotImp);
+        }
+        let query = request
+            .queries
+            .queries()
+            .first()
+            .filter(|_| request.queries.len() == 1)
+            .ok_or(ResponseCode::FormErr)?;
+        if query.query_class() != DNSClass::IN {
+            return Err(ResponseCode::Refused);
+        }
+        match query.query_type() {
+            // Only the RPZ zone is transferred (claimed before this).
+            RecordType::AXFR | RecordType::IXFR => return Err(ResponseCode::Refused),
+            RecordType::OPT => return Err(ResponseCode::FormErr),
+            _ => {}
+        }
+        if !request.metadata.recursion_desired {
+            // A resolver, not an authority: non-recursive questions are
+            // cache snooping at best.
+            return Err(ResponseCode::Refused);
+        }
+        Ok(query)
+    }
+
+    /// The policy on the query name.
+    fn policy_on_question(&self, qname: &Name, ctx: &HitCtx<'_>) -> OnQuestion {
+        let guard = self.policy.load();
+        let Some(p) = guard.as_ref() else {
+            return OnQuestion::Pass;
+        };
+        match p.lookup_labels(qname.iter()) {
+            Verdict::Blocked(hit) => {
+                let listed = matched_suffix(&plain_lower(qname), hit.matched_len).to_string();
+                let owner = qname.trim_to(answer::suffix_labels(qname, hit.matched_len));
+                let text = block_text(p, &hit, &listed, "");
+                self.hit(p, &hit, Trigger::Name(listed), ctx);
+                if hit.action.enforces() {
+                    OnQuestion::Block(Block {
+                        action: hit.action,
+                        soa_owner: owner,
+                        serial: p.serial(),
+                        text,
+                    })
+                } else {
+                    OnQuestion::Pass
+                }
+            }
+            Verdict::Allowed { .. } => {
+                self.metrics.allowlist_overrides.inc();
+                OnQuestion::Exempt
+            }
+            // Like RPZ-PASSTHRU: an allowlisted query name exempts its
+            // whole answer, CNAME targets and addresses included.
+            Verdict::AllowOnly(_) => OnQuestion::Exempt,
+            Verdict::Pass => OnQuestion::Pass,
+        }
+    }
+
+    /// RFC 8482: a minimal answer to ANY instead of everything we have.
+    async fn send_any<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        rh: &mut R,
+        resp_edns: Option<Edns>,
+        qname: &Name,
+    ) -> ResponseInfo {
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.recursion_available = true;
+        let hinfo = [Record::from_rdata(
+            qname.clone(),
+            3600,
+            RData::HINFO(HINFO::new("RFC8482".into(), String::new())),
+        )];
+        let msg = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref()).build(
+            meta,
+            hinfo.iter(),
+            [],
+            [],
+            [],
+        );
+        self.send(request, rh, msg).await
     }
 
     /// The first enforcing hit among the answer's CNAME targets and
@@ -554,6 +552,25 @@ impl Shared {
             [],
         );
         self.send(request, rh, msg).await
+    }
+}
+
+/// What the policy on the question decided.
+enum OnQuestion {
+    /// Answer with the block instead of resolving.
+    Block(Block),
+    /// An allowlisted name: resolve, and exempt the whole answer.
+    Exempt,
+    /// Resolve, then apply the policy to the answer.
+    Pass,
+}
+
+/// The EDE of a failed resolution (RFC 8914).
+fn failure_ede(kind: UpstreamError) -> (u16, &'static str) {
+    match kind {
+        UpstreamError::Bogus => (ede::DNSSEC_BOGUS, "DNSSEC validation failed"),
+        UpstreamError::Timeout => (ede::NO_REACHABLE_AUTHORITY, "upstream timed out"),
+        _ => (ede::NETWORK_ERROR, "upstream failed"),
     }
 }
 

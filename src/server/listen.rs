@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
+use hickory_proto::op::{Header, MessageType, ResponseCode};
 use hickory_proto::rr::Record;
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::NetError;
@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handler::Handler;
+use crate::wire;
 
 /// The sockets of one `server.listen` address.
 pub struct Bound {
@@ -285,6 +286,7 @@ struct DatagramResponder {
 impl ResponseHandler for DatagramResponder {
     async fn send_response<'a>(
         &mut self,
+        // The trait's own signature: async_trait reads it before macros expand.
         response: MessageResponse<
             '_,
             'a,
@@ -295,14 +297,8 @@ impl ResponseHandler for DatagramResponder {
         >,
     ) -> Result<ResponseInfo, NetError> {
         let max = response.edns().map_or(512, |e| e.max_payload().max(512));
-        let mut msg = Vec::with_capacity(512);
-        let info = {
-            let mut enc = BinEncoder::new(&mut msg);
-            enc.set_max_size(max);
-            response
-                .destructive_emit(&mut enc)
-                .map_err(|e| NetError::from(e.to_string()))?
-        };
+        let (msg, info) =
+            wire::encode(response, max, 512).map_err(|e| NetError::from(e.to_string()))?;
         self.socket
             .send_to(&msg, self.dst)
             .await
@@ -321,6 +317,7 @@ struct StreamResponder {
 impl ResponseHandler for StreamResponder {
     async fn send_response<'a>(
         &mut self,
+        // The trait's own signature: async_trait reads it before macros expand.
         response: MessageResponse<
             '_,
             'a,
@@ -330,15 +327,9 @@ impl ResponseHandler for StreamResponder {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let mut msg = Vec::with_capacity(512);
-        let info = {
-            let mut enc = BinEncoder::new(&mut msg);
-            // The two-octet length prefix caps a message at 65535 octets.
-            enc.set_max_size(u16::MAX);
-            response
-                .destructive_emit(&mut enc)
-                .map_err(|e| NetError::from(e.to_string()))?
-        };
+        // The two-octet length prefix caps a message at 65535 octets.
+        let (msg, info) =
+            wire::encode(response, u16::MAX, 512).map_err(|e| NetError::from(e.to_string()))?;
         let buf = framed(&msg);
         self.tx
             .send(buf)
@@ -469,12 +460,7 @@ fn formerr_reply(handler: &Handler, src: SocketAddr, msg: &[u8]) -> Option<Vec<u
     if !handler.0.is_allowed(src.ip()) || header.metadata.message_type == MessageType::Response {
         return None;
     }
-    let mut metadata = Metadata::response_from_request(&header.metadata);
-    metadata.response_code = ResponseCode::FormErr;
-    let header = Header {
-        metadata,
-        counts: HeaderCounts::default(),
-    };
+    let header = wire::header_only(&header.metadata, ResponseCode::FormErr);
     let mut reply = Vec::with_capacity(12);
     header.emit(&mut BinEncoder::new(&mut reply)).ok()?;
     handler.0.metrics.response(ResponseCode::FormErr);

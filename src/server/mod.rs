@@ -8,9 +8,14 @@
 //! SIGTERM (or SIGINT) stops answering new queries, lets the ones in flight
 //! finish (up to `server.drain_secs`) and exits 0.
 
+pub mod admin;
 pub mod answer;
 pub mod handler;
+pub mod hits;
 pub mod listen;
+pub mod metrics;
+pub mod reload;
+pub mod resolve;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,17 +26,17 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::error::error_chain;
 use crate::exit;
-use crate::hits::{self, HitSink};
-use crate::metrics::Metrics;
-use crate::reload::Refresher;
-use crate::resolve::Resolver;
 use crate::sightings::Sightings;
+use admin::AdminState;
 use handler::{Handler, HandlerConfig, InFlight, Shared};
+use hits::HitSink;
 use listen::StreamLimits;
+use metrics::Metrics;
+use reload::Refresher;
+use resolve::Resolver;
 
 /// Hits waiting for the consumer before new ones are dropped (and counted).
 const HIT_QUEUE: usize = 16_384;

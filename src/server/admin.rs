@@ -18,8 +18,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
-use crate::reload::Refresher;
-use crate::server::handler::Shared;
+use super::handler::Shared;
+use super::reload::Refresher;
 
 /// What the admin endpoints look at.
 #[derive(Clone)]

@@ -40,8 +40,8 @@ use hickory_resolver::recursor::{DnssecConfig, DnssecPolicy, Recursor, RecursorO
 use hickory_resolver::{ConnectionProvider, PoolContext, TokioResolver};
 use tokio::sync::watch;
 
+use super::metrics::{Metrics, UpstreamError};
 use crate::config::{ResolverConfig, ResolverMode, Upstream as UpstreamAddr};
-use crate::metrics::{Metrics, UpstreamError};
 
 /// TTL of an answer served stale (RFC 8767 recommends 30 seconds).
 const STALE_TTL: u32 = 30;

@@ -15,10 +15,10 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::Metrics;
 use crate::config::Config;
 use crate::error::error_chain;
 use crate::feeds::Puller;
-use crate::metrics::Metrics;
 use crate::pipeline::{self, CompileOutcome, Pull};
 use crate::policy::{ArtifactError, FetchStatus, Policy};
 use crate::rpz::xfr::RpzPrimary;

@@ -1,0 +1,281 @@
+//! The sightings task: takes hits from the queue, writes the local record,
+//! folds hits on one indicator within a window into one sighting, and
+//! spools each new sighting before counting it as recorded.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::log::{self, HitLog, LogLine, Pseudonymiser};
+use super::report::Target;
+use super::reporter::Reporter;
+use super::spool::{Sighting, Spool, SpoolError};
+use super::{HitEvent, Metrics, TAXII_TARGET, Trigger, identity, targets};
+use crate::clock::unix;
+use crate::config::{Config, FeedKind, SightingsConfig};
+
+/// The running sightings subsystem.
+pub struct Sightings {
+    settings: SightingsConfig,
+    feed_targets: HashMap<String, Target>,
+    feed_kinds: HashMap<String, FeedKind>,
+    spool: Arc<Mutex<Spool>>,
+    log: HitLog,
+    pseudo: Pseudonymiser,
+    windows: HashMap<(String, String), u64>,
+    unspooled: Vec<Sighting>,
+    metrics: Metrics,
+    wake: Arc<Notify>,
+}
+
+impl Sightings {
+    /// Open the spool and the log. Fails when the spool cannot be opened:
+    /// the caller decides whether to serve without sightings.
+    pub fn open(config: &Config, metrics: Metrics) -> Result<Sightings, SpoolError> {
+        let settings = config.sightings.clone();
+        let spool = Spool::open(&config.spool_dir(), settings.spool_max_bytes)?;
+        let log = HitLog::new(
+            settings.log.clone(),
+            settings.log_max_bytes,
+            settings.log_keep,
+            Duration::from_secs(86_400),
+        );
+        let pseudo = Pseudonymiser::new(
+            settings.client_privacy,
+            config.pseudonym_key_path(),
+            settings.pseudonym_rotate,
+        );
+        Ok(Sightings {
+            feed_targets: targets(config),
+            feed_kinds: config
+                .feeds
+                .iter()
+                .map(|f| (f.name.clone(), f.kind))
+                .collect(),
+            settings,
+            spool: Arc::new(Mutex::new(spool)),
+            log,
+            pseudo,
+            windows: HashMap::new(),
+            unspooled: Vec::new(),
+            metrics,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Run until `cancel`, then drain what is queued. Spawns the reporter.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<HitEvent>, cancel: CancellationToken) {
+        let reporter = Reporter {
+            spool: self.spool.clone(),
+            targets: self.feed_targets.clone(),
+            source: self.settings.source.clone(),
+            identity: identity(&self.settings.source),
+            metrics: self.metrics.clone(),
+            wake: self.wake.clone(),
+        };
+        let rcancel = cancel.clone();
+        let reporter = tokio::spawn(reporter.run(rcancel));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                hit = rx.recv() => match hit {
+                    Some(hit) => {
+                        let mut batch = vec![hit];
+                        while batch.len() < 1024 {
+                            match rx.try_recv() {
+                                Ok(h) => batch.push(h),
+                                Err(_) => break,
+                            }
+                        }
+                        self.process(batch);
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => self.housekeeping(),
+                _ = cancel.cancelled() => {
+                    // Take what the handler already queued.
+                    let mut batch = Vec::new();
+                    while let Ok(h) = rx.try_recv() {
+                        batch.push(h);
+                    }
+                    self.process(batch);
+                    break;
+                }
+            }
+        }
+        self.housekeeping();
+        let _ = self.log.flush();
+        let _ = reporter.await;
+    }
+
+    /// Record a batch of hits: log lines, then new sightings to the spool.
+    pub fn process(&mut self, batch: Vec<HitEvent>) {
+        if batch.is_empty() {
+            return;
+        }
+        let window_secs = self.settings.window.as_secs().max(1);
+        let mut new = std::mem::take(&mut self.unspooled);
+        for hit in &batch {
+            self.write_log(hit);
+            let t = unix(hit.at);
+            let window = t - t % window_secs;
+            let value = match &hit.trigger {
+                Trigger::Name(n) => n.clone(),
+                Trigger::Ip(ip) => ip.to_string(),
+            };
+            for p in hit.policy.provenance_of(hit.set) {
+                let Some(feed) = hit.policy.feed(p.feed) else {
+                    continue;
+                };
+                let mut targets = Vec::new();
+                if self.feed_targets.contains_key(&feed.name) {
+                    targets.push(feed.name.clone());
+                }
+                let stix = matches!(
+                    self.feed_kinds.get(&feed.name),
+                    Some(FeedKind::Stix | FeedKind::Taxii)
+                );
+                if stix
+                    && p.attribute_uuid.is_some()
+                    && self.feed_targets.contains_key(TAXII_TARGET)
+                {
+                    targets.push(TAXII_TARGET.to_string());
+                }
+                for target in targets {
+                    let ioc = p.attribute_uuid.clone().unwrap_or_else(|| value.clone());
+                    let key = (target.clone(), ioc);
+                    if self.windows.get(&key) == Some(&window) {
+                        continue; // already a sighting for this window
+                    }
+                    self.windows.insert(key, window);
+                    new.push(Sighting {
+                        id: 0,
+                        target,
+                        kind: "0".into(),
+                        uuid: p.attribute_uuid.clone(),
+                        value: value.clone(),
+                        first_seen: t,
+                        last_seen: t,
+                        count: 1,
+                        window,
+                    });
+                }
+            }
+        }
+        // The log is flushed on the one-second tick (and when its buffer
+        // fills), not per batch: under a flood of hits, a write per batch
+        // cost a syscall per two answers. The spool, not the log, is what
+        // must be durable.
+        self.spool_new(new);
+    }
+
+    fn spool_new(&mut self, new: Vec<Sighting>) {
+        if new.is_empty() {
+            return;
+        }
+        let n = new.len();
+        let result = match self.spool.lock() {
+            Ok(mut sp) => sp.append(new.clone()).map(|_| sp.merges()),
+            Err(_) => Err(SpoolError::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other("spool lock poisoned"),
+            }),
+        };
+        match result {
+            Ok(_) => {
+                self.metrics.recorded.inc_by(n as u64);
+                self.wake.notify_one();
+            }
+            Err(e) => {
+                // Kept in memory and retried every second; not counted as
+                // recorded until it is on disk.
+                tracing::error!(error = %crate::error::error_chain(&e), pending = n, "cannot write sightings to the spool; retrying");
+                self.unspooled = new;
+            }
+        }
+    }
+
+    fn write_log(&mut self, hit: &HitEvent) {
+        let prov = hit.policy.provenance_of(hit.set).next();
+        let feed = prov
+            .and_then(|p| hit.policy.feed(p.feed))
+            .map(|f| f.name.as_str())
+            .unwrap_or("");
+        let event = prov.and_then(|p| hit.policy.event(p));
+        let ioc = match &hit.trigger {
+            Trigger::Name(n) => n.clone(),
+            Trigger::Ip(ip) => ip.to_string(),
+        };
+        let line = LogLine {
+            time: log::rfc3339(hit.at),
+            client: self.pseudo.client(hit.client),
+            qname: &hit.qname,
+            qtype: qtype_name(hit.qtype),
+            transport: hit.transport,
+            action: hit.action.as_str(),
+            ioc,
+            feed,
+            event_uuid: event.map(|e| e.uuid.as_str()),
+            event_info: event.map(|e| e.info.as_str()),
+            attribute_uuid: prov.and_then(|p| p.attribute_uuid.as_deref()),
+            tags: prov.map(|p| p.tags.as_slice()).unwrap_or(&[]),
+        };
+        match self.log.write(&line) {
+            Ok(()) => self.metrics.logged.inc(),
+            Err(e) => {
+                tracing::error!(file = %self.log.path().display(), error = %e, "cannot write the sightings log")
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        if let Err(e) = self.log.flush() {
+            tracing::error!(file = %self.log.path().display(), error = %e, "cannot write the sightings log");
+        }
+        if !self.unspooled.is_empty() {
+            let again = std::mem::take(&mut self.unspooled);
+            self.spool_new(again);
+        }
+        if let Ok(mut sp) = self.spool.lock() {
+            match sp.import_inbox() {
+                Ok(n) if n > 0 => {
+                    self.metrics.recorded.inc_by(n as u64);
+                    self.wake.notify_one();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %crate::error::error_chain(&e), "cannot import sightings inbox")
+                }
+            }
+            update_gauges(&sp, &self.metrics);
+        }
+        // Forget windows that have ended.
+        let now = unix(SystemTime::now());
+        let w = self.settings.window.as_secs().max(1);
+        self.windows.retain(|_, start| *start + w > now);
+    }
+}
+
+pub(super) fn update_gauges(sp: &Spool, m: &Metrics) {
+    m.pending.set(sp.pending_count() as i64);
+    m.spool_bytes.set(sp.bytes() as i64);
+    let now = unix(SystemTime::now());
+    m.oldest_pending_age.set(
+        sp.oldest_pending()
+            .map(|t| now.saturating_sub(t) as i64)
+            .unwrap_or(0),
+    );
+    let merges = sp.merges();
+    let seen = m.merged.get();
+    if merges > seen {
+        m.merged.inc_by(merges - seen);
+    }
+}
+
+fn qtype_name(t: u16) -> String {
+    hickory_proto::rr::RecordType::from(t).to_string()
+}
