@@ -116,9 +116,14 @@ impl Compiler {
     }
 
     /// Add an allowlist entry (a name, `*.name`, or for `Exact` scope one
-    /// name). Returns an error text for a value that is not a name.
-    pub fn allow(&mut self, source: u32, value: &str, scope: AllowScope) -> Result<(), String> {
-        let parsed = name::parse_name(value).map_err(|e| e.to_string())?;
+    /// name). Fails for a value that is not a name.
+    pub fn allow(
+        &mut self,
+        source: u32,
+        value: &str,
+        scope: AllowScope,
+    ) -> Result<(), name::NameError> {
+        let parsed = name::parse_name(value)?;
         let key = parsed.name.into_string();
         // A wider scope wins over a narrower one for the same name.
         let entry = self.allow_names.entry(key).or_insert((scope, source));

@@ -18,6 +18,8 @@
 
 use std::path::{Path, PathBuf};
 
+use hickory_server::proto::ProtoError;
+use hickory_server::proto::dnssec::DnsSecError;
 use hickory_server::proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError, make_tsig_record};
 use hickory_server::proto::rr::{Name, Record};
 use hickory_server::proto::rr::{TSigResponseContext, TSigner};
@@ -36,6 +38,15 @@ pub enum TsigKeyError {
     },
     #[error("TSIG key file {path}: {what}")]
     Format { path: PathBuf, what: String },
+}
+
+/// Signing a message of a transfer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("cannot sign the message")]
+    Encode(#[from] ProtoError),
+    #[error("cannot sign the message")]
+    Mac(#[from] DnsSecError),
 }
 
 /// A TSIG key. The secret is never printed.
@@ -121,14 +132,13 @@ impl TsigKey {
         })
     }
 
-    pub fn signer(&self) -> Result<TSigner, String> {
+    pub fn signer(&self) -> Result<TSigner, DnsSecError> {
         TSigner::new(
             self.secret.clone(),
             self.algorithm.clone(),
             self.name.clone(),
             FUDGE_SECS,
         )
-        .map_err(|e| e.to_string())
     }
 }
 
@@ -269,7 +279,7 @@ impl ChainSigner {
 
     /// The TSIG record for the next message, given its encoding without
     /// the TSIG record (ARCOUNT not counting it).
-    pub fn sign(&mut self, message: &[u8]) -> Result<Box<Record<TSIG>>, String> {
+    pub fn sign(&mut self, message: &[u8]) -> Result<Box<Record<TSIG>>, SignError> {
         let record = if self.first {
             let ctx = TSigResponseContext::new(
                 self.original_id,
@@ -278,7 +288,7 @@ impl ChainSigner {
                 std::mem::take(&mut self.prior_mac),
                 None,
             );
-            ctx.sign(message).map_err(|e| e.to_string())?
+            ctx.sign(message)?
         } else {
             // RFC 8945 §5.3.1: prior MAC, message, then only the timers.
             let mut tbs = Vec::with_capacity(message.len() + self.prior_mac.len() + 10);
@@ -292,8 +302,8 @@ impl ChainSigner {
                 enc.emit_u16(self.signer.fudge())?;
                 Ok(())
             };
-            emit(&mut enc).map_err(|e| e.to_string())?;
-            let mac = self.signer.sign(&tbs).map_err(|e| e.to_string())?;
+            emit(&mut enc)?;
+            let mac = self.signer.sign(&tbs)?;
             Box::new(make_tsig_record(
                 self.signer.signer_name().clone(),
                 TSIG::new(

@@ -47,10 +47,29 @@ pub enum RpzError {
     Zone(#[from] ZoneError),
     #[error(transparent)]
     Key(#[from] TsigKeyError),
-    #[error("the TSIG key cannot be used: {0}")]
-    Signer(String),
+    #[error("the TSIG key cannot be used")]
+    Signer(#[source] hickory_server::proto::dnssec::DnsSecError),
     #[error(transparent)]
     Journal(#[from] JournalError),
+}
+
+/// Why a transfer (or a signed answer) was cut short.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    #[error("cannot encode a message")]
+    Encode(#[source] hickory_server::proto::ProtoError),
+    #[error(transparent)]
+    Sign(#[from] tsig::SignError),
+    #[error("the client is gone")]
+    Send(#[source] hickory_server::net::NetError),
+    #[error("the policy's name index is damaged")]
+    IndexDamaged,
+    #[error("cannot read journal {path}")]
+    Journal {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The RPZ primary. Shared by all requests; [`RpzPrimary::update`] swaps
@@ -266,10 +285,10 @@ impl RpzPrimary {
                     &[],
                     &[],
                 );
-                match encode(unsigned).and_then(|b| c.sign(&b)) {
+                match encode(unsigned).and_then(|b| Ok(c.sign(&b)?)) {
                     Ok(sig) => msg.set_signature(sig),
                     Err(error) => {
-                        tracing::error!(%error, "cannot sign an RPZ answer");
+                        tracing::error!(error = %crate::error::error_chain(&error), "cannot sign an RPZ answer");
                         return send(&mut response_handle, reply(ResponseCode::ServFail), request)
                             .await;
                     }
@@ -310,7 +329,7 @@ impl RpzPrimary {
                     tracing::info!(%client, serial, kind, messages = out.messages, records = out.records, "RPZ transfer done")
                 }
                 Err(error) => {
-                    tracing::warn!(%client, serial, kind, messages = out.messages, %error, "RPZ transfer aborted")
+                    tracing::warn!(%client, serial, kind, messages = out.messages, error = %crate::error::error_chain(&error), "RPZ transfer aborted")
                 }
             }
         });
@@ -336,10 +355,10 @@ async fn send<'a, R: ResponseHandler>(
 }
 
 /// The wire form of a response, for TSIG.
-fn encode<'a>(msg: message_response!('_, 'a)) -> Result<Vec<u8>, String> {
+fn encode<'a>(msg: message_response!('_, 'a)) -> Result<Vec<u8>, TransferError> {
     wire::encode(msg, u16::MAX, TARGET_BYTES + 1024)
         .map(|(bytes, _)| bytes)
-        .map_err(|e| e.to_string())
+        .map_err(TransferError::Encode)
 }
 
 /// The sending end of a transfer.
@@ -353,7 +372,7 @@ struct Out<R> {
 }
 
 impl<R: ResponseHandler> Out<R> {
-    async fn send(&mut self, records: &[Record]) -> Result<(), String> {
+    async fn send(&mut self, records: &[Record]) -> Result<(), TransferError> {
         let signature: Option<Box<Record<TSIG>>> = match self.chain.as_mut() {
             Some(c) => {
                 let unsigned = MessageResponseBuilder::new(&self.queries, None).build(
@@ -382,7 +401,7 @@ impl<R: ResponseHandler> Out<R> {
         self.rh
             .send_response(msg)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(TransferError::Send)?;
         self.messages += 1;
         self.records += records.len() as u64;
         Ok(())
@@ -418,7 +437,10 @@ impl Batch {
             self.bytes += r.name.len() + 12 + rdata_len(r);
         }
     }
-    async fn flush_if_full<R: ResponseHandler>(&mut self, out: &mut Out<R>) -> Result<(), String> {
+    async fn flush_if_full<R: ResponseHandler>(
+        &mut self,
+        out: &mut Out<R>,
+    ) -> Result<(), TransferError> {
         if self.full() {
             out.send(&self.records).await?;
             self.records.clear();
@@ -444,7 +466,7 @@ async fn axfr<R: ResponseHandler>(
     settings: &ZoneSettings,
     serial: u32,
     out: &mut Out<R>,
-) -> Result<(), String> {
+) -> Result<(), TransferError> {
     let mut batch = Batch::new();
     batch.push(settings.soa(serial));
     batch.push(settings.ns_record());
@@ -456,7 +478,7 @@ async fn axfr<R: ResponseHandler>(
     if walk.index_damaged {
         // Never end a transfer that lacks names with the closing SOA: the
         // secondary would take it for the whole zone.
-        return Err("the policy's name index is damaged".into());
+        return Err(TransferError::IndexDamaged);
     }
     batch.push(settings.soa(serial));
     out.send(&batch.records).await
@@ -467,14 +489,17 @@ async fn ixfr<R: ResponseHandler>(
     serial: u32,
     steps: &[(u32, u32, std::path::PathBuf)],
     out: &mut Out<R>,
-) -> Result<(), String> {
+) -> Result<(), TransferError> {
     let mut batch = Batch::new();
     batch.push(settings.soa(serial));
     for (from, to, path) in steps {
         for (added, soa) in [(false, *from), (true, *to)] {
             batch.push(settings.soa(soa));
-            let changes = journal::read_changes(path, added)
-                .map_err(|e| format!("journal {}: {e}", path.display()))?;
+            let changes =
+                journal::read_changes(path, added).map_err(|source| TransferError::Journal {
+                    path: path.clone(),
+                    source,
+                })?;
             for t in changes {
                 batch.push_trigger(settings, &t);
                 batch.flush_if_full(out).await?;

@@ -87,7 +87,10 @@ async fn reload(State(s): State<AdminState>) -> impl IntoResponse {
         ),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            format!("reload failed, the previous policy stays in place: {e}\n"),
+            format!(
+                "reload failed, the previous policy stays in place: {}\n",
+                crate::error::error_chain(&e)
+            ),
         ),
     }
 }

@@ -46,7 +46,7 @@ pub async fn run(config: Config) -> i32 {
     if let Some(path) = config.rpz.as_ref().and_then(|r| r.tsig_key_file.as_ref()) {
         let usable = crate::rpz::tsig::TsigKey::load(path)
             .map_err(|e| error_chain(&e))
-            .and_then(|k| k.signer().map(|_| ()));
+            .and_then(|k| k.signer().map(|_| ()).map_err(|e| error_chain(&e)));
         if let Err(error) = usable {
             tracing::error!(%error, "rpz.tsig_key_file cannot be used");
             return exit::CONFIG;
@@ -79,7 +79,7 @@ pub async fn run(config: Config) -> i32 {
         tracing::info!("no usable artifact in state_dir: compiling the feeds now");
         if let Err(error) = refresher.refresh("start").await {
             if config.policy.fail_closed {
-                tracing::error!(%error, "no policy could be loaded and policy.fail_closed is set: not starting");
+                tracing::error!(error = %error_chain(&error), "no policy could be loaded and policy.fail_closed is set: not starting");
                 return exit::UNAVAILABLE;
             }
             tracing::error!(

@@ -19,9 +19,22 @@ use super::metrics::Metrics;
 use crate::config::Config;
 use crate::error::error_chain;
 use crate::feeds::Puller;
-use crate::pipeline::{self, CompileOutcome, Pull};
+use crate::pipeline::{self, CompileOutcome, PipelineError, Pull};
 use crate::policy::{ArtifactError, FetchStatus, Policy};
 use crate::rpz::xfr::RpzPrimary;
+
+/// Why a refresh changed nothing (the previous policy, if any, stays).
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("cannot start the compile runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Compile(#[from] PipelineError),
+    #[error("cannot load the new artifact")]
+    Load(#[source] ArtifactError),
+    #[error("the compile task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
 
 /// What a successful refresh installed.
 #[derive(Debug, Clone)]
@@ -142,40 +155,36 @@ impl Refresher {
     }
 
     /// Pull, compile, load and swap in. Waits for a compile already running.
-    pub async fn refresh(&self, why: &'static str) -> Result<Refreshed, String> {
+    pub async fn refresh(&self, why: &'static str) -> Result<Refreshed, RefreshError> {
         self.refresh_with(why, Pull::Fetch).await
     }
 
     /// Recompile from the feeds' last good copies (no network): for a
     /// change of the allowlist, which must apply at once.
-    pub async fn recompile(&self, why: &'static str) -> Result<Refreshed, String> {
+    pub async fn recompile(&self, why: &'static str) -> Result<Refreshed, RefreshError> {
         self.refresh_with(why, Pull::CachedOnly).await
     }
 
-    async fn refresh_with(&self, why: &'static str, pull: Pull) -> Result<Refreshed, String> {
+    async fn refresh_with(&self, why: &'static str, pull: Pull) -> Result<Refreshed, RefreshError> {
         let _one_at_a_time = self.lock.lock().await;
         tracing::info!(why, "refreshing the policy");
         let config = self.config.clone();
         let puller = self.puller.clone();
         // Compiling is CPU and file work: keep it off the threads that
         // answer queries, on a runtime of its own (feeds may use HTTP).
-        let joined =
-            tokio::task::spawn_blocking(move || -> Result<(CompileOutcome, Policy), String> {
+        let joined = tokio::task::spawn_blocking(
+            move || -> Result<(CompileOutcome, Policy), RefreshError> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| format!("cannot start the compile runtime: {e}"))?;
-                let outcome = rt
-                    .block_on(pipeline::compile_with(&config, &puller, pull))
-                    .map_err(|e| error_chain(&e))?;
-                let policy = Policy::load(&outcome.path).map_err(|e| error_chain(&e))?;
+                    .map_err(RefreshError::Runtime)?;
+                let outcome = rt.block_on(pipeline::compile_with(&config, &puller, pull))?;
+                let policy = Policy::load(&outcome.path).map_err(RefreshError::Load)?;
                 Ok((outcome, policy))
-            })
-            .await;
-        let result = match joined {
-            Ok(r) => r,
-            Err(e) => Err(format!("the compile task failed: {e}")),
-        };
+            },
+        )
+        .await;
+        let result = joined.unwrap_or_else(|e| Err(RefreshError::Task(e)));
         match result {
             Ok((outcome, policy)) => {
                 let mut failed_feeds = Vec::new();
@@ -212,10 +221,11 @@ impl Refresher {
             }
             Err(error) => {
                 self.metrics.refresh_failures.inc();
+                let text = error_chain(&error);
                 if self.store.load().is_some() {
-                    tracing::error!(why, %error, "policy refresh failed; the previous policy stays in place");
+                    tracing::error!(why, error = %text, "policy refresh failed; the previous policy stays in place");
                 } else {
-                    tracing::error!(why, %error, "policy refresh failed and NO POLICY IS LOADED: answers are NOT filtered");
+                    tracing::error!(why, error = %text, "policy refresh failed and NO POLICY IS LOADED: answers are NOT filtered");
                 }
                 Err(error)
             }
