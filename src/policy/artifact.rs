@@ -209,9 +209,15 @@ impl AsRef<[u8]> for Section {
 
 /// The artifact's parts after verification.
 pub(crate) struct Parts {
-    pub fst: fst::Map<Section>,
+    /// The name index's bytes (the `fst` crate's format). Only our
+    /// bounds-checked walker reads them (`policy::index`): no `fst::Map`
+    /// is kept, since its reader trusts the bytes and could panic on
+    /// damage that the checksum does not catch.
+    pub index: Section,
     /// Address of the index's root node (from the fst footer).
     pub root: usize,
+    /// Number of keys (from the fst footer).
+    pub names: usize,
     pub set_meta: Section,
     pub set_offsets: Section,
     pub set_items: Section,
@@ -322,10 +328,12 @@ fn verify(bytes: Bytes, path: &Path) -> Result<Parts, ArtifactError> {
         postcard::from_bytes(meta_s.as_ref()).map_err(|e| corrupt(&format!("metadata: {e}")))?;
     // `fst` checks the index's header and footer; our walker checks the rest
     // as it goes.
-    let fst = fst::Map::new(fst_s).map_err(|e| corrupt(&format!("name index: {e}")))?;
+    let names = fst::raw::Fst::new(fst_s.as_ref())
+        .map_err(|e| corrupt(&format!("name index: {e}")))?
+        .len();
     // The root address from the footer, read here: `fst`'s `root()` would
     // decode the root node, trusting its bytes (the fuzz target found it).
-    let root = index_root(fst.as_fst().as_bytes());
+    let root = index_root(fst_s.as_ref());
     if set_meta.len % 4 != 0 || set_offsets.len % 4 != 0 || set_items.len % 4 != 0 {
         return Err(corrupt("set table not a whole number of entries"));
     }
@@ -355,8 +363,9 @@ fn verify(bytes: Bytes, path: &Path) -> Result<Parts, ArtifactError> {
     let file_len = b.len();
     Ok(Parts {
         bytes: bytes.clone(),
-        fst,
+        index: fst_s,
         root,
+        names,
         set_meta,
         set_offsets,
         set_items,

@@ -464,6 +464,23 @@ impl fmt::Debug for Index<'_> {
 }
 
 /// One decoded node.
+///
+/// # The arithmetic on a view
+///
+/// A `View` is only made by `view` / `view_one` / `view_any`, which compute
+/// `end` with `checked_sub` from everything the node holds below its state
+/// byte: `end = addr - head - index - ntrans - ntrans * tsize - outputs`
+/// (for `One`: `addr - head - tsize - osize`; `tsize` and `osize` are at
+/// most 8). A view that would underflow is never made (the walk ends).
+/// So for every view `addr >= head + index + ntrans * (1 + tsize) + outs`,
+/// and the plain subtractions in `trans`, `input` and `find`
+/// (`addr - head - tsize`, `addr - head - index - ntrans`, and
+/// `addr - head - 256 + b` with `index == 256`) cannot underflow; `debug_assert!`s restate it. Every read
+/// goes through `byte` / `uint`, which are bounds-checked (`slice::get`), so
+/// an offset that is wrong because the bytes are damaged reads `None` and
+/// ends the walk: it never panics and never reads outside the index. The
+/// output sums use `wrapping_add`, as the `fst` crate does: a damaged
+/// index can give a wrong value, never a panic.
 #[derive(Clone, Copy)]
 struct View {
     /// First byte of the node.
@@ -622,6 +639,7 @@ impl<'a> Index<'a> {
             Kind::Empty => None,
             Kind::Next { .. } => Some((v.end.checked_sub(1)?, 0)),
             Kind::One { .. } => {
+                debug_assert!(v.addr >= v.head + v.tsize + v.osize);
                 let at = v.addr - v.head - v.tsize;
                 let d = self.uint(at, v.tsize)? as usize;
                 let out = if v.osize == 0 {
@@ -632,6 +650,7 @@ impl<'a> Index<'a> {
                 Some((self.target(v.end, d)?, out))
             }
             Kind::Any => {
+                debug_assert!(v.addr >= v.head + v.index + v.ntrans);
                 let base = v.addr - v.head - v.index - v.ntrans;
                 let at = base.checked_sub((i + 1) * v.tsize)?;
                 let d = self.uint(at, v.tsize)? as usize;
@@ -674,6 +693,7 @@ impl<'a> Index<'a> {
             Kind::Empty => None,
             Kind::Next { inp } | Kind::One { inp } => (inp == b).then_some(0),
             Kind::Any if v.index > 0 => {
+                debug_assert!(v.index == 256 && v.addr >= v.head + 256);
                 let i = self.byte(v.addr - v.head - 256 + b as usize)? as usize;
                 (i < v.ntrans).then_some(i)
             }

@@ -135,18 +135,18 @@ impl Policy {
 
     /// Number of distinct names in the index (blocked and allowlisted).
     pub fn name_count(&self) -> usize {
-        self.parts.fst.len()
+        self.parts.names
     }
 
     /// Size of the name index in bytes: the fst and its filter.
     pub fn index_bytes(&self) -> usize {
-        self.parts.fst.as_fst().size() + self.filter().bytes()
+        self.parts.index.as_ref().len() + self.filter().bytes()
     }
 
     /// A hash of what decides the answers (see `Compiler::set_previous`).
     pub fn content_hash(&self) -> u64 {
         artifact::content_hash(
-            self.parts.fst.as_fst().as_bytes(),
+            self.parts.index.as_ref(),
             self.parts.set_meta.as_ref(),
             &self.parts.meta.ip_triggers,
         )
@@ -226,7 +226,7 @@ impl Policy {
     /// The name index, read in place by our bounds-checked walker.
     #[inline]
     fn index(&self) -> Index<'_> {
-        Index::new(self.parts.fst.as_fst().as_bytes(), self.parts.root)
+        Index::new(self.parts.index.as_ref(), self.parts.root)
     }
 
     /// Every name of the index with its value (see [`Policy::decode_name`]),
