@@ -2,9 +2,15 @@
 //!
 //! The data path, one module per step:
 //! feed ([`feeds`]) -> normalise and compile ([`policy`], driven by
-//! [`pipeline`]) -> match ([`policy::Policy`]) -> answer ([`server`], with
-//! [`resolve`] for the upstream and [`reload`] keeping the policy fresh) ->
-//! sighting ([`hits`], later `sightings`).
+//! [`pipeline`]) -> match ([`policy::Policy`]) -> answer ([`server`]: our
+//! own UDP/TCP/TLS loops, the handler, `server::resolve` for the upstream,
+//! `server::reload` keeping the policy fresh) -> sighting (`server::hits`
+//! hands each hit to [`sightings`]). [`rpz`] exports the list.
+//!
+//! The modules form layers, each using only the ones below it (checked by
+//! `src/tidy.rs`): `cli`, `server` -> `pipeline`, `sightings`, `rpz` ->
+//! `feeds` -> `config` -> `policy` -> the leaves (`clock`, `error`,
+//! `exit`, `fs`, `http`, `wire`).
 
 pub mod cli;
 pub mod clock;
