@@ -2,10 +2,10 @@
 //! back to the feed it came from, with none lost.
 //!
 //! The DNS handler hands each hit to a bounded queue (`server::hits`) and
-//! moves on. The [`task`] takes hits from the queue, writes the local record
+//! moves on. The `task` takes hits from the queue, writes the local record
 //! ([`log`]), folds hits on one indicator within a window into one
 //! sighting, and appends each new sighting to the durable [`spool`] before
-//! counting it as recorded. The [`reporter`] sends spooled sightings to MISP
+//! counting it as recorded. The `reporter` sends spooled sightings to MISP
 //! or TAXII ([`report`]) and removes them from the spool only once the far
 //! side has accepted them; failures are retried with jittered backoff.
 
