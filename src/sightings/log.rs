@@ -127,6 +127,9 @@ pub struct LogLine<'a> {
     pub attribute_uuid: Option<&'a str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub tags: &'a [String],
+    /// Identical hits (same client, name and type) folded into this line
+    /// within one second; the time is the first one's.
+    pub count: u32,
 }
 
 /// The rotating JSONL writer.
@@ -351,6 +354,7 @@ mod tests {
                 event_info: None,
                 attribute_uuid: None,
                 tags: &[],
+                count: 1,
             })
             .expect("write");
         }

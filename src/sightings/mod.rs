@@ -42,6 +42,7 @@ pub struct Metrics {
     pub oldest_pending_age: IntGauge,
     pub merged: IntCounter,
     pub logged: IntCounter,
+    pub log_errors: IntCounter,
 }
 
 impl Metrics {
@@ -91,7 +92,11 @@ impl Metrics {
             )?,
             logged: c(
                 "schild_sightings_log_lines_total",
-                "Hits written to the local sightings log.",
+                "Lines written to the local sightings log (identical hits within a second share one line).",
+            )?,
+            log_errors: c(
+                "schild_sightings_log_errors_total",
+                "Writes to the local sightings log that failed (lines lost from the local record; the spool is not affected).",
             )?,
         })
     }

@@ -3,9 +3,10 @@
 //! spools each new sighting before counting it as recorded.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,68 @@ pub struct Sightings {
     unspooled: Vec<Sighting>,
     metrics: Metrics,
     wake: Arc<Notify>,
+    lines: LineFolder,
+    log_errors: ErrorThrottle,
+}
+
+/// How many distinct (client, name, type) keys are folded before the lines
+/// are written early: a bound on the memory a flood of unique names takes.
+const MAX_FOLDED: usize = 8192;
+
+/// Identical hits within a second, folded into one log line with a count:
+/// a client repeating one blocked name (malware retries, a browser's
+/// prefetch) costs one line a second, not one a query.
+#[derive(Default)]
+struct LineFolder {
+    index: HashMap<(IpAddr, String, u16), usize>,
+    hits: Vec<(HitEvent, u32)>,
+}
+
+impl LineFolder {
+    fn add(&mut self, hit: &HitEvent) {
+        let key = (hit.client, hit.qname.clone(), hit.qtype);
+        match self.index.get(&key) {
+            Some(&i) => {
+                if let Some(h) = self.hits.get_mut(i) {
+                    h.1 = h.1.saturating_add(1);
+                }
+            }
+            None => {
+                self.index.insert(key, self.hits.len());
+                self.hits.push((hit.clone(), 1));
+            }
+        }
+    }
+
+    fn take(&mut self) -> Vec<(HitEvent, u32)> {
+        self.index.clear();
+        std::mem::take(&mut self.hits)
+    }
+}
+
+/// An I/O error of the local log is logged once per interval, with how many
+/// lines failed since, not once per query (a full disk under a flood).
+struct ErrorThrottle {
+    last: Option<Instant>,
+    failed_since: u64,
+}
+
+impl ErrorThrottle {
+    const INTERVAL: Duration = Duration::from_secs(60);
+
+    fn failed(&mut self, lines: u64, path: &std::path::Path, e: &std::io::Error) {
+        self.failed_since += lines;
+        if self.last.is_none_or(|t| t.elapsed() >= Self::INTERVAL) {
+            tracing::error!(
+                file = %path.display(),
+                error = %e,
+                lines_lost = self.failed_since,
+                "cannot write the sightings log (logged at most once a minute; sightings to the feeds are not affected)"
+            );
+            self.last = Some(Instant::now());
+            self.failed_since = 0;
+        }
+    }
 }
 
 impl Sightings {
@@ -64,6 +127,11 @@ impl Sightings {
             unspooled: Vec::new(),
             metrics,
             wake: Arc::new(Notify::new()),
+            lines: LineFolder::default(),
+            log_errors: ErrorThrottle {
+                last: None,
+                failed_since: 0,
+            },
         })
     }
 
@@ -120,7 +188,7 @@ impl Sightings {
         let window_secs = self.settings.window.as_secs().max(1);
         let mut new = std::mem::take(&mut self.unspooled);
         for hit in &batch {
-            self.write_log(hit);
+            self.lines.add(hit);
             let t = unix(hit.at);
             let window = t - t % window_secs;
             let value = match &hit.trigger {
@@ -166,10 +234,13 @@ impl Sightings {
                 }
             }
         }
-        // The log is flushed on the one-second tick (and when its buffer
-        // fills), not per batch: under a flood of hits, a write per batch
-        // cost a syscall per two answers. The spool, not the log, is what
-        // must be durable.
+        // Log lines are folded and written on the one-second tick (and the
+        // file flushed then), not per batch: under a flood of hits, a write
+        // per batch cost a syscall per two answers. The spool, not the log,
+        // is what must be durable.
+        if self.lines.hits.len() >= MAX_FOLDED {
+            self.write_lines();
+        }
         self.spool_new(new);
     }
 
@@ -199,7 +270,14 @@ impl Sightings {
         }
     }
 
-    fn write_log(&mut self, hit: &HitEvent) {
+    /// Write the folded lines of the last second.
+    fn write_lines(&mut self) {
+        for (hit, count) in self.lines.take() {
+            self.write_log(&hit, count);
+        }
+    }
+
+    fn write_log(&mut self, hit: &HitEvent, count: u32) {
         let prov = hit.policy.provenance_of(hit.set).next();
         let feed = prov
             .and_then(|p| hit.policy.feed(p.feed))
@@ -223,18 +301,24 @@ impl Sightings {
             event_info: event.map(|e| e.info.as_str()),
             attribute_uuid: prov.and_then(|p| p.attribute_uuid.as_deref()),
             tags: prov.map(|p| p.tags.as_slice()).unwrap_or(&[]),
+            count,
         };
         match self.log.write(&line) {
             Ok(()) => self.metrics.logged.inc(),
             Err(e) => {
-                tracing::error!(file = %self.log.path().display(), error = %e, "cannot write the sightings log")
+                self.metrics.log_errors.inc();
+                let path = self.log.path().to_path_buf();
+                self.log_errors.failed(1, &path, &e);
             }
         }
     }
 
     fn housekeeping(&mut self) {
+        self.write_lines();
         if let Err(e) = self.log.flush() {
-            tracing::error!(file = %self.log.path().display(), error = %e, "cannot write the sightings log");
+            self.metrics.log_errors.inc();
+            let path = self.log.path().to_path_buf();
+            self.log_errors.failed(0, &path, &e);
         }
         if !self.unspooled.is_empty() {
             let again = std::mem::take(&mut self.unspooled);

@@ -239,3 +239,83 @@ fn a_wrong_key_is_reported_loudly_and_retried() {
             .then_some(())
     });
 }
+
+const FLOOD_CONFIG: &str = r#"
+[resolver]
+mode = "forward"
+upstreams = ["127.0.0.1:9"]
+dnssec = false
+timeout_secs = 1
+
+[[feed]]
+name = "ioc"
+type = "domains"
+location = "ioc.txt"
+"#;
+
+/// The `count` of every local-log line for `qname`.
+fn log_counts(s: &Schild, qname: &str) -> Vec<u64> {
+    std::fs::read_to_string(s.path("state/sightings.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["qname"] == qname)
+        .map(|v| v["count"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+#[test]
+fn identical_hits_within_a_second_share_one_log_line() {
+    let s = Schild::start(
+        FLOOD_CONFIG,
+        &[("ioc.txt", "flood.example\nother.example\n")],
+    );
+    // One infected host repeating one blocked name, and one other hit.
+    for _ in 0..200 {
+        blocked(&s, "c2.flood.example");
+    }
+    blocked(&s, "www.other.example");
+    let counts = wait_until("all 200 hits in the local record", 10, || {
+        let c = log_counts(&s, "c2.flood.example");
+        (c.iter().sum::<u64>() == 200).then_some(c)
+    });
+    // 200 queries on loopback take well under a second or two: a handful
+    // of lines at most, where there used to be 200.
+    assert!(
+        counts.len() <= 10,
+        "{} lines for 200 identical hits",
+        counts.len()
+    );
+    assert_eq!(log_counts(&s, "www.other.example"), [1]);
+}
+
+#[test]
+fn a_broken_local_log_is_reported_once_not_per_query() {
+    // The log's folder is a file: every write fails (like a full disk).
+    let config = format!("{FLOOD_CONFIG}\n[sightings]\nlog = \"blocker/sightings.jsonl\"\n");
+    let s = Schild::start(
+        &config,
+        &[
+            ("ioc.txt", "flood.example\n"),
+            ("state/blocker", "a file, not a folder\n"),
+        ],
+    );
+    for i in 0..300 {
+        blocked(&s, &format!("h{i}.flood.example"));
+    }
+    wait_until("the failed writes counted", 10, || {
+        let m = s.http("GET", "/metrics").1;
+        m.lines()
+            .find_map(|l| l.strip_prefix("schild_sightings_log_errors_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|n| *n >= 300)
+    });
+    let errors = s
+        .log()
+        .lines()
+        .filter(|l| l.contains("cannot write the sightings log"))
+        .count();
+    assert_eq!(errors, 1, "one ERROR line, not one per query:\n{}", s.log());
+    // Blocking is not affected.
+    blocked(&s, "again.flood.example");
+}
