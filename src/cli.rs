@@ -12,6 +12,27 @@ use crate::feeds::Puller;
 use crate::pipeline;
 use crate::policy::{self, FetchStatus, Policy, Provenance, RefusalReason, Verdict};
 
+/// The host of `query` if it is a URL (`https://host/path`, `host/path`,
+/// defanged `hxxp://host[.]example/`), else `None`.
+fn url_host(query: &str) -> Option<String> {
+    let q = policy::name::refang(query.trim());
+    let q = q.as_ref();
+    if !q.contains("://") && !q.contains('/') {
+        return None;
+    }
+    let with_scheme = if q.contains("://") {
+        q.to_string()
+    } else {
+        format!("http://{q}")
+    };
+    let url = url::Url::parse(&with_scheme).ok()?;
+    match url.host()? {
+        url::Host::Domain(d) => Some(d.to_string()),
+        url::Host::Ipv4(a) => Some(a.to_string()),
+        url::Host::Ipv6(a) => Some(a.to_string()),
+    }
+}
+
 /// Load the config or print why not.
 pub fn load_config(path: &Path) -> Result<Config, i32> {
     Config::load(path).map_err(|e| {
@@ -128,12 +149,30 @@ pub fn check(config: &Config, query: &str) -> i32 {
         Err(code) => return code,
     };
     let mut out = std::io::stdout().lock();
-    if let Ok(ip) = query.trim().parse::<IpAddr>() {
+    // A pasted URL (from a phishing mail, a proxy log) is judged by its host.
+    let host = url_host(query);
+    if let Some(h) = &host {
+        let _ = writeln!(out, "{}: a URL; judging its host {h}", query.trim());
+    }
+    let query = host.as_deref().unwrap_or(query);
+    let as_ip = query
+        .trim()
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>();
+    if let Ok(ip) = as_ip {
         return match policy.lookup_ip(ip) {
             Some(hit) => {
+                let trigger = policy
+                    .meta()
+                    .ip_triggers
+                    .iter()
+                    .filter(|t| t.set == hit.set && t.net.contains(&ip.to_canonical()))
+                    .max_by_key(|t| t.net.prefix_len())
+                    .map(|t| format!(" (listed: {})", t.net))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{ip}: BLOCKED as an answer address ({}) by feed {}",
+                    "{ip}: BLOCKED as an answer address ({}) by feed {}{trigger}",
                     hit.action,
                     feed_name(&policy, hit.feed)
                 );
@@ -410,16 +449,20 @@ pub fn export_rpz(config: &Config, out: Option<&Path>) -> i32 {
 /// `schild allow NAME --reason TEXT`: record a false positive. NAME joins
 /// the local allowlist, a false-positive sighting is queued for each
 /// indicator it overrides, and a running server is asked to reload.
-pub async fn allow(config: &Config, name: &str, reason: &str) -> i32 {
+pub async fn allow(config: &Config, name: &str, reason: &str, force: bool) -> i32 {
     let policy = Policy::load(&config.artifact_path()).ok();
-    let outcome = match crate::sightings::allow(config, policy.as_ref(), name, reason) {
+    let outcome = match crate::sightings::allow(config, policy.as_ref(), name, reason, force) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("schild: {e}");
+            eprintln!("schild: {}", error_chain(&e));
             return exit::FAILURE;
         }
     };
     println!("{name}: added to {}", outcome.file.display());
+    println!(
+        "  spares {} listed name(s) (the name and the names below it)",
+        outcome.spared
+    );
     for (ioc, feed) in &outcome.overridden {
         println!("  overrides {ioc} (feed {feed})");
     }

@@ -52,6 +52,9 @@ enum Command {
         /// Why it is a false positive (kept in the allowlist file).
         #[arg(long)]
         reason: String,
+        /// Allow it even if it spares more than allowlist.max_spared listed names.
+        #[arg(long)]
+        force: bool,
     },
     /// Load and validate the configuration, then exit.
     CheckConfig {
@@ -100,8 +103,9 @@ fn main() -> ExitCode {
             config,
             name,
             reason,
+            force,
         } => with_config(&config, |c| {
-            runtime().block_on(cli::allow(&c, &name, &reason))
+            runtime().block_on(cli::allow(&c, &name, &reason, force))
         }),
         Command::Stats { config } => with_config(&config, |c| cli::stats(&c)),
         Command::Export(Export::Rpz { config, out }) => {

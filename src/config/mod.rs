@@ -270,6 +270,9 @@ pub struct FeedConfig {
 
 #[derive(Debug, Clone, Default)]
 pub struct AllowlistConfig {
+    /// How many listed names one `schild allow` entry may spare without
+    /// `--force`.
+    pub max_spared: u64,
     pub files: Vec<PathBuf>,
     pub warninglists: Vec<PathBuf>,
 }

@@ -269,13 +269,31 @@ pub(super) fn default_full_refresh_secs() -> u64 {
     86_400
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAllowlist {
     #[serde(default)]
     pub(super) files: Vec<PathBuf>,
     #[serde(default)]
     pub(super) warninglists: Vec<PathBuf>,
+    /// `schild allow` refuses an entry that spares more listed names than
+    /// this (unless `--force`).
+    #[serde(default = "default_max_spared")]
+    pub(super) max_spared: u64,
+}
+
+pub(super) fn default_max_spared() -> u64 {
+    100
+}
+
+impl Default for RawAllowlist {
+    fn default() -> Self {
+        RawAllowlist {
+            files: Vec::new(),
+            warninglists: Vec::new(),
+            max_spared: default_max_spared(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

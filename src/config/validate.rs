@@ -119,6 +119,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
             .iter()
             .map(|p| resolve(base, p))
             .collect(),
+        max_spared: raw.allowlist.max_spared,
     };
     let sightings = sightings(raw.sightings, base, &state_dir)?;
     let rpz = raw.rpz.map(|z| rpz(z, base)).transpose()?;

@@ -24,6 +24,15 @@ use super::report::{AllowScope, AllowSource, FeedReport, FetchStatus, Refusal, R
 /// How many refusals the artifact keeps for `check` to explain.
 const MAX_REFUSALS: usize = 1_000_000;
 
+/// Why an allowlist entry was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum AllowEntryError {
+    #[error("not a valid name")]
+    Name(#[from] name::NameError),
+    #[error("a public suffix or a single label: it would spare every IOC under it")]
+    PublicSuffix,
+}
+
 /// One name of the list. The first key bytes are kept inline so that the
 /// sort of ten million entries compares integers, and reaches into the arena
 /// (a cache miss each time) only for names that share their first 16 bytes.
@@ -116,14 +125,19 @@ impl Compiler {
     }
 
     /// Add an allowlist entry (a name, `*.name`, or for `Exact` scope one
-    /// name). Fails for a value that is not a name.
+    /// name). Fails for a value that is not a name, and for a public
+    /// suffix or a single label: one such line would stop blocking every
+    /// IOC under it (the feeds' guard refuses to block one, likewise).
     pub fn allow(
         &mut self,
         source: u32,
         value: &str,
         scope: AllowScope,
-    ) -> Result<(), name::NameError> {
+    ) -> Result<(), AllowEntryError> {
         let parsed = name::parse_name(value)?;
+        if parsed.name.is_public_suffix() {
+            return Err(AllowEntryError::PublicSuffix);
+        }
         let key = parsed.name.into_string();
         // A wider scope wins over a narrower one for the same name.
         let entry = self.allow_names.entry(key).or_insert((scope, source));

@@ -236,6 +236,28 @@ impl Policy {
         self.index().entries()
     }
 
+    /// How many listed (blocked) names are `name` or below it: what an
+    /// allowlist entry for `name` would spare. `name` is normalised. A walk
+    /// of the index in key order (reversed names): for commands, not for
+    /// the query path.
+    pub fn listed_at_or_below(&self, name: &str) -> u64 {
+        let key: Vec<u8> = name.bytes().rev().collect();
+        let mut n = 0;
+        let mut it = self.entries();
+        while let Some((k, v)) = it.next() {
+            if let Some(rest) = k.strip_prefix(key.as_slice()) {
+                if (rest.is_empty() || rest[0] == b'.')
+                    && matches!(Policy::decode_name(v), NameValue::Block { exact, sub } if exact.is_some() || sub.is_some())
+                {
+                    n += 1;
+                }
+            } else if k > key.as_slice() {
+                break;
+            }
+        }
+        n
+    }
+
     fn may_match(&self, key: &[u8]) -> bool {
         self.filter().may_match(key)
     }

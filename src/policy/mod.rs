@@ -15,7 +15,7 @@ pub mod name;
 pub mod report;
 
 pub use artifact::{ArtifactError, IpTrigger, Meta};
-pub use compile::Compiler;
+pub use compile::{AllowEntryError, Compiler};
 pub use index::Entries;
 pub use ioc::{Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, Provenance};
 pub use matcher::{AllowHit, Hit, NameValue, Policy, Verdict, matched_suffix};

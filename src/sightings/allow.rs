@@ -10,10 +10,39 @@ use crate::clock::unix;
 use crate::config::Config;
 use crate::policy::{Policy, Verdict};
 
+/// Why `schild allow` refused, or could not record, an entry.
+#[derive(Debug, thiserror::Error)]
+pub enum AllowError {
+    #[error("{name:?} is not a valid name")]
+    Name {
+        name: String,
+        #[source]
+        source: crate::policy::NameError,
+    },
+    #[error(
+        "{name} is a public suffix or a single label: allowing it would stop blocking every IOC under it"
+    )]
+    PublicSuffix { name: String },
+    #[error(
+        "{name} would spare {spared} listed names (allowlist.max_spared is {max}); allow a narrower name, or use --force if you mean it"
+    )]
+    TooWide { name: String, spared: u64, max: u64 },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot queue the false-positive sightings")]
+    Spool(#[from] spool::SpoolError),
+}
+
 /// What `schild allow` did.
 #[derive(Debug)]
 pub struct AllowOutcome {
     pub file: PathBuf,
+    /// Listed names the entry spares (the name and every name below it).
+    pub spared: u64,
     /// Indicators the name overrides, each with its feed (false-positive
     /// sightings were queued for those whose feed reports sightings).
     pub overridden: Vec<(String, String)>,
@@ -21,18 +50,42 @@ pub struct AllowOutcome {
 }
 
 /// Record a false positive: allowlist `name` and queue a false-positive
-/// sighting (type "1") for each indicator it overrides.
+/// sighting (type "1") for each indicator it overrides. Refuses a public
+/// suffix or a single label, and (unless `force`) a name that would spare
+/// more than `allowlist.max_spared` listed names, as the feeds' guard
+/// refuses to block one: one typo must not turn off protection.
 pub fn allow(
     config: &Config,
     policy: Option<&Policy>,
     name: &str,
     reason: &str,
-) -> Result<AllowOutcome, std::io::Error> {
-    let name = crate::policy::normalise(&crate::policy::name::refang(name)).map_err(|e| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{name:?}: {e}"))
+    force: bool,
+) -> Result<AllowOutcome, AllowError> {
+    let name = crate::policy::normalise(&crate::policy::name::refang(name)).map_err(|source| {
+        AllowError::Name {
+            name: name.to_string(),
+            source,
+        }
     })?;
+    if name.is_public_suffix() {
+        return Err(AllowError::PublicSuffix {
+            name: name.into_string(),
+        });
+    }
+    let spared = policy.map_or(0, |p| p.listed_at_or_below(name.as_str()));
+    let max = config.allowlist.max_spared;
+    if spared > max && !force {
+        return Err(AllowError::TooWide {
+            name: name.into_string(),
+            spared,
+            max,
+        });
+    }
     let file = config.local_allowlist_path();
-    append_allow(&file, name.as_str(), reason)?;
+    append_allow(&file, name.as_str(), reason).map_err(|source| AllowError::Write {
+        path: file.clone(),
+        source,
+    })?;
 
     let mut overridden = Vec::new();
     let mut batch = Vec::new();
@@ -73,11 +126,11 @@ pub fn allow(
     }
     let queued = batch.len();
     if !batch.is_empty() {
-        spool::write_inbox(&config.spool_dir(), &batch)
-            .map_err(|e| std::io::Error::other(crate::error::error_chain(&e)))?;
+        spool::write_inbox(&config.spool_dir(), &batch)?;
     }
     Ok(AllowOutcome {
         file,
+        spared,
         overridden,
         queued,
     })

@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use prometheus::{IntCounter, IntGauge, Registry};
 
 use crate::config::{Config, FeedKind};
-pub use allow::{AllowOutcome, allow};
+pub use allow::{AllowError, AllowOutcome, allow};
 pub use hit::{HitEvent, Trigger};
 use report::Target;
 pub use task::Sightings;

@@ -304,3 +304,139 @@ fn bad_config_exits_78_and_names_the_field() {
     ]);
     assert_eq!(o.status.code(), Some(78));
 }
+
+/// A list of `n` names under `parent`, plus the same under `.com`.
+fn wide_config(s: &Setup, max_spared: Option<u64>) -> PathBuf {
+    let mut list = String::new();
+    for i in 0..150 {
+        list.push_str(&format!("c2-{i}.cdn.example.com\n"));
+    }
+    list.push_str("evil.example.net\nmalware.co.uk\n");
+    s.write("iocs.txt", &list);
+    let extra = max_spared.map_or(String::new(), |m| {
+        format!("\n[allowlist]\nmax_spared = {m}\n")
+    });
+    s.write(
+        "schild.toml",
+        &format!(
+            "state_dir = \"state\"\n\n[[feed]]\nname = \"zdn\"\ntype = \"domains\"\nlocation = \"iocs.txt\"\n{extra}"
+        ),
+    )
+}
+
+#[test]
+fn allow_refuses_a_public_suffix_and_an_entry_that_spares_too_much() {
+    let s = Setup::new();
+    let cfg = wide_config(&s, None);
+    let cfg = cfg.to_str().expect("utf-8 path");
+    assert!(s.schild(&["compile", "--config", cfg]).status.success());
+    let allow = |name: &str, extra: &[&str]| {
+        let mut args = vec!["allow", "--config", cfg, name, "--reason", "test"];
+        args.extend_from_slice(extra);
+        s.schild(&args)
+    };
+    // A typo that would turn off every .com (or .co.uk) IOC.
+    for suffix in ["com", "co.uk", "localhost"] {
+        let o = allow(suffix, &[]);
+        assert_eq!(o.status.code(), Some(1), "{suffix}: {}", stderr(&o));
+        assert!(stderr(&o).contains("public suffix"), "{}", stderr(&o));
+    }
+    // Sparing 150 listed names is more than the default 100.
+    let o = allow("example.com", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("would spare 150 listed names"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    // Nothing was written: the names stay blocked.
+    let o = s.schild(&["check", "--config", cfg, "c2-1.cdn.example.com"]);
+    assert_eq!(o.status.code(), Some(1), "still blocked: {}", stdout(&o));
+    // A narrow entry is taken, and says what it spares.
+    let o = allow("c2-7.cdn.example.com", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("spares 1 listed name"),
+        "{}",
+        stdout(&o)
+    );
+    // --force takes the wide one, and says how much it spares.
+    let o = allow("example.com", &["--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("spares 150 listed name"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn allowlist_files_refuse_a_public_suffix_line() {
+    let s = Setup::new();
+    let cfg = wide_config(&s, Some(1000));
+    s.write("allow.txt", "com\nco.uk\n");
+    let mut text = std::fs::read_to_string(&cfg).expect("config");
+    text = text.replace("[allowlist]\n", "[allowlist]\nfiles = [\"allow.txt\"]\n");
+    std::fs::write(&cfg, text).expect("config");
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let o = s.schild(&["compile", "--config", cfg]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("public suffix"),
+        "warned: {}",
+        stderr(&o)
+    );
+    for name in ["c2-1.cdn.example.com", "malware.co.uk"] {
+        let o = s.schild(&["check", "--config", cfg, name]);
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{name} still blocked: {}",
+            stdout(&o)
+        );
+    }
+}
+
+#[test]
+fn check_judges_a_pasted_url_by_its_host_and_names_the_ip_trigger() {
+    let s = Setup::new();
+    s.write("iocs.txt", "evil.example\n");
+    s.write(
+        "zdn.rpz",
+        "$TTL 300\n@ SOA localhost. hostmaster.localhost. 1 3600 600 86400 300\n@ NS localhost.\n\
+         24.0.113.0.203.rpz-ip CNAME .\n",
+    );
+    let cfg = s.write(
+        "schild.toml",
+        "state_dir = \"state\"\n\n[[feed]]\nname = \"zdn\"\ntype = \"domains\"\nlocation = \"iocs.txt\"\n\n\
+         [[feed]]\nname = \"zdn-rpz\"\ntype = \"rpz\"\nlocation = \"zdn.rpz\"\n",
+    );
+    let cfg = cfg.to_str().expect("utf8");
+    let o = s.schild(&["compile", "--config", cfg]);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    // As pasted from a phishing report, defanged or not.
+    for url in [
+        "https://login.evil.example/reset?user=x",
+        "hxxps://login[.]evil[.]example/reset",
+        "login.evil.example/reset",
+    ] {
+        let o = s.schild(&["check", "--config", cfg, url]);
+        assert_eq!(o.status.code(), Some(1), "{url}: {}", stdout(&o));
+        let out = stdout(&o);
+        assert!(out.contains("judging its host login.evil.example"), "{out}");
+        assert!(out.contains("listed name: evil.example"), "{out}");
+    }
+    let o = s.schild(&["check", "--config", cfg, "https://good.example/"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // An address inside an IP trigger names the listed network.
+    for q in ["203.0.113.9", "http://203.0.113.9:8080/payload.exe"] {
+        let o = s.schild(&["check", "--config", cfg, q]);
+        assert_eq!(o.status.code(), Some(1), "{q}: {}", stdout(&o));
+        assert!(
+            stdout(&o).contains("(listed: 203.0.113.0/24)"),
+            "{}",
+            stdout(&o)
+        );
+    }
+}
