@@ -35,6 +35,8 @@ pub enum PipelineError {
     Artifact(#[from] ArtifactError),
     #[error("feed(s) {} failed with no cached copy; keeping the last good artifact so their indicators stay blocked", feeds.join(", "))]
     WouldDrop { feeds: Vec<String> },
+    #[error("feed(s) {} have never been fetched successfully (no last good copy); no list is written, so nothing passes for a complete list", feeds.join(", "))]
+    NeverFetched { feeds: Vec<String> },
 }
 
 /// What a compile did.
@@ -137,16 +139,12 @@ pub async fn compile_with(
                         compiler.set_fetch_status(id, FetchStatus::Cached { error, cached_at });
                     }
                     Ok(None) | Err(_) => {
-                        tracing::error!(feed = %feed.name, %error, "feed failed and has no cached copy");
-                        let had_entries = previous.as_ref().is_some_and(|p| {
-                            p.meta()
-                                .reports
-                                .iter()
-                                .any(|r| r.feed == feed.name && (r.names > 0 || r.ips > 0))
-                        });
-                        if had_entries {
-                            lost.push(feed.name.clone());
-                        }
+                        // Never fetched successfully: compiling without it
+                        // would pass an incomplete list for a whole one
+                        // (on a first start, an empty one). An empty feed
+                        // that was fetched fine is not this.
+                        tracing::error!(feed = %feed.name, %error, "feed failed and has no last good copy");
+                        lost.push(feed.name.clone());
                         compiler.set_fetch_status(id, FetchStatus::Failed { error });
                     }
                 }
@@ -154,7 +152,11 @@ pub async fn compile_with(
         }
     }
     if !lost.is_empty() {
-        return Err(PipelineError::WouldDrop { feeds: lost });
+        return Err(if previous.is_some() {
+            PipelineError::WouldDrop { feeds: lost }
+        } else {
+            PipelineError::NeverFetched { feeds: lost }
+        });
     }
     let bytes = compiler.finish()?;
     // Verify what we are about to install, exactly as the server will.

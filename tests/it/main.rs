@@ -8,5 +8,6 @@ mod hierarchy;
 mod misp_server;
 mod resolver;
 mod rpz;
+mod safety;
 mod serve;
 mod sightings;
