@@ -202,6 +202,14 @@ impl Drop for Schild {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the server said.
+        if std::thread::panicking() {
+            eprintln!(
+                "---- schild's log (pid {}) ----\n{}---- end of schild's log ----",
+                self.child.id(),
+                self.log()
+            );
+        }
     }
 }
 
@@ -220,4 +228,30 @@ fn find_addr(log: &str, marker: &str) -> Option<SocketAddr> {
         .next()?
         .parse()
         .ok()
+}
+
+/// Poll `f` every 50 ms until it returns `Some`, for at most `limit`:
+/// the one way the tests wait for something a user would see (an answer, a
+/// metric, a log line, a file), instead of sleeping and hoping.
+pub fn poll<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// [`poll`] for a condition: whether it held within `limit`.
+pub fn until(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    poll(limit, || ok().then_some(())).is_some()
+}
+
+/// [`poll`], failing the test with `what` when the time is up.
+pub fn wait_until<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
+    poll(limit, f).unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
 }

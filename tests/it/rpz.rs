@@ -20,6 +20,7 @@ use hickory_server::proto::op::{Message, MessageType, OpCode, Query};
 use hickory_server::proto::rr::{Name, RData, RecordType};
 
 use crate::cli::Setup;
+use crate::harness::until;
 use crate::harness::{self, Schild};
 
 /// Whether a Debian tool is there. Missing under CI=true is a failure.
@@ -140,18 +141,6 @@ fn soa_serial(port: u16, extra: &[&str]) -> u32 {
         .and_then(|l| l.split(' ').nth(6))
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no SOA serial in\n{}", d.text))
-}
-
-/// Poll until `ok` holds, at most `limit`.
-fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    ok()
 }
 
 const KEY_SECRET: &str = "c2NoaWxkLXRlc3Qta2V5LTMyLWJ5dGVzLWxvbmctISE=";
@@ -520,7 +509,7 @@ fn notify_follows_a_new_serial_and_not_an_unchanged_or_failed_reload() {
     let serial = soa_serial(port, &[]);
     assert_eq!(notifies(Duration::from_secs(4)), [serial]);
     assert!(
-        wait_for(Duration::from_secs(5), || s
+        until(Duration::from_secs(5), || s
             .log()
             .contains("NOTIFY acknowledged")),
         "{}",
@@ -657,7 +646,7 @@ fn a_secondary_that_stops_reading_is_dropped() {
             .unwrap_or_default()
     };
     assert!(
-        wait_for(Duration::from_secs(10), || s
+        until(Duration::from_secs(10), || s
             .log()
             .contains("RPZ transfer started")),
         "{}",
@@ -665,14 +654,14 @@ fn a_secondary_that_stops_reading_is_dropped() {
     );
     assert_eq!(connections(), "schild_tcp_connections 1");
     assert!(
-        wait_for(Duration::from_secs(20), || s
+        until(Duration::from_secs(20), || s
             .log()
             .contains("RPZ transfer aborted")),
         "the transfer to a client that does not read never ended:\n{}",
         s.log()
     );
     assert!(
-        wait_for(Duration::from_secs(5), || connections()
+        until(Duration::from_secs(5), || connections()
             == "schild_tcp_connections 0"),
         "{}",
         connections()
@@ -753,7 +742,7 @@ fn unbound_pulls_the_zone_and_follows_notify_with_ixfr() {
     );
     let blocked = |name: &str| dig(ub_port, &[name, "A"]).status == "NXDOMAIN";
     assert!(
-        wait_for(Duration::from_secs(20), || blocked("evil.example")),
+        until(Duration::from_secs(20), || blocked("evil.example")),
         "unbound did not enforce the RPZ:\n{}",
         ub.log()
     );
@@ -771,7 +760,7 @@ fn unbound_pulls_the_zone_and_follows_notify_with_ixfr() {
     change_feed(&s, "evil.example\nc2.example\nfresh.example\n");
     let serial = soa_serial(s.dns.port(), &[]);
     assert!(
-        wait_for(Duration::from_secs(10), || blocked("fresh.example")),
+        until(Duration::from_secs(10), || blocked("fresh.example")),
         "NOTIFY and IXFR did not bring unbound up to date:\n{}\n{}",
         ub.log(),
         s.log()
@@ -839,7 +828,7 @@ fn bind_pulls_the_zone_with_tsig_and_follows_notify_with_ixfr() {
     let named = start_named(&s, port);
     let blocked = |name: &str| dig(port, &[name, "A"]).status == "NXDOMAIN";
     assert!(
-        wait_for(Duration::from_secs(30), || blocked("evil.example")),
+        until(Duration::from_secs(30), || blocked("evil.example")),
         "named did not enforce the RPZ:\n{}",
         named.log()
     );
@@ -855,7 +844,7 @@ fn bind_pulls_the_zone_with_tsig_and_follows_notify_with_ixfr() {
 
     change_feed(&s, "evil.example\nc2.example\nfresh.example\n");
     assert!(
-        wait_for(Duration::from_secs(15), || blocked("fresh.example")),
+        until(Duration::from_secs(15), || blocked("fresh.example")),
         "NOTIFY and IXFR did not bring named up to date:\n{}\n{}",
         named.log(),
         s.log()
@@ -900,7 +889,7 @@ fn bind_transfers_a_million_domains_completely() {
     let named = start_named(&s, port);
     // SOA, NS, a name and its `*.` twin per domain, closing SOA.
     let want = format!("{} records", 2 * N + 3);
-    let done = wait_for(Duration::from_secs(600), || {
+    let done = until(Duration::from_secs(600), || {
         let log = named.log();
         log.contains("Transfer completed") || log.contains("failed")
     });
@@ -919,7 +908,7 @@ fn bind_transfers_a_million_domains_completely() {
     assert_eq!(transfers_done(&s, "AXFR"), 1, "{}", s.log());
     let blocked = |name: &str| dig(port, &[name, "A"]).status == "NXDOMAIN";
     assert!(
-        wait_for(Duration::from_secs(120), || blocked(&format!(
+        until(Duration::from_secs(120), || blocked(&format!(
             "www.d{}.example",
             N - 1
         ))),
@@ -965,7 +954,7 @@ fn the_exported_file_loads_in_knot_resolver() {
     );
     let blocked = |name: &str| dig(port, &[name, "A"]).status == "NXDOMAIN";
     assert!(
-        wait_for(Duration::from_secs(15), || blocked("evil.example")),
+        until(Duration::from_secs(15), || blocked("evil.example")),
         "kresd did not enforce the file:\n{}",
         kresd.log()
     );

@@ -205,7 +205,7 @@ fn every_action() {
     assert!(metrics.contains("schild_responses_total{rcode=\"dropped\"} 1"));
     // The hit is in the local sightings record with its feed, and the
     // client address is pseudonymised (the default).
-    let line = wait_for(|| {
+    let line = crate::harness::poll(Duration::from_secs(5), || {
         std::fs::read_to_string(s.path("state/sightings.jsonl"))
             .ok()?
             .lines()
@@ -222,20 +222,6 @@ fn every_action() {
         "{line}"
     );
     assert!(!line.contains("127.0.0.1"), "{line}");
-}
-
-/// Poll for up to five seconds.
-fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if std::time::Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -717,8 +703,12 @@ fn stale_answers_are_served_when_the_upstream_fails() {
         ["192.0.2.80"]
     );
     up.stop();
-    std::thread::sleep(Duration::from_millis(1500));
-    let m = udp(s.dns, &query("www.example.test.", RecordType::A));
+    // Once the cached answer (max_ttl_secs = 1) has expired, the next
+    // query finds the upstream dead and gets the stale copy.
+    let m = crate::harness::wait_until("a stale answer", Duration::from_secs(10), || {
+        let m = udp(s.dns, &query("www.example.test.", RecordType::A));
+        ede(&m).is_some().then_some(m)
+    });
     assert_eq!(addresses(&m), ["192.0.2.80"], "served stale");
     assert_eq!(m.answers[0].ttl, 30);
     assert_eq!(ede(&m).map(|e| e.0), Some(3), "EDE Stale Answer");
@@ -737,7 +727,13 @@ fn tcp_connections_are_capped_and_idle_ones_closed() {
     use std::io::{Read, Write};
     let s = Schild::start(&config("tcp_max_connections = 1\ntcp_idle_secs = 1"), FILES);
     let mut first = std::net::TcpStream::connect(s.dns).expect("connect");
-    std::thread::sleep(Duration::from_millis(200));
+    let open = |n: u32| {
+        let line = format!("schild_tcp_connections {n}");
+        crate::harness::until(Duration::from_secs(5), || {
+            s.http("GET", "/metrics").1.lines().any(|l| l == line)
+        })
+    };
+    assert!(open(1), "first accepted");
     // The second connection is closed at once.
     let mut second = std::net::TcpStream::connect(s.dns).expect("connect");
     second
@@ -776,7 +772,7 @@ fn tcp_connections_are_capped_and_idle_ones_closed() {
     );
     drop(first);
     // With the slot free again, a new connection is served.
-    std::thread::sleep(Duration::from_millis(200));
+    assert!(open(0), "slot freed");
     let m = dns::tcp(s.dns, &[query("www.example.test.", RecordType::A)]);
     assert_eq!(addresses(&m[0]), ["192.0.2.80"]);
 }

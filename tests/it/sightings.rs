@@ -2,13 +2,13 @@
 //! its local record, and the sighting MISP receives; nothing lost when MISP
 //! is down and schild is killed; false positives from `schild allow`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::dns;
-use crate::harness::{Schild, Setup};
+use crate::harness::{Schild, Setup, wait_until};
 use crate::misp_server::{Fault, MispServer};
 
 const SOURCE: &str = "schild:test-hospital";
@@ -49,17 +49,6 @@ fn start(misp: &MispServer) -> Schild {
     Schild::start(&config(misp), &[("zdn.key", key.as_str())])
 }
 
-fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn blocked(s: &Schild, name: &str) {
     let m = dns::udp(s.dns, &dns::query(&format!("{name}."), RecordType::A));
     assert_eq!(
@@ -77,7 +66,7 @@ fn a_blocked_query_is_recorded_and_sighted_in_misp() {
     blocked(&s, "www.MovieUltimate.com");
     blocked(&s, "cdn.movieultimate.com");
 
-    let got = wait_until("the sighting", 15, || {
+    let got = wait_until("the sighting", Duration::from_secs(15), || {
         let v = misp.sightings();
         (!v.is_empty()).then_some(v)
     });
@@ -104,7 +93,7 @@ fn a_blocked_query_is_recorded_and_sighted_in_misp() {
         assert_eq!(r.header("authorization"), Some(misp.key().as_str()));
     }
     // The local record names the IOC, feed, event and attribute.
-    let log = wait_until("the local record", 5, || {
+    let log = wait_until("the local record", Duration::from_secs(5), || {
         std::fs::read_to_string(s.path("state/sightings.jsonl"))
             .ok()
             .filter(|t| t.lines().count() >= 2)
@@ -142,12 +131,12 @@ fn no_sighting_is_lost_when_misp_is_down_and_schild_is_killed() {
         blocked(&s, name);
     }
     // Recorded durably (and retried against the failing MISP).
-    wait_until("3 sightings recorded", 15, || {
+    wait_until("3 sightings recorded", Duration::from_secs(15), || {
         let m = s.http("GET", "/metrics").1;
         m.contains("schild_sightings_recorded_total 3")
             .then_some(())
     });
-    wait_until("a failed attempt", 15, || {
+    wait_until("a failed attempt", Duration::from_secs(15), || {
         let m = s.http("GET", "/metrics").1;
         (!m.contains("schild_sightings_failed_total 0")).then_some(())
     });
@@ -169,10 +158,14 @@ fn no_sighting_is_lost_when_misp_is_down_and_schild_is_killed() {
     )
     .unwrap_or_else(|(st, log)| panic!("restart failed {st:?}:\n{log}"));
 
-    let got = wait_until("every sighting after the restart", 30, || {
-        let v = misp.sightings();
-        (v.len() >= 3).then_some(v)
-    });
+    let got = wait_until(
+        "every sighting after the restart",
+        Duration::from_secs(30),
+        || {
+            let v = misp.sightings();
+            (v.len() >= 3).then_some(v)
+        },
+    );
     let mut uuids: Vec<&str> = got.iter().map(|g| g.attribute_uuid.as_str()).collect();
     uuids.sort();
     let mut want = vec![MOVIEULTIMATE.1, METEOST.1, FSPORTAL.1];
@@ -199,15 +192,17 @@ fn schild_allow_spares_the_name_at_once_and_reports_a_false_positive() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("overrides meteost.com"), "{stdout}");
     // The running server applies it within seconds, without a restart...
-    wait_until("the allowlist to apply", 15, || {
+    wait_until("the allowlist to apply", Duration::from_secs(15), || {
         let m = dns::udp(s.dns, &dns::query("portal.meteost.com.", RecordType::A));
         (m.metadata.response_code != ResponseCode::NXDomain).then_some(())
     });
     // ...while the rest of the IOC stays blocked.
     blocked(&s, "other.meteost.com");
-    let fp = wait_until("the false-positive sighting", 15, || {
-        misp.sightings().into_iter().find(|x| x.kind == "1")
-    });
+    let fp = wait_until(
+        "the false-positive sighting",
+        Duration::from_secs(15),
+        || misp.sightings().into_iter().find(|x| x.kind == "1"),
+    );
     assert_eq!(fp.attribute_uuid, METEOST.1);
     assert_eq!(fp.source, SOURCE);
     let allow = std::fs::read_to_string(s.path("state/allowlist.local")).expect("allowlist");
@@ -219,20 +214,20 @@ fn a_wrong_key_is_reported_loudly_and_retried() {
     let misp = MispServer::start();
     let s = start(&misp);
     blocked(&s, "fsportal.net");
-    wait_until("the sighting", 15, || {
+    wait_until("the sighting", Duration::from_secs(15), || {
         (!misp.sightings().is_empty()).then_some(())
     });
     // The key is revoked: MISP answers 403.
     let good = misp.key();
     misp.state.lock().keys = vec!["another-key".into()];
     blocked(&s, "meteost.com");
-    wait_until("the 403 in the log", 15, || {
+    wait_until("the 403 in the log", Duration::from_secs(15), || {
         s.log().contains("refused our API key (403)").then_some(())
     });
     assert!(!s.log().contains(&good), "the key is never logged");
     // Fixed: the pending sighting goes out.
     misp.state.lock().keys = vec![good];
-    wait_until("the retried sighting", 60, || {
+    wait_until("the retried sighting", Duration::from_secs(60), || {
         misp.sightings()
             .iter()
             .any(|x| x.attribute_uuid == METEOST.1)
@@ -275,10 +270,14 @@ fn identical_hits_within_a_second_share_one_log_line() {
         blocked(&s, "c2.flood.example");
     }
     blocked(&s, "www.other.example");
-    let counts = wait_until("all 200 hits in the local record", 10, || {
-        let c = log_counts(&s, "c2.flood.example");
-        (c.iter().sum::<u64>() == 200).then_some(c)
-    });
+    let counts = wait_until(
+        "all 200 hits in the local record",
+        Duration::from_secs(10),
+        || {
+            let c = log_counts(&s, "c2.flood.example");
+            (c.iter().sum::<u64>() == 200).then_some(c)
+        },
+    );
     // 200 queries on loopback take well under a second or two: a handful
     // of lines at most, where there used to be 200.
     assert!(
@@ -303,7 +302,7 @@ fn a_broken_local_log_is_reported_once_not_per_query() {
     for i in 0..300 {
         blocked(&s, &format!("h{i}.flood.example"));
     }
-    wait_until("the failed writes counted", 10, || {
+    wait_until("the failed writes counted", Duration::from_secs(10), || {
         let m = s.http("GET", "/metrics").1;
         m.lines()
             .find_map(|l| l.strip_prefix("schild_sightings_log_errors_total "))
