@@ -6,7 +6,8 @@
 //! to start; otherwise schild starts unfiltered and says so in the log, in
 //! `schild_policy_loaded 0` and in `/ready`. SIGHUP refreshes the feeds;
 //! SIGTERM (or SIGINT) stops answering new queries, lets the ones in flight
-//! finish (up to `server.drain_secs`) and exits 0.
+//! finish (up to `server.drain_secs`) and exits 0. Under systemd
+//! (`Type=notify`) each step is told to the service manager ([`notify`]).
 
 pub mod admin;
 pub mod answer;
@@ -14,6 +15,7 @@ pub mod handler;
 pub mod hits;
 pub mod listen;
 pub mod metrics;
+pub mod notify;
 pub mod reload;
 pub mod resolve;
 
@@ -241,6 +243,8 @@ pub async fn run(config: Config) -> i32 {
         },
         "schild is serving"
     );
+    let notify = Arc::new(notify::Notifier::from_env(store.clone()));
+    notify.ready();
 
     // 6. Background refreshes: soon if the artifact is older than the
     // refresh interval (or missing), otherwise when it comes due.
@@ -255,9 +259,10 @@ pub async fn run(config: Config) -> i32 {
     tokio::spawn(refresher.clone().watch_allowlist(stop_refresh.clone()));
 
     // 7. Signals.
-    wait_for_stop(refresher.clone()).await;
+    wait_for_stop(refresher.clone(), notify.clone()).await;
 
     // 8. Drain.
+    notify.stopping();
     tracing::info!("stopping: draining queries in flight");
     listening.store(false, Ordering::Release);
     stop_refresh.cancel();
@@ -291,7 +296,7 @@ pub async fn run(config: Config) -> i32 {
 }
 
 #[cfg(unix)]
-async fn wait_for_stop(refresher: Arc<Refresher>) {
+async fn wait_for_stop(refresher: Arc<Refresher>, notify: Arc<notify::Notifier>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -307,9 +312,11 @@ async fn wait_for_stop(refresher: Arc<Refresher>) {
             _ = term.recv() => return,
             _ = int.recv() => return,
             _ = hup.recv() => {
-                let r = refresher.clone();
+                let (r, n) = (refresher.clone(), notify.clone());
                 tokio::spawn(async move {
+                    n.reloading();
                     let _ = r.refresh("SIGHUP").await;
+                    n.ready();
                 });
             }
         }
@@ -317,6 +324,6 @@ async fn wait_for_stop(refresher: Arc<Refresher>) {
 }
 
 #[cfg(not(unix))]
-async fn wait_for_stop(_refresher: Arc<Refresher>) {
+async fn wait_for_stop(_refresher: Arc<Refresher>, _notify: Arc<notify::Notifier>) {
     let _ = tokio::signal::ctrl_c().await;
 }

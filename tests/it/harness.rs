@@ -48,7 +48,7 @@ impl Schild {
             files,
             wait_ready: true,
         };
-        Schild::launch(tempfile::tempdir().expect("tempdir"), s, limit)
+        Schild::launch(tempfile::tempdir().expect("tempdir"), s, limit, &[])
             .unwrap_or_else(|(status, log)| panic!("schild exited ({status:?}):\n{log}"))
     }
 
@@ -57,13 +57,23 @@ impl Schild {
         dir: tempfile::TempDir,
         s: Setup<'_>,
     ) -> Result<Schild, (Option<ExitStatus>, String)> {
-        Schild::launch(dir, s, Duration::from_secs(30))
+        Schild::launch(dir, s, Duration::from_secs(30), &[])
+    }
+
+    /// Like [`Schild::start_with`], with extra environment for the process.
+    pub fn start_env(
+        s: Setup<'_>,
+        env: &[(&str, &str)],
+    ) -> Result<Schild, (Option<ExitStatus>, String)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Schild::launch(dir, s, Duration::from_secs(30), env)
     }
 
     fn launch(
         dir: tempfile::TempDir,
         s: Setup<'_>,
         limit: Duration,
+        env: &[(&str, &str)],
     ) -> Result<Schild, (Option<ExitStatus>, String)> {
         for (name, text) in s.files {
             write(dir.path(), name, text);
@@ -88,6 +98,7 @@ impl Schild {
             .args(["serve", "--config"])
             .arg(&path)
             .env("SCHILD_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

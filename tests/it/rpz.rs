@@ -24,7 +24,7 @@ use crate::harness::until;
 use crate::harness::{self, Schild};
 
 /// Whether a Debian tool is there. Missing under CI=true is a failure.
-fn have(tool: &str) -> bool {
+pub fn have(tool: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .stdout(Stdio::null())
@@ -42,7 +42,7 @@ fn have(tool: &str) -> bool {
 }
 
 /// A port free for both UDP and TCP on 127.0.0.1.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     for _ in 0..50 {
         let Ok(t) = StdTcpListener::bind("127.0.0.1:0") else {
             continue;
