@@ -47,6 +47,29 @@ pub fn check_config(path: &Path) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // What serve will read: a missing or unreadable file fails here, not
+    // at the next restart.
+    let mut unreadable = 0;
+    for (key, path) in config.referenced_files() {
+        let readable = std::fs::File::open(&path).and_then(|f| {
+            if f.metadata()?.is_file() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("not a regular file"))
+            }
+        });
+        if let Err(e) = readable {
+            eprintln!(
+                "schild: {}: {key}: cannot read {}: {e}",
+                config.path.display(),
+                path.display()
+            );
+            unreadable += 1;
+        }
+    }
+    if unreadable > 0 {
+        return exit::CONFIG;
+    }
     println!("config {} is valid", config.path.display());
     println!("  state_dir   {}", config.state_dir.display());
     println!("  listen      {:?}", config.server.listen);

@@ -30,8 +30,13 @@ pub enum ConfigError {
         #[source]
         source: Box<toml::de::Error>,
     },
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
+    #[error("{}{field}: {message}", path.as_ref().map(|p| format!("{}: ", p.display())).unwrap_or_default())]
+    Invalid {
+        /// The config file, once known.
+        path: Option<PathBuf>,
+        field: String,
+        message: String,
+    },
     #[error("{field}: cannot read secret from {path}")]
     Secret {
         field: String,
@@ -43,6 +48,7 @@ pub enum ConfigError {
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
+        path: None,
         field: field.into(),
         message: message.into(),
     }
@@ -333,12 +339,58 @@ impl Config {
         } else {
             base
         };
-        validate::validate(raw, path, &base)
+        validate::validate(raw, path, &base).map_err(|e| match e {
+            ConfigError::Invalid { field, message, .. } => ConfigError::Invalid {
+                path: Some(path.to_path_buf()),
+                field,
+                message,
+            },
+            other => other,
+        })
     }
 
     /// The artifact's path.
     pub fn artifact_path(&self) -> PathBuf {
         self.state_dir.join(crate::policy::artifact::FILE_NAME)
+    }
+
+    /// Every file the configuration names that `serve` will read, with its
+    /// key: for `check-config` to try before a restart does. (Secret files
+    /// are read, and so checked, when the config loads.)
+    pub fn referenced_files(&self) -> Vec<(String, PathBuf)> {
+        let mut files = Vec::new();
+        let mut add = |key: String, p: &Option<PathBuf>| {
+            if let Some(p) = p {
+                files.push((key, p.clone()));
+            }
+        };
+        add("server.tls_cert_file".into(), &self.server.tls_cert_file);
+        add("server.tls_key_file".into(), &self.server.tls_key_file);
+        add("resolver.root_hints".into(), &self.resolver.root_hints);
+        add(
+            "rpz.tsig_key_file".into(),
+            &self.rpz.as_ref().and_then(|r| r.tsig_key_file.clone()),
+        );
+        for (i, p) in self.allowlist.files.iter().enumerate() {
+            files.push((format!("allowlist.files[{i}]"), p.clone()));
+        }
+        for (i, p) in self.allowlist.warninglists.iter().enumerate() {
+            files.push((format!("allowlist.warninglists[{i}]"), p.clone()));
+        }
+        for f in &self.feeds {
+            if let Location::Path(p) = &f.location {
+                // A MISP feed on disk is a folder with its manifest.
+                let p = if f.kind == FeedKind::MispFeed
+                    && p.file_name().is_none_or(|n| n != "manifest.json")
+                {
+                    p.join("manifest.json")
+                } else {
+                    p.clone()
+                };
+                files.push((format!("feed {:?}.location", f.name), p));
+            }
+        }
+        files
     }
 
     /// The local allowlist file that `schild allow` writes to (always read
@@ -396,7 +448,11 @@ mod tests {
         let e =
             parse("state_dir = \"s\"\n[[feed]]\nname = \"zdn\"\ntype = \"csv\"\nlocation = \"x\"")
                 .expect_err("bad type");
-        assert!(e.to_string().contains("feed[0].type"), "{e}");
+        assert!(e.to_string().contains("feed \"zdn\".type"), "{e}");
+        assert!(
+            e.to_string().starts_with("/etc/schild/schild.toml: "),
+            "{e}"
+        );
         let e = parse("state_dir = \"s\"\n[[feed]]\nname = \"zdn\"\ntype = \"misp-api\"\nlocation = \"https://misp.example\"")
             .expect_err("no key");
         assert!(e.to_string().contains("api_key"), "{e}");

@@ -30,7 +30,19 @@ fn parse_socket(field: &str, s: &str, default_port: u16) -> Result<SocketAddr, C
 
 fn parse_net(field: &str, s: &str) -> Result<IpNet, ConfigError> {
     if let Ok(n) = s.parse::<IpNet>() {
-        return Ok(n.trunc());
+        // `10.1.2.3/8` is a typo for an address or for `10.0.0.0/8`:
+        // which one decides who is let in, so ask rather than guess.
+        if n != n.trunc() {
+            return Err(invalid(
+                field,
+                format!(
+                    "{s:?} has host bits set: write the network ({}) or the address ({})",
+                    n.trunc(),
+                    n.addr()
+                ),
+            ));
+        }
+        return Ok(n);
     }
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(IpNet::from(ip));
@@ -97,8 +109,8 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
         let f = feed(i, f, base, &policy)?;
         if feeds.iter().any(|x: &FeedConfig| x.name == f.name) {
             return Err(invalid(
-                format!("feed[{i}].name"),
-                format!("{:?} is used twice", f.name),
+                format!("feed {:?}.name", f.name),
+                format!("{:?} is used twice (feed[{i}])", f.name),
             ));
         }
         feeds.push(f);
@@ -268,7 +280,6 @@ fn feed(
     policy: &PolicyConfig,
 ) -> Result<FeedConfig, ConfigError> {
     {
-        let field = |k: &str| format!("feed[{i}].{k}");
         if f.name.is_empty()
             || !f
                 .name
@@ -276,10 +287,13 @@ fn feed(
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return Err(invalid(
-                field("name"),
+                format!("feed[{i}].name"),
                 format!("{:?}: use letters, digits, - and _", f.name),
             ));
         }
+        // Named by its name from here on: `feed "zdn".location`.
+        let label = format!("feed {:?}", f.name);
+        let field = |k: &str| format!("{label}.{k}");
         let kind = FeedKind::parse(&f.kind).ok_or_else(|| {
             invalid(
                 field("type"),

@@ -296,7 +296,12 @@ fn bad_config_exits_78_and_names_the_field() {
     );
     let o = s.schild(&["compile", "--config", cfg.to_str().expect("utf8")]);
     assert_eq!(o.status.code(), Some(78));
-    assert!(stderr(&o).contains("feed[0].type"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("feed \"x\".type"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("bad.toml: "),
+        "names the file: {}",
+        stderr(&o)
+    );
     let o = s.schild(&[
         "check-config",
         "--config",
@@ -439,4 +444,53 @@ fn check_judges_a_pasted_url_by_its_host_and_names_the_ip_trigger() {
             stdout(&o)
         );
     }
+}
+
+#[test]
+fn check_config_tries_every_file_serve_will_read_and_names_file_and_key() {
+    let s = Setup::new();
+    s.write("iocs.txt", "evil.example\n");
+    let cfg = s.write(
+        "schild.toml",
+        "state_dir = \"state\"\n[allowlist]\nfiles = [\"allow.txt\"]\n\n\
+         [[feed]]\nname = \"zdn\"\ntype = \"domains\"\nlocation = \"iocs.txt\"\n\n\
+         [[feed]]\nname = \"lab\"\ntype = \"domains\"\nlocation = \"lab-list.txt\"\n",
+    );
+    let cfg = cfg.to_str().expect("utf8");
+    let o = s.schild(&["check-config", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(78), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("schild.toml: allowlist.files[0]: cannot read"),
+        "{err}"
+    );
+    assert!(
+        err.contains("schild.toml: feed \"lab\".location: cannot read"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("feed \"zdn\""),
+        "the present file is fine: {err}"
+    );
+    s.write("allow.txt", "");
+    s.write("lab-list.txt", "");
+    let o = s.schild(&["check-config", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn a_network_with_host_bits_is_an_error_that_names_the_value() {
+    let s = Setup::new();
+    let cfg = s.write(
+        "schild.toml",
+        "state_dir = \"state\"\n[server]\nallow = [\"127.0.0.1/32\", \"10.1.2.3/8\"]\n",
+    );
+    let o = s.schild(&["check-config", "--config", cfg.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(78));
+    let err = stderr(&o);
+    assert!(
+        err.contains("server.allow: \"10.1.2.3/8\" has host bits set"),
+        "{err}"
+    );
+    assert!(err.contains("10.0.0.0/8"), "{err}");
 }
