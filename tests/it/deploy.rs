@@ -23,9 +23,10 @@ use hickory_proto::rr::RecordType;
 use serde_json::Value;
 
 use crate::dns::{addresses, ede, query, udp};
+use crate::harness::have;
 use crate::harness::{Schild, Setup};
 use crate::hierarchy;
-use crate::rpz::{free_port, have};
+use crate::rpz::free_port;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)

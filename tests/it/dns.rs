@@ -52,6 +52,21 @@ pub fn udp_raw(server: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Ve
     }
 }
 
+/// Send one raw message over TCP and read one back; `None` on timeout or
+/// a closed connection.
+pub fn tcp_raw(server: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&server, timeout).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    s.set_write_timeout(Some(timeout)).ok()?;
+    let len = u16::try_from(bytes.len()).ok()?.to_be_bytes();
+    s.write_all(&[&len[..], bytes].concat()).ok()?;
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut buf).ok()?;
+    Some(buf)
+}
+
 /// Ask over UDP and decode; `None` if no answer came within `timeout`.
 pub fn udp_timeout(server: SocketAddr, q: &Message, timeout: Duration) -> Option<(Message, usize)> {
     let bytes = q.to_vec().expect("encode");

@@ -1,6 +1,9 @@
 //! Runs the real `schild serve` for a test: writes a config (listening on
 //! port 0) into a temporary folder, starts the binary, reads the bound
 //! addresses from its log, waits for `/ready`, and kills it on drop.
+//! Also the pieces the interop tests share: is a Debian tool installed
+//! ([`have`]), a peer daemon stopped on drop ([`Daemon`]), and polling
+//! until something a user would see holds ([`poll`], [`until`], [`wait_until`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -265,4 +268,68 @@ pub fn until(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
 /// [`poll`], failing the test with `what` when the time is up.
 pub fn wait_until<T>(what: &str, limit: Duration, f: impl FnMut() -> Option<T>) -> T {
     poll(limit, f).unwrap_or_else(|| panic!("timed out after {limit:?} waiting for {what}"))
+}
+
+/// Whether a Debian tool is there. Missing under CI=true is a failure.
+pub fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is required under CI=true (apt-get install it)"
+        );
+        eprintln!("skipping: {tool} not installed");
+    }
+    found
+}
+
+/// A peer daemon run in the foreground, its stdout and stderr in `log`.
+/// Dropping it sends SIGTERM (so a daemon with helper processes, like
+/// NSD, takes them down too) and SIGKILL if it has not exited in 5 s.
+pub struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(cmd: &mut Command, log: PathBuf) -> Daemon {
+        let out = std::fs::File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let child = cmd
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("start daemon");
+        Daemon { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.running() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let child = &mut self.child;
+            until(Duration::from_secs(5), || {
+                !matches!(child.try_wait(), Ok(None))
+            });
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod deploy;
+mod differential;
 mod dns;
 mod feeds;
 mod harness;

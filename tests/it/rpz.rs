@@ -13,33 +13,14 @@
 use std::io::Write;
 use std::net::{TcpListener as StdTcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hickory_server::proto::op::{Message, MessageType, OpCode, Query};
 use hickory_server::proto::rr::{Name, RData, RecordType};
 
 use crate::cli::Setup;
-use crate::harness::until;
-use crate::harness::{self, Schild};
-
-/// Whether a Debian tool is there. Missing under CI=true is a failure.
-pub fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is required under CI=true (apt-get install it)"
-        );
-        eprintln!("skipping: {tool} not installed");
-    }
-    found
-}
+use crate::harness::{self, Daemon, Schild, have, until};
 
 /// A port free for both UDP and TCP on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -55,35 +36,6 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port");
-}
-
-/// A peer daemon, killed on drop.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(cmd: &mut Command, log: PathBuf) -> Daemon {
-        let out = std::fs::File::create(&log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = cmd
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("start daemon");
-        Daemon { child, log }
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// `dig` output: the status and the answer lines.
