@@ -32,14 +32,25 @@ const MAX_PAGES: u32 = 100_000;
 /// Object types asked for: indicators, and what names their event.
 const MATCH_TYPES: &str = "indicator,report,grouping";
 
+/// One page of a TAXII 2.1 `objects/` answer.
 #[derive(Deserialize)]
-struct Envelope {
+pub struct Envelope {
     #[serde(default, deserialize_with = "lenient::bool")]
-    more: bool,
+    pub more: bool,
     #[serde(default, deserialize_with = "lenient::opt_string")]
-    next: Option<String>,
+    pub next: Option<String>,
     #[serde(default, deserialize_with = "lenient::vec")]
-    objects: Vec<StixObject>,
+    pub objects: Vec<StixObject>,
+}
+
+/// Parse one page; `what` names the URL and page for errors.
+pub fn parse_envelope(bytes: &[u8], what: String) -> Result<Envelope, FeedError> {
+    serde_json::from_slice(bytes).map_err(|e| FeedError::Format {
+        what,
+        message: format!(
+            "expected a TAXII 2.1 envelope ({{\"more\": ..., \"objects\": [...]}}): {e}"
+        ),
+    })
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -138,12 +149,7 @@ pub async fn pull(feed: &FeedConfig, dir: &Path) -> Result<StixSet, FeedError> {
             });
         };
         let what = format!("{} (page {page})", http::redact(&url));
-        let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| FeedError::Format {
-            what,
-            message: format!(
-                "expected a TAXII 2.1 envelope ({{\"more\": ..., \"objects\": [...]}}): {e}"
-            ),
-        })?;
+        let env = parse_envelope(&bytes, what)?;
         if let Some(last) = headers
             .get("x-taxii-date-added-last")
             .and_then(|v| v.to_str().ok())

@@ -23,4 +23,6 @@ pub use name::{NameError, NormalName, normalise, parse_name};
 pub use report::{AllowScope, AllowSource, FeedReport, FetchStatus, Refusal, RefusalReason};
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
