@@ -120,6 +120,9 @@ pub struct Metrics {
     feed_failures: IntCounterVec,
     pub refresh_failures: IntCounter,
     pub reloads: IntCounter,
+    pub reload_requests: IntCounter,
+    pub reload_coalesced: IntCounter,
+    pub admin_connections_evicted: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -396,6 +399,21 @@ impl Metrics {
                 &r,
                 "schild_reloads_total",
                 "New policy artifacts swapped in.",
+            ),
+            reload_requests: counter(
+                &r,
+                "schild_reload_requests_total",
+                "Refreshes asked for (timer, SIGHUP, POST /reload, allowlist change, start).",
+            ),
+            reload_coalesced: counter(
+                &r,
+                "schild_reload_coalesced_total",
+                "Refresh requests that shared the result of a compile already pending.",
+            ),
+            admin_connections_evicted: counter(
+                &r,
+                "schild_admin_connections_evicted_total",
+                "Admin connections closed to make room at the connection cap.",
             ),
             registry: r,
         }

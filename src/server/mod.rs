@@ -222,6 +222,7 @@ pub async fn run(config: Config) -> i32 {
     };
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.listen);
     tracing::info!("admin listening addr={admin_addr}");
+    admin::warn_if_exposed(admin_addr);
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         AdminState {
