@@ -116,6 +116,7 @@ pub struct ServerConfig {
     pub tcp_idle: Duration,
     pub tcp_max_connections: usize,
     pub tcp_max_inflight: usize,
+    pub tcp_max_per_client: usize,
     pub udp_sockets: usize,
     pub tls_listen: Vec<SocketAddr>,
     pub tls_cert_file: Option<PathBuf>,

@@ -44,6 +44,8 @@ pub(super) struct RawServer {
     #[serde(default = "default_tcp_max_connections")]
     pub(super) tcp_max_connections: usize,
     /// Queries answered at once on one TCP or TLS connection.
+    #[serde(default = "default_tcp_max_per_client")]
+    pub(super) tcp_max_per_client: usize,
     #[serde(default = "default_tcp_max_inflight")]
     pub(super) tcp_max_inflight: usize,
     /// UDP sockets per address (SO_REUSEPORT); 0 = one per core.
@@ -66,6 +68,7 @@ impl Default for RawServer {
             tcp_idle_secs: default_tcp_idle_secs(),
             tcp_max_connections: default_tcp_max_connections(),
             tcp_max_inflight: default_tcp_max_inflight(),
+            tcp_max_per_client: default_tcp_max_per_client(),
             udp_sockets: 0,
             tls_listen: Vec::new(),
             tls_cert_file: None,
@@ -89,6 +92,11 @@ pub(super) fn default_tcp_idle_secs() -> u64 {
 }
 pub(super) fn default_tcp_max_connections() -> usize {
     1024
+}
+pub(super) fn default_tcp_max_per_client() -> usize {
+    // One site's NAT may put many clients behind one address; a sixteenth
+    // of the default global cap still leaves room for fifteen others.
+    64
 }
 pub(super) fn default_tcp_max_inflight() -> usize {
     64

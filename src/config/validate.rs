@@ -175,6 +175,9 @@ fn server(s: RawServer, base: &Path) -> Result<ServerConfig, ConfigError> {
     if s.tcp_max_connections == 0 {
         return Err(invalid("server.tcp_max_connections", "must be at least 1"));
     }
+    if s.tcp_max_per_client == 0 {
+        return Err(invalid("server.tcp_max_per_client", "must be at least 1"));
+    }
     if s.tcp_max_inflight == 0 {
         return Err(invalid("server.tcp_max_inflight", "must be at least 1"));
     }
@@ -185,6 +188,7 @@ fn server(s: RawServer, base: &Path) -> Result<ServerConfig, ConfigError> {
         tcp_idle: Duration::from_secs(s.tcp_idle_secs.max(1)),
         tcp_max_connections: s.tcp_max_connections,
         tcp_max_inflight: s.tcp_max_inflight,
+        tcp_max_per_client: s.tcp_max_per_client,
         udp_sockets: s.udp_sockets,
         tls_listen,
         tls_cert_file: s.tls_cert_file.map(|p| resolve(base, &p)),

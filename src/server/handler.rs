@@ -150,6 +150,12 @@ impl Shared {
         self.config.allow.iter().any(|n| n.contains(&ip))
     }
 
+    /// May open a TCP/TLS connection: a resolver client, or an RPZ
+    /// secondary (`rpz.allow_transfer` need not be inside `server.allow`).
+    pub(crate) fn may_connect(&self, ip: IpAddr) -> bool {
+        self.is_allowed(ip) || self.rpz.load().as_ref().is_some_and(|r| r.allowed(ip))
+    }
+
     async fn send<'a, R: ResponseHandler>(
         &self,
         request: &Request,

@@ -111,6 +111,8 @@ pub struct Metrics {
     pub hits_dropped: IntCounter,
     pub tcp_connections: IntGauge,
     pub tcp_rejected: IntCounter,
+    pub tcp_evicted: IntCounter,
+    pub tcp_timeouts: IntCounter,
     policy_entries: IntGaugeVec,
     pub policy_loaded: IntGauge,
     pub policy_serial: IntGauge,
@@ -356,7 +358,17 @@ impl Metrics {
             tcp_rejected: counter(
                 &r,
                 "schild_tcp_rejected_total",
-                "TCP and TLS connections closed at once because server.tcp_max_connections was reached.",
+                "TCP and TLS connections closed at accept: client outside server.allow, or over server.tcp_max_per_client.",
+            ),
+            tcp_evicted: counter(
+                &r,
+                "schild_tcp_evicted_total",
+                "TCP and TLS connections closed at server.tcp_max_connections to make room (the longest idle).",
+            ),
+            tcp_timeouts: counter(
+                &r,
+                "schild_tcp_timeouts_total",
+                "TCP and TLS connections closed because a whole message did not arrive within server.tcp_idle_secs.",
             ),
             policy_entries,
             policy_loaded: register(

@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -141,7 +140,10 @@ pub async fn run(config: Config) -> i32 {
     let tracker = TaskTracker::new();
     let stop_udp = CancellationToken::new();
     let stop_streams = CancellationToken::new();
-    let connections = Arc::new(Semaphore::new(config.server.tcp_max_connections));
+    let connections = Arc::new(listen::Connections::new(
+        config.server.tcp_max_connections,
+        config.server.tcp_max_per_client,
+    ));
     let limits = StreamLimits {
         idle: config.server.tcp_idle,
         max_inflight: config.server.tcp_max_inflight,

@@ -246,3 +246,77 @@ fn idle_admin_connections_do_not_stop_dns_or_ready() {
     }
     assert_eq!(closed, 100, "the oldest idle connections stay open");
 }
+
+/// A TCP connection to `server` from the loopback address `from`.
+fn connect_from(from: &str, server: SocketAddr) -> std::io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let local: SocketAddr = format!("{from}:0").parse().expect("address");
+    s.bind(&local.into())?;
+    s.connect_timeout(&server.into(), Duration::from_secs(5))?;
+    Ok(s.into())
+}
+
+#[test]
+fn slow_tcp_clients_cannot_hold_the_slots() {
+    let s = Schild::start(
+        "[server]\nallow = [\"127.0.0.1/32\", \"127.0.0.3/32\"]\ntcp_idle_secs = 2\ntcp_max_connections = 32\ntcp_max_per_client = 8\n\n[[feed]]\nname = \"ioc\"\ntype = \"domains\"\nlocation = \"ioc.txt\"\n",
+        &[("ioc.txt", FEED)],
+    );
+    let dns = s.dns;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // 200 connections from 127.0.0.2 (outside allow) and 60 from 127.0.0.3
+    // (allowed, over its per-client cap), each sending a byte a second of
+    // a message that never ends; they reconnect when closed. Bounded: 20 s.
+    let mut slow = Vec::new();
+    for (from, n) in [("127.0.0.2", 200), ("127.0.0.3", 60)] {
+        for _ in 0..n {
+            let stop = stop.clone();
+            slow.push(std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let Ok(mut c) = connect_from(from, dns) else {
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    };
+                    // Length 300, then a byte a second.
+                    let mut open = c.write_all(&[1, 44]).is_ok();
+                    while open && !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_secs(1));
+                        open = c.write_all(&[0]).is_ok();
+                    }
+                }
+            }));
+        }
+    }
+    // Queries from 127.0.0.1 over TCP keep working the whole time.
+    let started = Instant::now();
+    let mut asked = 0;
+    let mut failed = Vec::new();
+    while started.elapsed() < Duration::from_secs(8) {
+        let r = std::panic::catch_unwind(|| {
+            dns::tcp(dns, &[query("evil.example.test.", RecordType::A)])
+        });
+        asked += 1;
+        match r {
+            Ok(m) if m[0].metadata.response_code == ResponseCode::NXDomain => {}
+            Ok(m) => failed.push(format!("{:?}", m[0].metadata.response_code)),
+            Err(_) => failed.push("no answer".to_string()),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in slow {
+        t.join().expect("slow client");
+    }
+    assert!(asked > 20, "only {asked} queries");
+    assert!(
+        failed.is_empty(),
+        "{} of {asked} failed: {failed:?}",
+        failed.len()
+    );
+    let (_, m) = s.http("GET", "/metrics");
+    // 127.0.0.2 closed at accept; 127.0.0.3 over its cap closed too; the
+    // whole-message timer closed the slow ones that got in.
+    assert!(metric(&m, "schild_tcp_rejected_total") >= 200, "{m}");
+    assert!(metric(&m, "schild_tcp_timeouts_total") >= 8, "{m}");
+}
