@@ -155,6 +155,10 @@ pub struct ResolverConfig {
     /// How long a failed resolution is answered SERVFAIL from memory;
     /// zero: never.
     pub servfail_ttl: Duration,
+    /// Upstream lookups outstanding at once, in all and per client; past
+    /// it the oldest is answered SERVFAIL.
+    pub max_inflight: usize,
+    pub max_inflight_per_client: usize,
     pub allow_servers: Vec<IpNet>,
     pub recursion_port: Option<u16>,
 }

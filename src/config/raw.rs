@@ -133,6 +133,10 @@ pub(super) struct RawResolver {
     /// 0 turns it off.
     #[serde(default = "default_servfail_ttl_secs")]
     pub(super) servfail_ttl_secs: u64,
+    #[serde(default = "default_max_inflight")]
+    pub(super) max_inflight: usize,
+    #[serde(default = "default_max_inflight_per_client")]
+    pub(super) max_inflight_per_client: usize,
     /// Networks the recursor may send queries to even though they are
     /// special-use (tests, internal authoritative servers).
     #[serde(default)]
@@ -156,6 +160,8 @@ impl Default for RawResolver {
             serve_stale_max_secs: default_serve_stale_max_secs(),
             timeout_secs: default_upstream_timeout_secs(),
             servfail_ttl_secs: default_servfail_ttl_secs(),
+            max_inflight: default_max_inflight(),
+            max_inflight_per_client: default_max_inflight_per_client(),
             allow_servers: Vec::new(),
             recursion_port: None,
         }
@@ -179,6 +185,14 @@ pub(super) fn default_serve_stale_max_secs() -> u64 {
 }
 pub(super) fn default_upstream_timeout_secs() -> u64 {
     3
+}
+/// BIND's `recursive-clients` default.
+pub(super) fn default_max_inflight() -> usize {
+    1000
+}
+/// A tenth of the global cap: one host cannot take it all.
+pub(super) fn default_max_inflight_per_client() -> usize {
+    100
 }
 pub(super) fn default_servfail_ttl_secs() -> u64 {
     1

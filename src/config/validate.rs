@@ -234,7 +234,15 @@ fn resolver(r: RawResolver, base: &Path) -> Result<ResolverConfig, ConfigError> 
             format!("must be at most {MAX_SERVFAIL_TTL_SECS} (0 turns it off)"),
         ));
     }
+    if r.max_inflight == 0 || r.max_inflight_per_client == 0 {
+        return Err(invalid(
+            "resolver.max_inflight",
+            "max_inflight and max_inflight_per_client must be at least 1",
+        ));
+    }
     Ok(ResolverConfig {
+        max_inflight: r.max_inflight,
+        max_inflight_per_client: r.max_inflight_per_client.min(r.max_inflight),
         mode,
         upstreams,
         root_hints: r.root_hints.map(|p| resolve(base, &p)),

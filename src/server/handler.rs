@@ -248,7 +248,11 @@ impl Shared {
             dnssec_ok,
             checking_disabled: request.metadata.checking_disabled,
         };
-        let resolved = match self.resolver.resolve(lower, qtype, flags).await {
+        let resolved = match self
+            .resolver
+            .resolve(lower, qtype, flags, request.src().ip())
+            .await
+        {
             Ok(r) => r,
             Err(failure) => {
                 let (code, text) = failure_ede(failure.kind);
@@ -576,6 +580,10 @@ fn failure_ede(kind: UpstreamError) -> (u16, &'static str) {
     match kind {
         UpstreamError::Bogus => (ede::DNSSEC_BOGUS, "DNSSEC validation failed"),
         UpstreamError::Timeout => (ede::NO_REACHABLE_AUTHORITY, "upstream timed out"),
+        UpstreamError::Overloaded => (
+            ede::OTHER,
+            "too many lookups outstanding: the oldest was given up (resolver.max_inflight)",
+        ),
         _ => (ede::NETWORK_ERROR, "upstream failed"),
     }
 }

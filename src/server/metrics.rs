@@ -85,9 +85,18 @@ pub enum UpstreamError {
     Refused = 2,
     Bogus = 3,
     Other = 4,
+    /// Dropped to make room at `resolver.max_inflight`.
+    Overloaded = 5,
 }
 
-const UPSTREAM_ERRORS: [&str; 5] = ["timeout", "servfail", "refused", "dnssec-bogus", "other"];
+const UPSTREAM_ERRORS: [&str; 6] = [
+    "timeout",
+    "servfail",
+    "refused",
+    "dnssec-bogus",
+    "other",
+    "overloaded",
+];
 
 /// All metrics. Cheap to share behind an `Arc`.
 pub struct Metrics {
@@ -105,6 +114,7 @@ pub struct Metrics {
     pub cache_stale: IntCounter,
     pub cache_servfail: IntCounter,
     pub upstream_coalesced: IntCounter,
+    pub upstream_overflow: IntCounter,
     pub cache_entries: IntGauge,
     pub upstream_duration: Histogram,
     upstream_errors: Vec<IntCounter>,
@@ -411,6 +421,11 @@ impl Metrics {
                 &r,
                 "schild_reloads_total",
                 "New policy artifacts swapped in.",
+            ),
+            upstream_overflow: counter(
+                &r,
+                "schild_upstream_overflow_total",
+                "Upstream lookups given up (SERVFAIL, EDE 0) to make room at resolver.max_inflight or max_inflight_per_client.",
             ),
             reload_requests: counter(
                 &r,

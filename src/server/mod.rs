@@ -40,8 +40,37 @@ use resolve::Resolver;
 /// Hits waiting for the consumer before new ones are dropped (and counted).
 const HIT_QUEUE: usize = 16_384;
 
+/// Raise the open-file soft limit to the hard limit: every TCP connection
+/// and upstream lookup needs a descriptor, and 1024 runs out under load.
+#[cfg(unix)]
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current == now.maximum {
+        return;
+    }
+    let want = Rlimit {
+        current: now.maximum,
+        maximum: now.maximum,
+    };
+    match setrlimit(Resource::Nofile, want) {
+        Ok(()) => tracing::info!(
+            from = now.current,
+            to = now.maximum,
+            "open-file limit raised to the hard limit"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, limit = now.current, "cannot raise the open-file limit")
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() {}
+
 /// Run the server until SIGTERM/SIGINT. Returns the process exit code.
 pub async fn run(config: Config) -> i32 {
+    raise_open_file_limit();
     if let Some(path) = config.rpz.as_ref().and_then(|r| r.tsig_key_file.as_ref()) {
         let usable = crate::rpz::tsig::TsigKey::load(path)
             .map_err(|e| error_chain(&e))

@@ -320,3 +320,132 @@ fn slow_tcp_clients_cannot_hold_the_slots() {
     assert!(metric(&m, "schild_tcp_rejected_total") >= 200, "{m}");
     assert!(metric(&m, "schild_tcp_timeouts_total") >= 8, "{m}");
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_black_hole_upstream_holds_bounded_work() {
+    // Reads every query and never answers (UDP and TCP).
+    let hole = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let up = hole.local_addr().expect("addr");
+    let tcp_hole = TcpListener::bind(up).expect("bind tcp");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while hole.recv_from(&mut buf).is_ok() {}
+    });
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in tcp_hole.incoming().flatten() {
+            held.push(c);
+        }
+    });
+    let s = Schild::start(
+        &format!(
+            "[resolver]\nmode = \"forward\"\nupstreams = [\"{up}\"]\ndnssec = false\ntimeout_secs = 2\nmax_inflight = 200\nmax_inflight_per_client = 200\n\n[[feed]]\nname = \"ioc\"\ntype = \"domains\"\nlocation = \"ioc.txt\"\n"
+        ),
+        &[("ioc.txt", FEED)],
+    );
+    let rss_before = rss_kib(s.pid());
+    // 20,000 unique names over 10 s from two sockets (bounded, loopback).
+    let dns = s.dns;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let load: Vec<_> = (0..2)
+        .map(|t| {
+            let sent = sent.clone();
+            std::thread::spawn(move || {
+                let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+                sock.set_nonblocking(true).expect("nonblocking");
+                let started = Instant::now();
+                let mut buf = [0u8; 4096];
+                for i in 0..10_000u32 {
+                    let q = query(&format!("n{t}x{i}.flood.test."), RecordType::A)
+                        .to_vec()
+                        .expect("encode");
+                    let _ = sock.send_to(&q, dns);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    while sock.recv_from(&mut buf).is_ok() {}
+                    // 1,000 a second per socket.
+                    let due = started + Duration::from_millis(u64::from(i));
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Blocked names answer promptly all along.
+    let mut worst = Duration::ZERO;
+    let mut peak = rss_before;
+    let mut asked = 0;
+    while load.iter().any(|l| !l.is_finished()) {
+        let t = Instant::now();
+        let m = dns::udp_timeout(
+            dns,
+            &query("evil.example.test.", RecordType::A),
+            Duration::from_secs(5),
+        )
+        .map(|(m, _)| m);
+        worst = worst.max(t.elapsed());
+        asked += 1;
+        assert_eq!(
+            m.map(|m| m.metadata.response_code),
+            Some(ResponseCode::NXDomain),
+            "a blocked name went unanswered under load"
+        );
+        peak = peak.max(rss_kib(s.pid()));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for l in load {
+        l.join().expect("load");
+    }
+    let (status, m) = s.http("GET", "/metrics");
+    assert_eq!(status, 200);
+    let overflow = metric(&m, "schild_upstream_overflow_total");
+    eprintln!(
+        "black hole: {} sent, RSS {rss_before} -> peak {peak} KiB, blocked worst {worst:?} over {asked}, overflow {overflow}",
+        sent.load(Ordering::Relaxed)
+    );
+    assert!(asked > 10);
+    assert!(overflow > 1_000, "{m}");
+    assert!(
+        worst < Duration::from_secs(2),
+        "blocked answer took {worst:?}"
+    );
+    // Generous: the issue saw 13 MB grow to 652 MB.
+    assert!(
+        peak < rss_before + 150 * 1024,
+        "RSS {rss_before} -> {peak} KiB"
+    );
+    // Past the cap the oldest waiting lookup gets SERVFAIL with EDE 0.
+    let first = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    first
+        .send_to(
+            &query("oldest.flood.test.", RecordType::A)
+                .to_vec()
+                .expect("encode"),
+            dns,
+        )
+        .expect("send");
+    let push = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    for i in 0..400 {
+        let q = query(&format!("push{i}.flood.test."), RecordType::A)
+            .to_vec()
+            .expect("encode");
+        push.send_to(&q, dns).expect("send");
+    }
+    let mut buf = [0u8; 4096];
+    let (n, _) = first.recv_from(&mut buf).expect("the oldest is answered");
+    let m = hickory_proto::op::Message::from_vec(&buf[..n]).expect("decode");
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(dns::ede(&m).map(|(c, _)| c), Some(0), "{m:?}");
+}
