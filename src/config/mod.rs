@@ -122,6 +122,7 @@ pub struct ServerConfig {
     pub tcp_idle: Duration,
     pub tcp_max_connections: usize,
     pub tcp_max_inflight: usize,
+    pub tcp_max_per_client: usize,
     pub udp_sockets: usize,
     pub tls_listen: Vec<SocketAddr>,
     pub tls_cert_file: Option<PathBuf>,
@@ -160,6 +161,10 @@ pub struct ResolverConfig {
     /// How long a failed resolution is answered SERVFAIL from memory;
     /// zero: never.
     pub servfail_ttl: Duration,
+    /// Upstream lookups outstanding at once, in all and per client; past
+    /// it the oldest is answered SERVFAIL.
+    pub max_inflight: usize,
+    pub max_inflight_per_client: usize,
     pub allow_servers: Vec<IpNet>,
     pub recursion_port: Option<u16>,
 }

@@ -44,6 +44,8 @@ pub(super) struct RawServer {
     #[serde(default = "default_tcp_max_connections")]
     pub(super) tcp_max_connections: usize,
     /// Queries answered at once on one TCP or TLS connection.
+    #[serde(default = "default_tcp_max_per_client")]
+    pub(super) tcp_max_per_client: usize,
     #[serde(default = "default_tcp_max_inflight")]
     pub(super) tcp_max_inflight: usize,
     /// UDP sockets per address (SO_REUSEPORT); 0 = one per core.
@@ -66,6 +68,7 @@ impl Default for RawServer {
             tcp_idle_secs: default_tcp_idle_secs(),
             tcp_max_connections: default_tcp_max_connections(),
             tcp_max_inflight: default_tcp_max_inflight(),
+            tcp_max_per_client: default_tcp_max_per_client(),
             udp_sockets: 0,
             tls_listen: Vec::new(),
             tls_cert_file: None,
@@ -89,6 +92,11 @@ pub(super) fn default_tcp_idle_secs() -> u64 {
 }
 pub(super) fn default_tcp_max_connections() -> usize {
     1024
+}
+pub(super) fn default_tcp_max_per_client() -> usize {
+    // One site's NAT may put many clients behind one address; a sixteenth
+    // of the default global cap still leaves room for fifteen others.
+    64
 }
 pub(super) fn default_tcp_max_inflight() -> usize {
     64
@@ -125,6 +133,10 @@ pub(super) struct RawResolver {
     /// 0 turns it off.
     #[serde(default = "default_servfail_ttl_secs")]
     pub(super) servfail_ttl_secs: u64,
+    #[serde(default = "default_max_inflight")]
+    pub(super) max_inflight: usize,
+    #[serde(default = "default_max_inflight_per_client")]
+    pub(super) max_inflight_per_client: usize,
     /// Networks the recursor may send queries to even though they are
     /// special-use (tests, internal authoritative servers).
     #[serde(default)]
@@ -148,6 +160,8 @@ impl Default for RawResolver {
             serve_stale_max_secs: default_serve_stale_max_secs(),
             timeout_secs: default_upstream_timeout_secs(),
             servfail_ttl_secs: default_servfail_ttl_secs(),
+            max_inflight: default_max_inflight(),
+            max_inflight_per_client: default_max_inflight_per_client(),
             allow_servers: Vec::new(),
             recursion_port: None,
         }
@@ -171,6 +185,14 @@ pub(super) fn default_serve_stale_max_secs() -> u64 {
 }
 pub(super) fn default_upstream_timeout_secs() -> u64 {
     3
+}
+/// BIND's `recursive-clients` default.
+pub(super) fn default_max_inflight() -> usize {
+    1000
+}
+/// A tenth of the global cap: one host cannot take it all.
+pub(super) fn default_max_inflight_per_client() -> usize {
+    100
 }
 pub(super) fn default_servfail_ttl_secs() -> u64 {
     1

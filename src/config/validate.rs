@@ -188,6 +188,9 @@ fn server(s: RawServer, base: &Path) -> Result<ServerConfig, ConfigError> {
     if s.tcp_max_connections == 0 {
         return Err(invalid("server.tcp_max_connections", "must be at least 1"));
     }
+    if s.tcp_max_per_client == 0 {
+        return Err(invalid("server.tcp_max_per_client", "must be at least 1"));
+    }
     if s.tcp_max_inflight == 0 {
         return Err(invalid("server.tcp_max_inflight", "must be at least 1"));
     }
@@ -198,6 +201,7 @@ fn server(s: RawServer, base: &Path) -> Result<ServerConfig, ConfigError> {
         tcp_idle: Duration::from_secs(s.tcp_idle_secs.max(1)),
         tcp_max_connections: s.tcp_max_connections,
         tcp_max_inflight: s.tcp_max_inflight,
+        tcp_max_per_client: s.tcp_max_per_client,
         udp_sockets: s.udp_sockets,
         tls_listen,
         tls_cert_file: s.tls_cert_file.map(|p| resolve(base, &p)),
@@ -243,7 +247,15 @@ fn resolver(r: RawResolver, base: &Path) -> Result<ResolverConfig, ConfigError> 
             format!("must be at most {MAX_SERVFAIL_TTL_SECS} (0 turns it off)"),
         ));
     }
+    if r.max_inflight == 0 || r.max_inflight_per_client == 0 {
+        return Err(invalid(
+            "resolver.max_inflight",
+            "max_inflight and max_inflight_per_client must be at least 1",
+        ));
+    }
     Ok(ResolverConfig {
+        max_inflight: r.max_inflight,
+        max_inflight_per_client: r.max_inflight_per_client.min(r.max_inflight),
         mode,
         upstreams,
         root_hints: r.root_hints.map(|p| resolve(base, &p)),

@@ -171,7 +171,7 @@ impl RpzPrimary {
         })
     }
 
-    fn allowed(&self, ip: IpAddr) -> bool {
+    pub fn allowed(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.allow.iter().any(|n| n.contains(&ip))
     }

@@ -1,19 +1,29 @@
 //! The admin listener: `/metrics`, `/health`, `/ready` and `POST /reload`.
 //!
 //! It listens on `admin.listen` (loopback by default) and has no
-//! authentication, so it belongs on loopback or a management network.
+//! authentication, so it belongs on loopback or a management network
+//! (schild warns at start when it listens beyond loopback).
+//!
+//! A client cannot hold it: at most [`MAX_CONNECTIONS`] connections are
+//! open, and at the cap the oldest is closed to make room for the new one;
+//! a request's headers must arrive within [`HEADER_TIMEOUT`], and a
+//! connection with no request for that long is closed. `POST /reload`
+//! refuses the content types an HTML form can send, so a web page cannot
+//! make a browser on the management network reload.
 //! `/ready` is 200 only while the DNS listeners are open *and* a policy is
 //! loaded: a schild that serves unfiltered answers (no list, with
 //! `policy.fail_closed = false`) is alive but not ready, so a load balancer
 //! keeps it out while it keeps answering whoever still asks it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
@@ -66,7 +76,39 @@ async fn ready(State(s): State<AdminState>) -> impl IntoResponse {
     }
 }
 
-async fn reload(State(s): State<AdminState>) -> impl IntoResponse {
+/// Open admin connections at most; at the cap the oldest is closed.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A request's headers must arrive within this, and an idle connection
+/// is closed after it.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Content types a cross-origin HTML form may send without a CORS
+/// preflight (the Fetch standard's "CORS-safelisted" ones).
+fn is_form(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_TYPE).iter().any(|v| {
+        let essence = v
+            .to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        matches!(
+            essence.as_str(),
+            "application/x-www-form-urlencoded" | "multipart/form-data" | "text/plain"
+        ) || v.to_str().is_err()
+    })
+}
+
+async fn reload(State(s): State<AdminState>, headers: HeaderMap) -> (StatusCode, String) {
+    if is_form(&headers) {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "refused: POST /reload takes no form content type (send it without a body)\n"
+                .to_string(),
+        );
+    }
     match s.refresher.refresh("admin").await {
         Ok(r) if r.failed_feeds.is_empty() => (
             StatusCode::OK,
@@ -89,7 +131,7 @@ async fn reload(State(s): State<AdminState>) -> impl IntoResponse {
             StatusCode::INTERNAL_SERVER_ERROR,
             format!(
                 "reload failed, the previous policy stays in place: {}\n",
-                crate::error::error_chain(&e)
+                crate::error::error_chain(&*e)
             ),
         ),
     }
@@ -102,10 +144,68 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    if let Err(e) = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-    {
-        tracing::error!(error = %e, ?addr, "admin listener failed");
+    let metrics = state.shared.metrics.clone();
+    let service = hyper_util::service::TowerToHyperService::new(router(state));
+    // Open connections by age: the first is the oldest.
+    let open: Arc<Mutex<BTreeMap<u64, CancellationToken>>> = Arc::default();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let mut next: u64 = 0;
+    loop {
+        let (stream, _peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?addr, "accepting an admin connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let id = next;
+        next += 1;
+        let stop = shutdown.child_token();
+        {
+            let mut open = open.lock().unwrap_or_else(|e| e.into_inner());
+            while open.len() >= MAX_CONNECTIONS {
+                match open.pop_first() {
+                    Some((_, oldest)) => {
+                        oldest.cancel();
+                        metrics.admin_connections_evicted.inc();
+                    }
+                    None => break,
+                }
+            }
+            open.insert(id, stop.clone());
+        }
+        let service = service.clone();
+        let open = open.clone();
+        tracker.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::select! {
+                r = conn => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "admin connection ended");
+                    }
+                }
+                _ = stop.cancelled() => {}
+            }
+            open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        });
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+}
+
+/// Say so when the admin listener is reachable beyond loopback.
+pub fn warn_if_exposed(addr: SocketAddr) {
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "the admin listener is reachable beyond loopback and its endpoints are unauthenticated (/metrics, POST /reload): keep it on a management network"
+        );
     }
 }

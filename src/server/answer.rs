@@ -17,6 +17,8 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 /// RFC 8914 info-codes schild uses.
 pub mod ede {
+    /// Other: the text says what.
+    pub const OTHER: u16 = 0;
     /// An answer served past its TTL.
     pub const STALE_ANSWER: u16 = 3;
     pub const DNSSEC_BOGUS: u16 = 6;

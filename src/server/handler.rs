@@ -150,6 +150,12 @@ impl Shared {
         self.config.allow.iter().any(|n| n.contains(&ip))
     }
 
+    /// May open a TCP/TLS connection: a resolver client, or an RPZ
+    /// secondary (`rpz.allow_transfer` need not be inside `server.allow`).
+    pub(crate) fn may_connect(&self, ip: IpAddr) -> bool {
+        self.is_allowed(ip) || self.rpz.load().as_ref().is_some_and(|r| r.allowed(ip))
+    }
+
     async fn send<'a, R: ResponseHandler>(
         &self,
         request: &Request,
@@ -242,7 +248,11 @@ impl Shared {
             dnssec_ok,
             checking_disabled: request.metadata.checking_disabled,
         };
-        let resolved = match self.resolver.resolve(lower, qtype, flags).await {
+        let resolved = match self
+            .resolver
+            .resolve(lower, qtype, flags, request.src().ip())
+            .await
+        {
             Ok(r) => r,
             Err(failure) => {
                 let (code, text) = failure_ede(failure.kind);
@@ -570,6 +580,10 @@ fn failure_ede(kind: UpstreamError) -> (u16, &'static str) {
     match kind {
         UpstreamError::Bogus => (ede::DNSSEC_BOGUS, "DNSSEC validation failed"),
         UpstreamError::Timeout => (ede::NO_REACHABLE_AUTHORITY, "upstream timed out"),
+        UpstreamError::Overloaded => (
+            ede::OTHER,
+            "too many lookups outstanding: the oldest was given up (resolver.max_inflight)",
+        ),
         _ => (ede::NETWORK_ERROR, "upstream failed"),
     }
 }

@@ -14,12 +14,22 @@
 //! ready, RFC 7766), idle connections are closed after `server.tcp_idle_secs`
 //! (as are those whose client takes no answer for that long), and at most
 //! `server.tcp_max_connections` are open at once.
+//!
+//! A client cannot hold the slots: one outside `server.allow` is closed at
+//! accept, before anything is read; a whole message must arrive within
+//! `server.tcp_idle_secs` (the timer does not restart per byte); one
+//! address has at most `server.tcp_max_per_client` connections; and at the
+//! global cap the connection idle the longest is closed to make room for
+//! the new one (as Unbound does) instead of refusing it. Messages with
+//! QR=1 are ignored, as over UDP.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Header, MessageType, ResponseCode};
 use hickory_proto::rr::Record;
@@ -159,13 +169,139 @@ pub struct StreamLimits {
     pub max_inflight: usize,
 }
 
+/// One open connection, as the table sees it.
+struct Conn {
+    ip: IpAddr,
+    stop: CancellationToken,
+    /// Milliseconds since the table's epoch of the last whole message.
+    active: Arc<AtomicU64>,
+}
+
+/// The open TCP and TLS connections of every listener: the global and
+/// per-client caps, and who is idle the longest.
+pub struct Connections {
+    max: usize,
+    per_client: usize,
+    epoch: Instant,
+    inner: Mutex<ConnTable>,
+}
+
+#[derive(Default)]
+struct ConnTable {
+    next: u64,
+    open: HashMap<u64, Conn>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl ConnTable {
+    fn remove(&mut self, id: u64) -> Option<Conn> {
+        let c = self.open.remove(&id)?;
+        if let Some(n) = self.per_ip.get_mut(&c.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&c.ip);
+            }
+        }
+        Some(c)
+    }
+}
+
+/// A connection's place in the table; leaving frees it.
+struct Slot {
+    table: Arc<Connections>,
+    id: u64,
+    stop: CancellationToken,
+    active: Arc<AtomicU64>,
+}
+
+impl Slot {
+    fn touch(&self) {
+        self.active.store(self.table.now(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.table
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.id);
+    }
+}
+
+/// Why a connection was not admitted.
+enum Refused {
+    PerClient,
+}
+
+impl Connections {
+    pub fn new(max: usize, per_client: usize) -> Connections {
+        Connections {
+            max: max.max(1),
+            per_client: per_client.max(1),
+            epoch: Instant::now(),
+            inner: Mutex::new(ConnTable::default()),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Admit a connection from `ip`, closing the longest-idle one when the
+    /// table is full (counted in `evicted`).
+    fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        shutdown: &CancellationToken,
+        evicted: &prometheus::IntCounter,
+    ) -> Result<Slot, Refused> {
+        let mut t = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if t.per_ip.get(&ip).copied().unwrap_or(0) >= self.per_client {
+            return Err(Refused::PerClient);
+        }
+        while t.open.len() >= self.max {
+            let oldest = t
+                .open
+                .iter()
+                .min_by_key(|(_, c)| c.active.load(Ordering::Relaxed))
+                .map(|(id, _)| *id);
+            let Some(id) = oldest else { break };
+            if let Some(c) = t.remove(id) {
+                c.stop.cancel();
+                evicted.inc();
+            }
+        }
+        let id = t.next;
+        t.next += 1;
+        let stop = shutdown.child_token();
+        let active = Arc::new(AtomicU64::new(self.now()));
+        t.open.insert(
+            id,
+            Conn {
+                ip,
+                stop: stop.clone(),
+                active: active.clone(),
+            },
+        );
+        *t.per_ip.entry(ip).or_insert(0) += 1;
+        Ok(Slot {
+            table: self.clone(),
+            id,
+            stop,
+            active,
+        })
+    }
+}
+
 /// Accept TCP (or, with `tls`, DoT) connections until `shutdown`.
 pub async fn accept_loop(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     handler: Handler,
     limits: StreamLimits,
-    connections: Arc<Semaphore>,
+    connections: Arc<Connections>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -188,32 +324,48 @@ pub async fn accept_loop(
             _ = shutdown.cancelled() => break,
         };
         let metrics = handler.0.metrics.clone();
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
+        // Before anything is read: a client outside `allow` gets nothing,
+        // not even a slot.
+        if !handler.0.may_connect(src.ip()) {
+            metrics.acl_refused.inc();
             metrics.tcp_rejected.inc();
             drop(stream);
             continue;
+        }
+        let slot = match connections.admit(src.ip().to_canonical(), &shutdown, &metrics.tcp_evicted)
+        {
+            Ok(s) => s,
+            Err(Refused::PerClient) => {
+                metrics.tcp_rejected.inc();
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let tls = tls.clone();
-        let shutdown = shutdown.clone();
         let inner = tracker.clone();
         tracker.spawn(async move {
             metrics.tcp_connections.inc();
             match tls {
-                None => serve_stream(stream, src, protocol, handler, limits, inner, shutdown).await,
+                None => serve_stream(stream, src, protocol, handler, limits, inner, &slot).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(limits.idle, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => {
-                            serve_stream(s, src, protocol, handler, limits, inner, shutdown).await
+                    let handshake = tokio::select! {
+                        r = tokio::time::timeout(limits.idle, acceptor.accept(stream)) => Some(r),
+                        _ = slot.stop.cancelled() => None,
+                    };
+                    match handshake {
+                        Some(Ok(Ok(s))) => {
+                            serve_stream(s, src, protocol, handler, limits, inner, &slot).await
                         }
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                        Some(Ok(Err(e))) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Some(Err(_)) => tracing::debug!("TLS handshake timed out"),
+                        None => {}
                     }
                 }
             }
             metrics.tcp_connections.dec();
-            drop(permit);
+            drop(slot);
         });
     }
 }
@@ -357,7 +509,7 @@ async fn serve_stream<S>(
     handler: Handler,
     limits: StreamLimits,
     tracker: TaskTracker,
-    shutdown: CancellationToken,
+    slot: &Slot,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -380,6 +532,10 @@ async fn serve_stream<S>(
     let responder = StreamResponder { tx };
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = vec![0u8; 4096];
+    // Closed at shutdown, or to make room for a new connection.
+    let shutdown = &slot.stop;
+    // A whole message must arrive by then; each one moves it on.
+    let mut deadline = tokio::time::Instant::now() + idle;
     'conn: loop {
         if responder.tx.is_closed() {
             break; // the writer gave up on the client
@@ -392,6 +548,8 @@ async fn serve_stream<S>(
             }
             let msg: Vec<u8> = buf[2..2 + len].to_vec();
             buf.drain(..2 + len);
+            deadline = tokio::time::Instant::now() + idle;
+            slot.touch();
             // Backpressure: a client with many answers pending waits.
             let permit = tokio::select! {
                 p = inflight.clone().acquire_owned() => match p {
@@ -401,6 +559,10 @@ async fn serve_stream<S>(
                 _ = shutdown.cancelled() => break 'conn,
             };
             match Request::from_bytes(msg.clone(), src, protocol) {
+                // Never answer an answer (as over UDP).
+                Ok(request) if request.metadata.message_type == MessageType::Response => {
+                    drop(permit);
+                }
                 Ok(request) => {
                     let handler = handler.clone();
                     let responder = responder.clone();
@@ -419,15 +581,21 @@ async fn serve_stream<S>(
                 }
             }
         }
-        // Read more; `read` is cancel safe, so the idle timer may fire at
-        // any time without losing bytes.
+        // Read more; `read` is cancel safe, so the timer may fire at any
+        // time without losing bytes. It is not moved on by a byte, only by
+        // a whole message: a client sending a byte a second is closed.
         let n = tokio::select! {
-            r = tokio::time::timeout(limits.idle, rd.read(&mut chunk)) => match r {
+            r = tokio::time::timeout_at(deadline, rd.read(&mut chunk)) => match r {
                 Ok(Ok(0)) | Ok(Err(_)) => break,
                 Ok(Ok(n)) => n,
                 Err(_) => {
-                    if inflight.available_permits() < limits.max_inflight {
-                        continue; // answers pending: not idle
+                    if buf.is_empty() && inflight.available_permits() < limits.max_inflight {
+                        // Answers pending: not idle.
+                        deadline = tokio::time::Instant::now() + idle;
+                        continue;
+                    }
+                    if !buf.is_empty() {
+                        handler.0.metrics.tcp_timeouts.inc();
                     }
                     break;
                 }

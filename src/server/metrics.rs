@@ -85,9 +85,18 @@ pub enum UpstreamError {
     Refused = 2,
     Bogus = 3,
     Other = 4,
+    /// Dropped to make room at `resolver.max_inflight`.
+    Overloaded = 5,
 }
 
-const UPSTREAM_ERRORS: [&str; 5] = ["timeout", "servfail", "refused", "dnssec-bogus", "other"];
+const UPSTREAM_ERRORS: [&str; 6] = [
+    "timeout",
+    "servfail",
+    "refused",
+    "dnssec-bogus",
+    "other",
+    "overloaded",
+];
 
 /// All metrics. Cheap to share behind an `Arc`.
 pub struct Metrics {
@@ -105,12 +114,15 @@ pub struct Metrics {
     pub cache_stale: IntCounter,
     pub cache_servfail: IntCounter,
     pub upstream_coalesced: IntCounter,
+    pub upstream_overflow: IntCounter,
     pub cache_entries: IntGauge,
     pub upstream_duration: Histogram,
     upstream_errors: Vec<IntCounter>,
     pub hits_dropped: IntCounter,
     pub tcp_connections: IntGauge,
     pub tcp_rejected: IntCounter,
+    pub tcp_evicted: IntCounter,
+    pub tcp_timeouts: IntCounter,
     policy_entries: IntGaugeVec,
     pub policy_loaded: IntGauge,
     pub policy_serial: IntGauge,
@@ -120,6 +132,9 @@ pub struct Metrics {
     feed_failures: IntCounterVec,
     pub refresh_failures: IntCounter,
     pub reloads: IntCounter,
+    pub reload_requests: IntCounter,
+    pub reload_coalesced: IntCounter,
+    pub admin_connections_evicted: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -353,7 +368,17 @@ impl Metrics {
             tcp_rejected: counter(
                 &r,
                 "schild_tcp_rejected_total",
-                "TCP and TLS connections closed at once because server.tcp_max_connections was reached.",
+                "TCP and TLS connections closed at accept: client outside server.allow, or over server.tcp_max_per_client.",
+            ),
+            tcp_evicted: counter(
+                &r,
+                "schild_tcp_evicted_total",
+                "TCP and TLS connections closed at server.tcp_max_connections to make room (the longest idle).",
+            ),
+            tcp_timeouts: counter(
+                &r,
+                "schild_tcp_timeouts_total",
+                "TCP and TLS connections closed because a whole message did not arrive within server.tcp_idle_secs.",
             ),
             policy_entries,
             policy_loaded: register(
@@ -396,6 +421,26 @@ impl Metrics {
                 &r,
                 "schild_reloads_total",
                 "New policy artifacts swapped in.",
+            ),
+            upstream_overflow: counter(
+                &r,
+                "schild_upstream_overflow_total",
+                "Upstream lookups given up (SERVFAIL, EDE 0) to make room at resolver.max_inflight or max_inflight_per_client.",
+            ),
+            reload_requests: counter(
+                &r,
+                "schild_reload_requests_total",
+                "Refreshes asked for (timer, SIGHUP, POST /reload, allowlist change, start).",
+            ),
+            reload_coalesced: counter(
+                &r,
+                "schild_reload_coalesced_total",
+                "Refresh requests that shared the result of a compile already pending.",
+            ),
+            admin_connections_evicted: counter(
+                &r,
+                "schild_admin_connections_evicted_total",
+                "Admin connections closed to make room at the connection cap.",
             ),
             registry: r,
         }

@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -43,8 +42,37 @@ use resolve::Resolver;
 /// Hits waiting for the consumer before new ones are dropped (and counted).
 const HIT_QUEUE: usize = 16_384;
 
+/// Raise the open-file soft limit to the hard limit: every TCP connection
+/// and upstream lookup needs a descriptor, and 1024 runs out under load.
+#[cfg(unix)]
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current == now.maximum {
+        return;
+    }
+    let want = Rlimit {
+        current: now.maximum,
+        maximum: now.maximum,
+    };
+    match setrlimit(Resource::Nofile, want) {
+        Ok(()) => tracing::info!(
+            from = now.current,
+            to = now.maximum,
+            "open-file limit raised to the hard limit"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, limit = now.current, "cannot raise the open-file limit")
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() {}
+
 /// Run the server until SIGTERM/SIGINT. Returns the process exit code.
 pub async fn run(config: Config) -> i32 {
+    raise_open_file_limit();
     if let Some(path) = config.rpz.as_ref().and_then(|r| r.tsig_key_file.as_ref()) {
         let usable = crate::rpz::tsig::TsigKey::load(path)
             .map_err(|e| error_chain(&e))
@@ -143,7 +171,10 @@ pub async fn run(config: Config) -> i32 {
     let tracker = TaskTracker::new();
     let stop_udp = CancellationToken::new();
     let stop_streams = CancellationToken::new();
-    let connections = Arc::new(Semaphore::new(config.server.tcp_max_connections));
+    let connections = Arc::new(listen::Connections::new(
+        config.server.tcp_max_connections,
+        config.server.tcp_max_per_client,
+    ));
     let limits = StreamLimits {
         idle: config.server.tcp_idle,
         max_inflight: config.server.tcp_max_inflight,
@@ -224,6 +255,7 @@ pub async fn run(config: Config) -> i32 {
     };
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.listen);
     tracing::info!("admin listening addr={admin_addr}");
+    admin::warn_if_exposed(admin_addr);
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         AdminState {

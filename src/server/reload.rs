@@ -7,7 +7,11 @@
 //! done, so memory during a swap is the old plus the new artifact. A failed
 //! refresh is logged and counted and changes nothing that is served. Timers,
 //! SIGHUP and `POST /reload` all come through [`Refresher::refresh`], which
-//! never runs two compiles at once.
+//! never runs two compiles at once and coalesces requests: at most one
+//! compile runs and one is pending, and every request that arrives while
+//! one is pending shares its result (30 concurrent `POST /reload` compile
+//! twice, not 30 times). The pending compile starts after the running one,
+//! so it sees every change made before its requests.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -34,6 +38,18 @@ pub enum RefreshError {
     Load(#[source] ArtifactError),
     #[error("the compile task failed")]
     Task(#[source] tokio::task::JoinError),
+    #[error("the refresh was abandoned before it finished")]
+    Abandoned,
+}
+
+/// A refresh's outcome, shared by every request it served.
+pub type RefreshResult = Result<Refreshed, Arc<RefreshError>>;
+
+/// The compile that waits for the running one; requests join it.
+struct Pending {
+    result: tokio::sync::watch::Receiver<Option<RefreshResult>>,
+    /// Some request wants the feeds pulled (not only recompiled).
+    fetch: bool,
 }
 
 /// What a successful refresh installed.
@@ -52,6 +68,8 @@ pub struct Refresher {
     store: Arc<ArcSwapOption<Policy>>,
     metrics: Arc<Metrics>,
     lock: tokio::sync::Mutex<()>,
+    /// The pending compile, if one waits for `lock`.
+    pending: std::sync::Mutex<Option<Pending>>,
     /// The RPZ primary (with `[rpz]`): created with the first list, then
     /// told of every new one (journal step, NOTIFY).
     rpz: Arc<ArcSwapOption<RpzPrimary>>,
@@ -71,6 +89,7 @@ impl Refresher {
             store,
             metrics,
             lock: tokio::sync::Mutex::new(()),
+            pending: std::sync::Mutex::new(None),
             rpz: Arc::new(ArcSwapOption::empty()),
             rpz_stop: CancellationToken::new(),
         }
@@ -154,19 +173,64 @@ impl Refresher {
         }
     }
 
-    /// Pull, compile, load and swap in. Waits for a compile already running.
-    pub async fn refresh(&self, why: &'static str) -> Result<Refreshed, RefreshError> {
-        self.refresh_with(why, Pull::Fetch).await
+    /// Pull, compile, load and swap in. Joins the pending compile if there
+    /// is one, else queues one behind the compile running.
+    pub async fn refresh(self: &Arc<Self>, why: &'static str) -> RefreshResult {
+        self.request(why, Pull::Fetch).await
     }
 
     /// Recompile from the feeds' last good copies (no network): for a
     /// change of the allowlist, which must apply at once.
-    pub async fn recompile(&self, why: &'static str) -> Result<Refreshed, RefreshError> {
-        self.refresh_with(why, Pull::CachedOnly).await
+    pub async fn recompile(self: &Arc<Self>, why: &'static str) -> RefreshResult {
+        self.request(why, Pull::CachedOnly).await
     }
 
+    async fn request(self: &Arc<Self>, why: &'static str, pull: Pull) -> RefreshResult {
+        self.metrics.reload_requests.inc();
+        let fetch = matches!(pull, Pull::Fetch);
+        let mut rx = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            match pending.as_mut() {
+                Some(p) => {
+                    self.metrics.reload_coalesced.inc();
+                    p.fetch |= fetch;
+                    p.result.clone()
+                }
+                None => {
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    *pending = Some(Pending {
+                        result: rx.clone(),
+                        fetch,
+                    });
+                    // Its own task: a request that goes away (an HTTP
+                    // client hanging up) must not cancel the compile the
+                    // others wait for.
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let _one_at_a_time = me.lock.lock().await;
+                        // Running now: later requests queue a new one.
+                        let fetch = me
+                            .pending
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .take()
+                            .is_none_or(|p| p.fetch);
+                        let pull = if fetch { Pull::Fetch } else { Pull::CachedOnly };
+                        let result = me.refresh_with(why, pull).await.map_err(Arc::new);
+                        let _ = tx.send(Some(result));
+                    });
+                    rx
+                }
+            }
+        };
+        match rx.wait_for(Option::is_some).await {
+            Ok(r) => r.clone().unwrap_or(Err(Arc::new(RefreshError::Abandoned))),
+            Err(_) => Err(Arc::new(RefreshError::Abandoned)),
+        }
+    }
+
+    /// One compile; the caller holds `lock`.
     async fn refresh_with(&self, why: &'static str, pull: Pull) -> Result<Refreshed, RefreshError> {
-        let _one_at_a_time = self.lock.lock().await;
         tracing::info!(why, "refreshing the policy");
         let config = self.config.clone();
         let puller = self.puller.clone();

@@ -399,6 +399,91 @@ fn recursor(config: &ResolverConfig) -> Result<Recursor<PortRemap>, ResolverSetu
         .map_err(|e| ResolverSetupError::Recursor(e.to_string()))
 }
 
+/// The upstream lookups outstanding, oldest first: at most `max` in all
+/// and `per_client` for one client address. A new lookup past a cap makes
+/// the oldest one (of that client, or in all) give up with
+/// [`UpstreamError::Overloaded`], so a dead upstream under a flood of
+/// unique names holds bounded memory and descriptors, and the newest
+/// questions (the ones clients still wait for) are the ones asked.
+struct Admission {
+    max: usize,
+    per_client: usize,
+    inner: Mutex<AdmissionTable>,
+}
+
+#[derive(Default)]
+struct AdmissionTable {
+    next: u64,
+    open: std::collections::BTreeMap<u64, (IpAddr, tokio_util::sync::CancellationToken)>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+impl AdmissionTable {
+    fn remove(&mut self, id: u64) -> Option<tokio_util::sync::CancellationToken> {
+        let (ip, stop) = self.open.remove(&id)?;
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+        }
+        Some(stop)
+    }
+}
+
+/// One admitted lookup; dropping it leaves the table.
+struct Ticket<'a> {
+    admission: &'a Admission,
+    id: u64,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        self.admission
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.id);
+    }
+}
+
+impl Admission {
+    fn admit(&self, client: IpAddr, metrics: &Metrics) -> Ticket<'_> {
+        let mut t = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if t.per_ip.get(&client).copied().unwrap_or(0) >= self.per_client {
+            let oldest = t
+                .open
+                .iter()
+                .find(|(_, (ip, _))| *ip == client)
+                .map(|(id, _)| *id);
+            if let Some(stop) = oldest.and_then(|id| t.remove(id)) {
+                stop.cancel();
+                metrics.upstream_overflow.inc();
+            }
+        }
+        while t.open.len() >= self.max {
+            let Some(id) = t.open.keys().next().copied() else {
+                break;
+            };
+            if let Some(stop) = t.remove(id) {
+                stop.cancel();
+                metrics.upstream_overflow.inc();
+            }
+        }
+        let id = t.next;
+        t.next += 1;
+        let stop = tokio_util::sync::CancellationToken::new();
+        t.open.insert(id, (client, stop.clone()));
+        *t.per_ip.entry(client).or_insert(0) += 1;
+        Ticket {
+            admission: self,
+            id,
+            stop,
+        }
+    }
+}
+
 /// One question, as the cache and the in-flight table know it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -479,6 +564,7 @@ pub struct Resolver {
     max_ttl: u32,
     serve_stale: bool,
     deadline: Duration,
+    admission: Admission,
     metrics: Arc<Metrics>,
 }
 
@@ -520,6 +606,11 @@ impl Resolver {
             max_ttl,
             serve_stale: config.serve_stale,
             deadline,
+            admission: Admission {
+                max: config.max_inflight.max(1),
+                per_client: config.max_inflight_per_client.max(1),
+                inner: Mutex::new(AdmissionTable::default()),
+            },
             metrics,
         })
     }
@@ -540,6 +631,7 @@ impl Resolver {
         name: &LowerName,
         qtype: RecordType,
         flags: Flags,
+        client: IpAddr,
     ) -> Result<Resolved, ResolveFailure> {
         let key = Key {
             name: name.clone(),
@@ -567,7 +659,7 @@ impl Resolver {
             return self.failed(failure, cached);
         }
         self.metrics.cache_misses.inc();
-        match self.fetch_shared(&key).await {
+        match self.fetch_shared(&key, client.to_canonical()).await {
             Ok(answer) => Ok(Resolved {
                 answer,
                 age: 0,
@@ -599,7 +691,7 @@ impl Resolver {
     }
 
     /// Join the lookup already in flight for this question, or lead one.
-    async fn fetch_shared(&self, key: &Key) -> Outcome {
+    async fn fetch_shared(&self, key: &Key, client: IpAddr) -> Outcome {
         loop {
             let role = {
                 let mut flights = lock(&self.flights);
@@ -618,7 +710,7 @@ impl Resolver {
             };
             match role {
                 Role::Lead(lead) => {
-                    let outcome = self.fetch(key).await;
+                    let outcome = self.fetch(key, client).await;
                     lead.finish(&outcome);
                     return outcome;
                 }
@@ -648,20 +740,30 @@ impl Resolver {
 
     /// Ask upstream and remember the outcome: the answer in the cache, a
     /// failure for `servfail_ttl`.
-    async fn fetch(&self, key: &Key) -> Outcome {
+    async fn fetch(&self, key: &Key, client: IpAddr) -> Outcome {
         let started = Instant::now();
-        let result = match tokio::time::timeout(
+        let ticket = self.admission.admit(client, &self.metrics);
+        let lookup = tokio::time::timeout(
             self.deadline,
             self.upstream
                 .lookup(Name::from(&key.name), key.qtype, key.flags),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(ResolveFailure {
-                kind: UpstreamError::Timeout,
-            }),
+        );
+        let result = tokio::select! {
+            r = lookup => match r {
+                Ok(r) => r,
+                Err(_) => Err(ResolveFailure {
+                    kind: UpstreamError::Timeout,
+                }),
+            },
+            // Made room for a newer lookup: not the name's fault, so
+            // neither counted as an upstream error nor remembered.
+            _ = ticket.stop.cancelled() => {
+                return Err(ResolveFailure {
+                    kind: UpstreamError::Overloaded,
+                });
+            }
         };
+        drop(ticket);
         self.metrics
             .upstream_duration
             .observe(started.elapsed().as_secs_f64());

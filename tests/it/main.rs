@@ -5,6 +5,7 @@ mod deploy;
 mod differential;
 mod dns;
 mod feeds;
+mod hardening;
 mod harness;
 mod hierarchy;
 mod misp_server;
