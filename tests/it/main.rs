@@ -3,6 +3,7 @@
 mod cli;
 mod dns;
 mod feeds;
+mod hardening_feeds;
 mod harness;
 mod hierarchy;
 mod misp_server;
