@@ -130,7 +130,8 @@ pub fn failure_text(e: &FeedError) -> String {
 /// The reason of a failed fetch's report text (see [`failure_text`]);
 /// `other` for a text from an older schild.
 pub fn failure_reason(text: &str) -> &'static str {
-    let head = text.split(':').next().unwrap_or("");
+    // `http://…` starts an older text: the reason is followed by ": ".
+    let head = text.split_once(": ").map_or("", |(h, _)| h);
     FAILURE_REASONS
         .iter()
         .find(|r| **r == head)
@@ -505,4 +506,124 @@ pub fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, FeedError> {
         return Err(too_large());
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn census(entries: u64, lines: u64, bad: u64) -> Census {
+        Census {
+            entries,
+            lines,
+            bad,
+        }
+    }
+
+    fn reason(r: Result<(), FeedError>) -> Option<&'static str> {
+        r.err().map(|e| e.reason())
+    }
+
+    #[test]
+    fn a_new_copy_is_judged_against_the_last_good_one() {
+        // Half lost is allowed at 50, a little more is not.
+        assert_eq!(
+            reason(check_refresh("f", census(500, 500, 0), Some(1000), 50)),
+            None
+        );
+        assert_eq!(
+            reason(check_refresh("f", census(499, 499, 0), Some(1000), 50)),
+            Some("shrink")
+        );
+        assert_eq!(
+            reason(check_refresh("f", census(0, 0, 0), Some(1000), 50)),
+            Some("empty")
+        );
+        // 100 takes any shrink, emptiness included; garbage never passes.
+        assert_eq!(
+            reason(check_refresh("f", census(0, 0, 0), Some(1000), 100)),
+            None
+        );
+        assert_eq!(
+            reason(check_refresh("f", census(3, 10, 6), Some(1000), 100)),
+            Some("garbage")
+        );
+        // Without a last good copy only garbage is refused.
+        assert_eq!(reason(check_refresh("f", census(0, 0, 0), None, 0)), None);
+        assert_eq!(
+            reason(check_refresh("f", census(1, 3, 2), None, 50)),
+            Some("garbage")
+        );
+        // Exactly half unreadable is still taken.
+        assert_eq!(reason(check_refresh("f", census(5, 10, 5), None, 50)), None);
+    }
+
+    #[test]
+    fn the_reason_survives_the_report_text() {
+        let e = FeedError::Refused {
+            what: "feed x".into(),
+            reason: Rejection::Shrink,
+            message: "it has 10 entries: a lot fewer".into(),
+        };
+        let text = failure_text(&e);
+        assert!(
+            text.starts_with("shrink: the new copy of feed x is refused (shrink)"),
+            "{text}"
+        );
+        assert_eq!(failure_reason(&text), "shrink");
+        let e = FeedError::NotAFile {
+            path: "/dev/zero".into(),
+            kind: "a character device",
+        };
+        assert_eq!(failure_reason(&failure_text(&e)), "io");
+        assert_eq!(failure_reason("http://x answered HTTP 500"), "other");
+        assert_eq!(failure_reason("http://x answered HTTP 500: down"), "other");
+        for r in FAILURE_REASONS {
+            assert_eq!(failure_reason(&format!("{r}: something")), r);
+        }
+    }
+
+    #[test]
+    fn lists_are_counted_without_compiling_them() {
+        let n = plain::census(
+            FeedKind::Domains,
+            b"# c\nevil.test\n0.0.0.0 bad.test\n\n<html>\n",
+        );
+        assert_eq!((n.entries, n.lines, n.bad), (2, 3, 1));
+        let n = plain::census(FeedKind::Domains, &[0xff, 0xfe, b'\n', 0x80]);
+        assert_eq!((n.entries, n.bad), (0, 2));
+        let n = plain::census(
+            FeedKind::Hosts,
+            b"127.0.0.1 localhost\n0.0.0.0 a.test b.test\nnot hosts\n",
+        );
+        assert_eq!((n.entries, n.lines, n.bad), (2, 3, 1));
+        let n = plain::census(
+            FeedKind::Rpz,
+            b"$ORIGIN rpz.\n@ SOA ns. h. 1 2 3 4 5\nx.test CNAME .\n<p>We are down</p>\n",
+        );
+        assert_eq!((n.entries, n.bad), (1, 1));
+    }
+
+    #[test]
+    fn file_reads_are_capped_by_what_is_read() {
+        let e = read_capped(Path::new("/dev/zero"), 1024).expect_err("a device");
+        assert!(
+            matches!(
+                e,
+                FeedError::NotAFile {
+                    kind: "a character device",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![b'a'; 2048]).expect("write");
+        assert!(matches!(
+            read_capped(&p, 1024),
+            Err(FeedError::TooLarge { .. })
+        ));
+        assert_eq!(read_capped(&p, 2048).expect("fits").len(), 2048);
+    }
 }
