@@ -82,6 +82,7 @@ pub async fn compile_with(
     pull: Pull,
 ) -> Result<CompileOutcome, PipelineError> {
     let path = config.artifact_path();
+    remove_stale_temp_files(config);
     let previous = Policy::load(&path).ok();
     let feeds: Vec<FeedInfo> = config
         .feeds
@@ -131,7 +132,7 @@ pub async fn compile_with(
                 tracing::info!(feed = %feed.name, "feed pulled");
             }
             Err(error) => {
-                let error = error_chain(&error);
+                let error = crate::feeds::failure_text(&error);
                 match puller.cached(feed) {
                     Ok(Some((pulled, cached_at))) => {
                         tracing::warn!(feed = %feed.name, %error, cached_at, "feed failed; using its last good copy");
@@ -171,6 +172,44 @@ pub async fn compile_with(
     };
     artifact::write_atomic(&path, policy.raw_bytes())?;
     Ok(outcome)
+}
+
+/// A write cut short (a SIGKILL during a compile) leaves its temporary
+/// file behind; one older than this is no write in progress.
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Remove the temporary files of writes that never finished: in
+/// `state_dir` (the artifact) and in each feed's cache folder.
+fn remove_stale_temp_files(config: &Config) {
+    let subdirs = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let feeds = config.state_dir.join("feeds");
+    let mut dirs = vec![config.state_dir.clone(), feeds.clone()];
+    // A feed's folder and the folders in it (a MISP feed keeps `events/`).
+    for feed in subdirs(&feeds) {
+        dirs.extend(subdirs(&feed));
+        dirs.push(feed);
+    }
+    for dir in dirs {
+        match crate::fs::remove_stale_temp_files(&dir, STALE_TEMP) {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(dir = %dir.display(), removed, "removed temporary files left by an interrupted write")
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %error_chain(&e), "cannot clean up temporary files")
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]

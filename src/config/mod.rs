@@ -273,6 +273,9 @@ pub struct FeedConfig {
     pub timeout: Duration,
     pub max_bytes: u64,
     pub retries: u32,
+    /// A refresh that loses more than this percentage of the last good
+    /// copy's entries is a failed fetch; 100 accepts any shrink.
+    pub max_shrink_percent: u8,
     pub filters: MispFilters,
     pub report_sightings: bool,
     pub sightings_url: Option<reqwest::Url>,

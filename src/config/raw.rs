@@ -248,6 +248,10 @@ pub(super) struct RawFeed {
     pub(super) max_bytes: u64,
     #[serde(default = "default_retries")]
     pub(super) retries: u32,
+    /// A refresh with more than this percentage fewer entries than the last
+    /// good copy is refused; 100 accepts any shrink.
+    #[serde(default = "default_max_shrink_percent")]
+    pub(super) max_shrink_percent: u8,
     // MISP restSearch filters
     pub(super) types: Option<Vec<String>>,
     #[serde(default = "default_true")]
@@ -283,6 +287,9 @@ pub(super) fn default_max_bytes() -> u64 {
 }
 pub(super) fn default_retries() -> u32 {
     3
+}
+pub(super) fn default_max_shrink_percent() -> u8 {
+    50
 }
 pub(super) fn default_page_limit() -> u32 {
     5000

@@ -364,6 +364,21 @@ fn feed(
         if f.page_limit == 0 {
             return Err(invalid(field("page_limit"), "must be at least 1"));
         }
+        if f.max_shrink_percent > 100 {
+            return Err(invalid(
+                field("max_shrink_percent"),
+                "must be 0 to 100 (100 accepts any shrink)",
+            ));
+        }
+        if let (Some(_), Location::Url(u)) = (&api_key, &location)
+            && u.scheme() == "http"
+        {
+            tracing::warn!(
+                feed = %f.name,
+                location = %crate::http::redact(u),
+                "the feed's API key is sent UNENCRYPTED over plain http://; anyone on the path can read it: use https://"
+            );
+        }
         let sightings_url = f
             .sightings_url
             .as_deref()
@@ -391,6 +406,7 @@ fn feed(
             timeout: Duration::from_secs(f.timeout_secs.max(1)),
             max_bytes: f.max_bytes.max(1024),
             retries: f.retries,
+            max_shrink_percent: f.max_shrink_percent,
             filters: MispFilters {
                 types: f
                     .types

@@ -57,6 +57,86 @@ pub enum FeedError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{path} is not a regular file ({kind}); a feed file must be one")]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("reading {path} timed out after {secs} s (timeout_secs)")]
+    FileTimeout { path: PathBuf, secs: u64 },
+    #[error("the new copy of {what} is refused ({}): {message}; the last good copy stays in use", reason.as_str())]
+    Refused {
+        what: String,
+        reason: Rejection,
+        message: String,
+    },
+}
+
+/// Why a fetched copy that arrived whole was still not good enough to
+/// replace the last good one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// No entry at all, from a feed whose last good copy had some.
+    Empty,
+    /// More than `max_shrink_percent` fewer entries than the last good copy.
+    Shrink,
+    /// Mostly lines that are not entries: an HTML page, binary data.
+    Garbage,
+}
+
+impl Rejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Empty => "empty",
+            Rejection::Shrink => "shrink",
+            Rejection::Garbage => "garbage",
+        }
+    }
+}
+
+/// Every value [`FeedError::reason`] gives: the `reason` label of
+/// `schild_feed_fetch_failures_total`, and the prefix of a failed fetch's
+/// error text in a feed's report (see [`failure_text`]).
+pub const FAILURE_REASONS: [&str; 8] = [
+    "http",
+    "timeout",
+    "too_large",
+    "io",
+    "format",
+    "empty",
+    "shrink",
+    "garbage",
+];
+
+impl FeedError {
+    /// A short, bounded name for what went wrong (one of [`FAILURE_REASONS`]).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FeedError::Io { .. } | FeedError::Cache { .. } | FeedError::NotAFile { .. } => "io",
+            FeedError::TooLarge { .. } => "too_large",
+            FeedError::Format { .. } => "format",
+            FeedError::Http { .. } | FeedError::Status { .. } | FeedError::Forbidden { .. } => {
+                "http"
+            }
+            FeedError::Timeout { .. } | FeedError::FileTimeout { .. } => "timeout",
+            FeedError::Refused { reason, .. } => reason.as_str(),
+        }
+    }
+}
+
+/// The text a feed report keeps for a failed fetch: `<reason>: <error chain>`,
+/// so the reason survives in the artifact and [`failure_reason`] reads it back.
+pub fn failure_text(e: &FeedError) -> String {
+    format!("{}: {}", e.reason(), crate::error::error_chain(e))
+}
+
+/// The reason of a failed fetch's report text (see [`failure_text`]);
+/// `other` for a text from an older schild.
+pub fn failure_reason(text: &str) -> &'static str {
+    // `http://…` starts an older text: the reason is followed by ": ".
+    let head = text.split_once(": ").map_or("", |(h, _)| h);
+    FAILURE_REASONS
+        .iter()
+        .find(|r| **r == head)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// A feed's content, parsed completely and ready to push. Nothing is kept
@@ -110,11 +190,37 @@ impl Puller {
         let dir = self.cache_dir(feed);
         match (feed.kind, &feed.location) {
             (FeedKind::Domains | FeedKind::Hosts | FeedKind::Rpz, loc) => {
-                let bytes = match loc {
-                    Location::Path(p) => read_capped(p, feed.max_bytes)?,
-                    Location::Url(u) => fetch_list(feed, u, &dir).await?,
+                let list = dir.join("list");
+                let (bytes, validators) = match loc {
+                    Location::Path(p) => {
+                        (read_feed_file(p, feed.max_bytes, feed.timeout).await?, None)
+                    }
+                    Location::Url(u) => match fetch_list(feed, u, &dir).await? {
+                        ListFetch::NotModified(bytes) => {
+                            // The kept copy itself: it earned its place before.
+                            return Ok(Pulled::Lines {
+                                kind: feed.kind,
+                                bytes,
+                            });
+                        }
+                        ListFetch::New { bytes, validators } => (bytes, Some(validators)),
+                    },
                 };
-                write_cache(&dir.join("list"), &bytes)?;
+                let what = format!("feed {}", feed.name);
+                let old = read_cache(&list, feed.max_bytes)?
+                    .map(|b| plain::census(feed.kind, &b).entries);
+                check_refresh(
+                    &what,
+                    plain::census(feed.kind, &bytes),
+                    old,
+                    feed.max_shrink_percent,
+                )?;
+                write_cache(&list, &bytes)?;
+                if let Some(v) = validators {
+                    // Only for a copy that was kept: a refused one must be
+                    // fetched again in full, not answered with a 304.
+                    write_cache(&dir.join("list.http.json"), &v)?;
+                }
                 Ok(Pulled::Lines {
                     kind: feed.kind,
                     bytes,
@@ -155,12 +261,83 @@ impl Puller {
     }
 }
 
+/// How many entries a new copy has, against how many its lines could have
+/// held, to judge it before it replaces the last good copy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Entries that will be taken (names, addresses, triggers).
+    pub entries: u64,
+    /// Non-empty, non-comment lines.
+    pub lines: u64,
+    /// Of those, lines that hold no valid entry.
+    pub bad: u64,
+}
+
+/// Judge a new copy before it replaces anything: mostly unreadable lines,
+/// no entries where the last good copy (`old` entries) had some, or a
+/// shrink of more than `max_shrink_percent` is refused.
+/// `max_shrink_percent = 100` accepts any shrink, emptiness included.
+pub fn check_refresh(
+    what: &str,
+    new: Census,
+    old: Option<u64>,
+    max_shrink_percent: u8,
+) -> Result<(), FeedError> {
+    let refuse = |reason, message: String| FeedError::Refused {
+        what: what.to_string(),
+        reason,
+        message,
+    };
+    if new.lines > 0 && new.bad.saturating_mul(2) > new.lines {
+        return Err(refuse(
+            Rejection::Garbage,
+            format!(
+                "{} of its {} lines are not valid entries (an error page or binary data?)",
+                new.bad, new.lines
+            ),
+        ));
+    }
+    let Some(old) = old.filter(|&o| o > 0) else {
+        return Ok(());
+    };
+    if max_shrink_percent >= 100 {
+        return Ok(());
+    }
+    if new.entries == 0 {
+        return Err(refuse(
+            Rejection::Empty,
+            format!(
+                "it has no entries, the last good copy has {old} (set max_shrink_percent = 100 to accept)"
+            ),
+        ));
+    }
+    let lost = old.saturating_sub(new.entries);
+    // lost / old > max / 100, in integers.
+    if u128::from(lost) * 100 > u128::from(old) * u128::from(max_shrink_percent) {
+        return Err(refuse(
+            Rejection::Shrink,
+            format!(
+                "it has {} entries, {lost} fewer than the last good copy's {old}, more than max_shrink_percent = {max_shrink_percent}%",
+                new.entries
+            ),
+        ));
+    }
+    Ok(())
+}
+
+enum ListFetch {
+    /// 304: the kept copy, as read back.
+    NotModified(Vec<u8>),
+    /// A new body and its validators (JSON), to keep once the body is.
+    New { bytes: Vec<u8>, validators: Vec<u8> },
+}
+
 /// A plain list over HTTP, with a conditional GET against the kept copy.
 async fn fetch_list(
     feed: &FeedConfig,
     url: &reqwest::Url,
     dir: &Path,
-) -> Result<Vec<u8>, FeedError> {
+) -> Result<ListFetch, FeedError> {
     let client = http::Http::for_feed(feed)?;
     let list = dir.join("list");
     let vpath = dir.join("list.http.json");
@@ -174,14 +351,15 @@ async fn fetch_list(
         req = req.authorization("Bearer ", key)?;
     }
     match client.send(&req).await? {
-        http::Fetched::NotModified => Ok(read_cache(&list, feed.max_bytes)?.unwrap_or_default()),
+        http::Fetched::NotModified => Ok(ListFetch::NotModified(
+            read_cache(&list, feed.max_bytes)?.unwrap_or_default(),
+        )),
         http::Fetched::Body {
             bytes, validators, ..
-        } => {
-            let v = serde_json::to_vec(&validators).unwrap_or_default();
-            write_cache(&vpath, &v)?;
-            Ok(bytes)
-        }
+        } => Ok(ListFetch::New {
+            bytes,
+            validators: serde_json::to_vec(&validators).unwrap_or_default(),
+        }),
     }
 }
 
@@ -231,18 +409,221 @@ pub(crate) fn mtime(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Read a local file, refusing files over `limit` bytes.
+/// Read a feed's local file like an HTTP body: capped at `limit` bytes
+/// ([`read_capped`]) and given up after `timeout`. The read runs on a
+/// thread of its own, so a file system that hangs (a dead NFS mount) costs
+/// that thread, never the refresh; FIFOs and devices, which could block or
+/// never end, are refused before they are opened.
+pub async fn read_feed_file(
+    path: &Path,
+    limit: u64,
+    timeout: std::time::Duration,
+) -> Result<Vec<u8>, FeedError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let owned = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("schild-feed-read".into())
+        .spawn(move || {
+            let _ = tx.send(read_capped(&owned, limit));
+        })
+        .map_err(|source| FeedError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(FeedError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other("the reading thread ended without an answer"),
+        }),
+        Err(_) => Err(FeedError::FileTimeout {
+            path: path.to_path_buf(),
+            secs: timeout.as_secs(),
+        }),
+    }
+}
+
+/// What kind of non-regular file a path is, for the error.
+fn file_kind(t: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a named pipe"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Read a local regular file, refusing one over `limit` bytes. The cap is
+/// on what is read (at most `limit + 1` bytes), not on the length the file
+/// claims; anything but a regular file (a device such as `/dev/zero`, a
+/// FIFO, a directory) is refused: checked before opening, opened without
+/// blocking, and checked again on the open file.
 pub fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, FeedError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| FeedError::Io {
         path: path.to_path_buf(),
         source,
     };
+    let not_a_file = |t: std::fs::FileType| FeedError::NotAFile {
+        path: path.to_path_buf(),
+        kind: file_kind(t),
+    };
+    let too_large = || FeedError::TooLarge {
+        what: path.display().to_string(),
+        limit,
+    };
     let meta = std::fs::metadata(path).map_err(io)?;
-    if meta.len() > limit {
-        return Err(FeedError::TooLarge {
-            what: path.display().to_string(),
-            limit,
-        });
+    if !meta.is_file() {
+        return Err(not_a_file(meta.file_type()));
     }
-    std::fs::read(path).map_err(io)
+    if meta.len() > limit {
+        return Err(too_large());
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        // Swapped for something else between the two looks.
+        return Err(not_a_file(meta.file_type()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len().min(limit)).unwrap_or(0));
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn census(entries: u64, lines: u64, bad: u64) -> Census {
+        Census {
+            entries,
+            lines,
+            bad,
+        }
+    }
+
+    fn reason(r: Result<(), FeedError>) -> Option<&'static str> {
+        r.err().map(|e| e.reason())
+    }
+
+    #[test]
+    fn a_new_copy_is_judged_against_the_last_good_one() {
+        // Half lost is allowed at 50, a little more is not.
+        assert_eq!(
+            reason(check_refresh("f", census(500, 500, 0), Some(1000), 50)),
+            None
+        );
+        assert_eq!(
+            reason(check_refresh("f", census(499, 499, 0), Some(1000), 50)),
+            Some("shrink")
+        );
+        assert_eq!(
+            reason(check_refresh("f", census(0, 0, 0), Some(1000), 50)),
+            Some("empty")
+        );
+        // 100 takes any shrink, emptiness included; garbage never passes.
+        assert_eq!(
+            reason(check_refresh("f", census(0, 0, 0), Some(1000), 100)),
+            None
+        );
+        assert_eq!(
+            reason(check_refresh("f", census(3, 10, 6), Some(1000), 100)),
+            Some("garbage")
+        );
+        // Without a last good copy only garbage is refused.
+        assert_eq!(reason(check_refresh("f", census(0, 0, 0), None, 0)), None);
+        assert_eq!(
+            reason(check_refresh("f", census(1, 3, 2), None, 50)),
+            Some("garbage")
+        );
+        // Exactly half unreadable is still taken.
+        assert_eq!(reason(check_refresh("f", census(5, 10, 5), None, 50)), None);
+    }
+
+    #[test]
+    fn the_reason_survives_the_report_text() {
+        let e = FeedError::Refused {
+            what: "feed x".into(),
+            reason: Rejection::Shrink,
+            message: "it has 10 entries: a lot fewer".into(),
+        };
+        let text = failure_text(&e);
+        assert!(
+            text.starts_with("shrink: the new copy of feed x is refused (shrink)"),
+            "{text}"
+        );
+        assert_eq!(failure_reason(&text), "shrink");
+        let e = FeedError::NotAFile {
+            path: "/dev/zero".into(),
+            kind: "a character device",
+        };
+        assert_eq!(failure_reason(&failure_text(&e)), "io");
+        assert_eq!(failure_reason("http://x answered HTTP 500"), "other");
+        assert_eq!(failure_reason("http://x answered HTTP 500: down"), "other");
+        for r in FAILURE_REASONS {
+            assert_eq!(failure_reason(&format!("{r}: something")), r);
+        }
+    }
+
+    #[test]
+    fn lists_are_counted_without_compiling_them() {
+        let n = plain::census(
+            FeedKind::Domains,
+            b"# c\nevil.test\n0.0.0.0 bad.test\n\n<html>\n",
+        );
+        assert_eq!((n.entries, n.lines, n.bad), (2, 3, 1));
+        let n = plain::census(FeedKind::Domains, &[0xff, 0xfe, b'\n', 0x80]);
+        assert_eq!((n.entries, n.bad), (0, 2));
+        let n = plain::census(
+            FeedKind::Hosts,
+            b"127.0.0.1 localhost\n0.0.0.0 a.test b.test\nnot hosts\n",
+        );
+        assert_eq!((n.entries, n.lines, n.bad), (2, 3, 1));
+        let n = plain::census(
+            FeedKind::Rpz,
+            b"$ORIGIN rpz.\n@ SOA ns. h. 1 2 3 4 5\nx.test CNAME .\n<p>We are down</p>\n",
+        );
+        assert_eq!((n.entries, n.bad), (1, 1));
+    }
+
+    #[test]
+    fn file_reads_are_capped_by_what_is_read() {
+        let e = read_capped(Path::new("/dev/zero"), 1024).expect_err("a device");
+        assert!(
+            matches!(
+                e,
+                FeedError::NotAFile {
+                    kind: "a character device",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("f");
+        std::fs::write(&p, vec![b'a'; 2048]).expect("write");
+        assert!(matches!(
+            read_capped(&p, 1024),
+            Err(FeedError::TooLarge { .. })
+        ));
+        assert_eq!(read_capped(&p, 2048).expect("fits").len(), 2048);
+    }
 }

@@ -6,6 +6,7 @@
 //! A line that cannot be read is counted with its reason; it never stops
 //! the rest of the file.
 
+use super::Census;
 use crate::config::FeedKind;
 use crate::policy::{Compiler, FeedId, IocRecord};
 
@@ -54,15 +55,18 @@ fn each_entry(
 
 fn push_domains(bytes: &[u8], feed: FeedId, c: &mut Compiler) {
     each_entry(bytes, feed, c, |line, c| {
-        // Tolerate `0.0.0.0 name` lines in a domains list.
-        let mut words = line.split_whitespace();
-        let first = words.next().unwrap_or("");
-        let name = match words.next() {
-            Some(second) if first.parse::<std::net::IpAddr>().is_ok() => second,
-            _ => first,
-        };
-        c.add(feed, &IocRecord::plain("domain", name));
+        c.add(feed, &IocRecord::plain("domain", domains_name(line)));
     });
+}
+
+/// The name on a `domains` line; `0.0.0.0 name` lines are tolerated.
+fn domains_name(line: &str) -> &str {
+    let mut words = line.split_whitespace();
+    let first = words.next().unwrap_or("");
+    match words.next() {
+        Some(second) if first.parse::<std::net::IpAddr>().is_ok() => second,
+        _ => first,
+    }
 }
 
 /// Names in hosts files that are never indicators.
@@ -98,12 +102,42 @@ fn push_hosts(bytes: &[u8], feed: FeedId, c: &mut Compiler) {
 }
 
 fn push_rpz(bytes: &[u8], feed: FeedId, c: &mut Compiler) {
+    walk_rpz(bytes, |item| match item {
+        RpzItem::NotUtf8 => c.report_mut(feed).unsupported("line-not-utf8"),
+        RpzItem::Passthru => c
+            .report_mut(feed)
+            .unsupported("rpz-passthru (use [allowlist] instead)"),
+        RpzItem::NoType => {}
+        RpzItem::Trigger { name, .. } => push_rpz_trigger(&name, feed, c),
+    });
+}
+
+/// What one line of an RPZ zone file holds.
+enum RpzItem {
+    NotUtf8,
+    /// An owner without a record type.
+    NoType,
+    Passthru,
+    /// A policy record; `known` when its type is a DNS record type.
+    Trigger {
+        name: String,
+        known: bool,
+    },
+}
+
+/// Record types an RPZ policy record can have.
+const RPZ_TYPES: &[&str] = &[
+    "CNAME", "A", "AAAA", "TXT", "DNAME", "MX", "PTR", "SRV", "HINFO",
+];
+
+/// Walk an RPZ zone file line by line.
+fn walk_rpz(bytes: &[u8], mut f: impl FnMut(RpzItem)) {
     let mut origin: Option<String> = None;
     let mut in_parens = false;
     let mut last_owner: Option<String> = None;
     for line in lines(bytes) {
         let Ok(raw) = line else {
-            c.report_mut(feed).unsupported("line-not-utf8");
+            f(RpzItem::NotUtf8);
             continue;
         };
         let line = strip_comment(raw, ';');
@@ -144,7 +178,10 @@ fn push_rpz(bytes: &[u8], feed: FeedId, c: &mut Compiler) {
         let mut it = rest
             .iter()
             .skip_while(|w| w.parse::<u32>().is_ok() || w.eq_ignore_ascii_case("IN"));
-        let Some(rtype) = it.next() else { continue };
+        let Some(rtype) = it.next() else {
+            f(RpzItem::NoType);
+            continue;
+        };
         let rtype = rtype.to_ascii_uppercase();
         if matches!(rtype.as_str(), "SOA" | "NS") {
             if rtype == "SOA" && origin.is_none() && owner.ends_with('.') {
@@ -157,12 +194,78 @@ fn push_rpz(bytes: &[u8], feed: FeedId, c: &mut Compiler) {
         }
         let target = it.next().map(|t| t.to_ascii_lowercase());
         if rtype == "CNAME" && target.as_deref() == Some("rpz-passthru.") {
-            c.report_mut(feed)
-                .unsupported("rpz-passthru (use [allowlist] instead)");
+            f(RpzItem::Passthru);
             continue;
         }
-        let name = relative_owner(&owner, origin.as_deref());
-        push_rpz_trigger(&name, feed, c);
+        f(RpzItem::Trigger {
+            name: relative_owner(&owner, origin.as_deref()),
+            known: RPZ_TYPES.contains(&rtype.as_str()),
+        });
+    }
+}
+
+/// Count what a plain list holds without compiling it: its entries and the
+/// lines that hold none (not UTF-8, not a name, not a record), so a new
+/// copy can be judged before it replaces the last good one. Streams: no
+/// line is kept.
+pub fn census(kind: FeedKind, bytes: &[u8]) -> Census {
+    let mut n = Census::default();
+    let valid = |name: &str| crate::policy::name::parse_name(name).is_ok();
+    match kind {
+        FeedKind::Rpz => walk_rpz(bytes, |item| {
+            n.lines += 1;
+            match item {
+                RpzItem::NotUtf8 | RpzItem::NoType | RpzItem::Trigger { known: false, .. } => {
+                    n.bad += 1
+                }
+                RpzItem::Trigger { known: true, .. } => n.entries += 1,
+                RpzItem::Passthru => {}
+            }
+        }),
+        FeedKind::Hosts => each_line(bytes, |line| {
+            n.lines += 1;
+            let Some(line) = line else {
+                n.bad += 1;
+                return;
+            };
+            let mut words = line.split_whitespace();
+            if words
+                .next()
+                .is_none_or(|a| a.parse::<std::net::IpAddr>().is_err())
+            {
+                n.bad += 1;
+                return;
+            }
+            for name in words {
+                if !HOSTS_IGNORED.contains(&name.to_ascii_lowercase().as_str()) && valid(name) {
+                    n.entries += 1;
+                }
+            }
+        }),
+        _ => each_line(bytes, |line| {
+            n.lines += 1;
+            match line.map(domains_name) {
+                Some(name) if valid(name) => n.entries += 1,
+                _ => n.bad += 1,
+            }
+        }),
+    }
+    n
+}
+
+/// Each non-empty line of a `#`-commented list, trimmed; `None` for a line
+/// that is not UTF-8.
+fn each_line(bytes: &[u8], mut f: impl FnMut(Option<&str>)) {
+    for line in lines(bytes) {
+        match line {
+            Ok(line) => {
+                let line = strip_comment(line, '#').trim();
+                if !line.is_empty() {
+                    f(Some(line));
+                }
+            }
+            Err(()) => f(None),
+        }
     }
 }
 

@@ -293,14 +293,16 @@ impl Metrics {
             IntCounterVec::new(
                 Opts::new(
                     "schild_feed_fetch_failures_total",
-                    "Refreshes in which a feed could not be fetched (its cached copy, if any, was used).",
+                    "Refreshes in which a feed could not be fetched or its new copy was refused (its cached copy, if any, was used), by reason.",
                 ),
-                &["feed"],
+                &["feed", "reason"],
             )
             .expect(LITERAL),
         );
         for f in feeds {
-            feed_failures.with_label_values(&[f.as_str()]);
+            for reason in crate::feeds::FAILURE_REASONS {
+                feed_failures.with_label_values(&[f.as_str(), reason]);
+            }
             for kind in ["names", "ips"] {
                 policy_entries.with_label_values(&[f.as_str(), kind]);
             }
@@ -518,7 +520,10 @@ impl Metrics {
                 .feed_last_success
                 .with_label_values(&[feed])
                 .set(crate::clock::unix_now() as f64),
-            _ => self.feed_failures.with_label_values(&[feed]).inc(),
+            FetchStatus::Cached { error, .. } | FetchStatus::Failed { error } => self
+                .feed_failures
+                .with_label_values(&[feed, crate::feeds::failure_reason(error)])
+                .inc(),
         }
     }
 

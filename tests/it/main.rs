@@ -6,6 +6,7 @@ mod differential;
 mod dns;
 mod feeds;
 mod hardening;
+mod hardening_feeds;
 mod harness;
 mod hierarchy;
 mod misp_server;

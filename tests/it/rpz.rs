@@ -455,11 +455,11 @@ fn notify_follows_a_new_serial_and_not_an_unchanged_or_failed_reload() {
         got
     };
     // Whatever start-up sent is acknowledged and out of the way.
-    notifies(Duration::from_secs(1));
+    notifies(Duration::from_secs(3));
 
     change_feed(&s, "evil.example\nfresh.example\n");
     let serial = soa_serial(port, &[]);
-    assert_eq!(notifies(Duration::from_secs(4)), [serial]);
+    assert_eq!(notifies(Duration::from_secs(8)), [serial]);
     assert!(
         until(Duration::from_secs(5), || s
             .log()
