@@ -137,3 +137,20 @@ pub fn soa_owner(m: &Message) -> Option<String> {
         .find(|r| r.record_type() == RecordType::SOA)
         .map(|r| r.name.to_string())
 }
+
+/// Send `q` over TCP and report whether schild closed the connection
+/// without an answer (as it does at accept for a client outside `allow`).
+pub fn tcp_closed_unanswered(server: SocketAddr, q: &Message) -> bool {
+    let mut c = TcpStream::connect(server).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let q = q.to_vec().expect("encode");
+    let _ = c.write_all(&(q.len() as u16).to_be_bytes());
+    let _ = c.write_all(&q);
+    let mut buf = [0u8; 2];
+    match c.read(&mut buf) {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    }
+}

@@ -95,24 +95,8 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-/// A raw HTTP/1.1 request to the admin listener: (status, body).
 fn http_raw(admin: SocketAddr, request: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(admin).expect("connect admin");
-    s.set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
-    s.write_all(request.as_bytes()).expect("write");
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    crate::harness::http_raw(admin, request, Duration::from_secs(60))
 }
 
 fn post_reload(admin: SocketAddr, extra_headers: &str) -> (u16, String) {

@@ -164,26 +164,11 @@ impl Schild {
 
     /// A tiny HTTP/1.0 client for the admin listener: (status, body).
     pub fn http(&self, method: &str, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(self.admin).expect("connect admin");
-        s.set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        write!(
-            s,
-            "{method} {path} HTTP/1.0\r\nHost: schild\r\nContent-Length: 0\r\n\r\n"
+        http_raw(
+            self.admin,
+            &format!("{method} {path} HTTP/1.0\r\nHost: schild\r\nContent-Length: 0\r\n\r\n"),
+            Duration::from_secs(30),
         )
-        .expect("write");
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).expect("read");
-        let status = resp
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (status, body)
     }
 
     /// SIGKILL: no chance to clean up. Returns the folder for a restart.
@@ -332,4 +317,24 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Send one raw HTTP/1.0 request to `addr` and read the answer to its end:
+/// (status, body); status 0 when the answer is not HTTP.
+pub fn http_raw(addr: SocketAddr, request: &str, timeout: Duration) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(timeout)).expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
