@@ -15,6 +15,9 @@ struct Args {
     /// Log filter (RUST_LOG syntax), e.g. "info" or "schild=debug".
     #[arg(long, global = true, default_value = "info", env = "SCHILD_LOG")]
     log: String,
+    /// Log line format: text, or json (one object per line).
+    #[arg(long, global = true, default_value = "text", env = "SCHILD_LOG_FORMAT")]
+    log_format: schild::telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,7 +92,7 @@ fn main() -> ExitCode {
             exit::OK
         })
     });
-    schild::telemetry::init_logging(&args.log);
+    schild::telemetry::init_logging(&args.log, args.log_format);
     let code = match args.command {
         Command::CheckConfig { config } => cli::check_config(&config),
         Command::Compile { config } => {

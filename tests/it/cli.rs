@@ -494,3 +494,48 @@ fn a_network_with_host_bits_is_an_error_that_names_the_value() {
     );
     assert!(err.contains("10.0.0.0/8"), "{err}");
 }
+
+#[test]
+fn json_log_format_writes_one_object_per_line_with_the_text_fields() {
+    let s = Setup::new();
+    let cfg = config(&s);
+    let cfg = cfg.to_str().expect("utf-8 path");
+    let run = |format: &str| {
+        Command::new(env!("CARGO_BIN_EXE_schild"))
+            .args(["--log-format", format, "compile", "--config", cfg])
+            .env("SCHILD_LOG", "info")
+            .output()
+            .expect("run schild")
+    };
+    let json = run("json");
+    assert!(json.status.success(), "{}", stderr(&json));
+    let lines: Vec<serde_json::Value> = stderr(&json)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(!lines.is_empty(), "compile logged nothing at info");
+    for l in &lines {
+        assert!(l["timestamp"].is_string(), "{l}");
+        assert!(l["level"].is_string(), "{l}");
+        assert!(l["fields"]["message"].is_string(), "{l}");
+    }
+    // The same events, with the same structured fields, as the text format.
+    let text = run("text");
+    assert!(text.status.success(), "{}", stderr(&text));
+    let text = stderr(&text);
+    for l in &lines {
+        let message = l["fields"]["message"].as_str().expect("message");
+        assert!(
+            text.contains(message),
+            "{message:?} not in the text log:\n{text}"
+        );
+        for (key, _) in l["fields"].as_object().expect("fields") {
+            if key != "message" {
+                assert!(text.contains(&format!("{key}=")), "{key} not in:\n{text}");
+            }
+        }
+    }
+    let bad = run("xml");
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("text or json"), "{}", stderr(&bad));
+}
