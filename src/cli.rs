@@ -67,6 +67,24 @@ pub fn check_config(path: &Path) -> i32 {
             unreadable += 1;
         }
     }
+    // The certificates must also parse: an HTTPS client is set up the way
+    // the feed pulls and sightings will set it up.
+    if unreadable == 0 {
+        let mut tls = vec![("http".to_string(), config.http.clone())];
+        for f in &config.feeds {
+            tls.push((format!("feed {:?}", f.name), f.tls.clone()));
+        }
+        for (section, t) in tls {
+            if let Err(e) = crate::http::client(std::time::Duration::from_secs(1), &t) {
+                eprintln!(
+                    "schild: {}: {section}: {}",
+                    config.path.display(),
+                    crate::error::error_chain(&e)
+                );
+                unreadable += 1;
+            }
+        }
+    }
     if unreadable > 0 {
         return exit::CONFIG;
     }

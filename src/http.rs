@@ -2,13 +2,79 @@
 //! feed pulls ([`crate::feeds`]) and sightings ([`crate::sightings`]).
 //!
 //! TLS is rustls with the ring provider and the platform verifier
-//! (the system's trust store); certificates are always verified. Errors and
-//! logs name a URL only as [`redact`] prints it.
+//! (the system's trust store), plus the hospital's own CA where the config
+//! names one (`ca_file`), and a client certificate for mutual TLS;
+//! certificates are always verified. Errors and logs name a URL only as
+//! [`redact`] prints it.
 
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 
 use reqwest::Url;
+
+/// TLS for one HTTPS client, beyond the system's trust store: the
+/// hospital's own CA, and a client certificate for a MISP that requires
+/// mutual TLS. Paths only; [`client`] reads them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TlsClient {
+    /// PEM bundle of CA certificates trusted in addition to the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate (chain) and its PEM private key, sent when asked.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsClient {
+    /// `self` where it says something, `default` where it does not.
+    pub fn or(&self, default: &TlsClient) -> TlsClient {
+        TlsClient {
+            ca_file: self.ca_file.clone().or_else(|| default.ca_file.clone()),
+            client_cert: self
+                .client_cert
+                .clone()
+                .or_else(|| default.client_cert.clone()),
+        }
+    }
+
+    /// The files with the key (under `section`) that names each.
+    pub fn files(&self, section: &str) -> Vec<(String, PathBuf)> {
+        let mut v = Vec::new();
+        if let Some(p) = &self.ca_file {
+            v.push((format!("{section}.ca_file"), p.clone()));
+        }
+        if let Some((c, k)) = &self.client_cert {
+            v.push((format!("{section}.client_cert_file"), c.clone()));
+            v.push((format!("{section}.client_key_file"), k.clone()));
+        }
+        v
+    }
+}
+
+/// Why an HTTPS client could not be set up. Names the file; a key file's
+/// content never appears.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: no PEM certificate in it", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("{}: not a usable PEM file: {source}", path.display())]
+    Pem {
+        path: PathBuf,
+        source: reqwest::Error,
+    },
+    #[error("{} and {}: not a PEM certificate and its private key: {source}", cert.display(), key.display())]
+    Identity {
+        cert: PathBuf,
+        key: PathBuf,
+        source: reqwest::Error,
+    },
+    #[error("cannot set up the HTTP client: {0}")]
+    Build(#[source] reqwest::Error),
+}
 
 /// `schild/<version>`, sent with every request.
 pub const USER_AGENT: &str = concat!("schild/", env!("CARGO_PKG_VERSION"));
@@ -26,12 +92,46 @@ fn install_crypto_provider() {
     });
 }
 
+fn read(path: &Path) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|source| ClientError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// The HTTP client for everything schild sends out of the hospital (feed
-/// pulls, sightings): rustls with ring, our User-Agent, connect and total
-/// timeouts, and no redirect from https to http.
-pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+/// pulls, sightings): rustls with ring, the system's roots and `tls`'s CA,
+/// `tls`'s client certificate, our User-Agent, connect and total timeouts,
+/// and no redirect from https to http.
+pub fn client(timeout: Duration, tls: &TlsClient) -> Result<reqwest::Client, ClientError> {
     install_crypto_provider();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if let Some(path) = &tls.ca_file {
+        let certs = reqwest::Certificate::from_pem_bundle(&read(path)?).map_err(|source| {
+            ClientError::Pem {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        if certs.is_empty() {
+            return Err(ClientError::NoCertificate { path: path.clone() });
+        }
+        // Added to the system's store, not instead of it.
+        builder = builder.tls_certs_merge(certs);
+    }
+    if let Some((cert, key)) = &tls.client_cert {
+        let mut pem = read(cert)?;
+        pem.push(b'\n');
+        pem.extend_from_slice(&read(key)?);
+        let identity =
+            reqwest::Identity::from_pem(&pem).map_err(|source| ClientError::Identity {
+                cert: cert.clone(),
+                key: key.clone(),
+                source,
+            })?;
+        builder = builder.identity(identity);
+    }
+    builder
         .user_agent(USER_AGENT)
         .connect_timeout(CONNECT_TIMEOUT.min(timeout))
         .timeout(timeout)
@@ -49,6 +149,7 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
             }
         }))
         .build()
+        .map_err(ClientError::Build)
 }
 
 /// A URL as it may appear in logs and errors: no user info, no query.

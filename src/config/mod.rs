@@ -14,6 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+pub use crate::http::TlsClient;
 use crate::policy::Action;
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +113,9 @@ pub struct Config {
     /// `[sightings]`, or its defaults: the local record is always kept.
     pub sightings: SightingsConfig,
     pub rpz: Option<RpzConfig>,
+    /// `[http]`: the TLS defaults of every HTTPS client (feeds, sightings,
+    /// TAXII); a feed's own keys override them.
+    pub http: TlsClient,
 }
 
 #[derive(Debug, Clone)]
@@ -280,6 +284,8 @@ pub struct FeedConfig {
     pub report_sightings: bool,
     pub sightings_url: Option<reqwest::Url>,
     pub sightings_key: Option<Secret>,
+    /// Its own TLS keys over `[http]`'s.
+    pub tls: TlsClient,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -310,6 +316,8 @@ pub struct SightingsConfig {
     pub pseudonym_rotate: Duration,
     pub taxii_collection: Option<reqwest::Url>,
     pub taxii_key: Option<Secret>,
+    /// `[http]`'s TLS, for the TAXII collection.
+    pub taxii_tls: TlsClient,
 }
 
 #[derive(Debug, Clone)]
@@ -379,6 +387,10 @@ impl Config {
             "rpz.tsig_key_file".into(),
             &self.rpz.as_ref().and_then(|r| r.tsig_key_file.clone()),
         );
+        files.extend(self.http.files("http"));
+        for f in &self.feeds {
+            files.extend(f.tls.files(&format!("feed {:?}", f.name)));
+        }
         for (i, p) in self.allowlist.files.iter().enumerate() {
             files.push((format!("allowlist.files[{i}]"), p.clone()));
         }
@@ -425,6 +437,58 @@ mod tests {
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("/etc/schild/schild.toml"))
+    }
+
+    /// The README's configuration reference, as a user would copy it.
+    fn readme_reference() -> String {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("## Configuration reference")
+            .and_then(|i| readme[i..].find("```toml\n").map(|j| i + j + 8))
+            .expect("the README has a configuration reference");
+        let len = readme[start..].find("```").expect("closed block");
+        readme[start..start + len].to_string()
+    }
+
+    #[test]
+    fn the_readme_configuration_reference_is_a_valid_config() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The one secret file it names (secrets are read at load).
+        std::fs::write(dir.path().join("zdn.key"), "0123456789abcdef").expect("key");
+        let load = |text: &str| {
+            let path = dir.path().join("schild.toml");
+            std::fs::write(&path, text).expect("write");
+            Config::load(&path)
+        };
+        let text = readme_reference();
+        let c = load(&text).unwrap_or_else(|e| panic!("README reference: {e}"));
+        assert_eq!(c.feeds.len(), 1);
+        assert!(c.http.ca_file.is_some());
+        // Every commented-out key (`# key = value`) is a real key too: with
+        // them uncommented (and the secrets they name present) it still
+        // loads, so a documented option cannot be misspelt or gone.
+        for f in ["misp.key", "taxii.key"] {
+            std::fs::write(dir.path().join(f), "0123456789abcdef").expect("key");
+        }
+        let mut uncommented = String::new();
+        let mut n = 0;
+        for line in text.lines() {
+            let rest = line.strip_prefix("# ").unwrap_or("");
+            let is_key = rest.split_once(" = ").is_some_and(|(k, _)| {
+                !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            });
+            if is_key {
+                n += 1;
+                uncommented.push_str(rest);
+            } else {
+                uncommented.push_str(line);
+            }
+            uncommented.push('\n');
+        }
+        assert!(n >= 5, "found {n} commented keys");
+        let c = load(&uncommented).unwrap_or_else(|e| panic!("README reference, uncommented: {e}"));
+        assert!(c.feeds[0].tls.client_cert.is_some());
+        assert!(c.sightings.taxii_collection.is_some());
     }
 
     #[test]

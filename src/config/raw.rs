@@ -28,6 +28,17 @@ pub(super) struct RawConfig {
     pub(super) sightings: RawSightings,
     #[serde(default)]
     pub(super) rpz: Option<RawRpz>,
+    #[serde(default)]
+    pub(super) http: RawTls,
+}
+
+/// `[http]`, and the same keys in a `[[feed]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) client_cert_file: Option<PathBuf>,
+    pub(super) client_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,6 +285,10 @@ pub(super) struct RawFeed {
     pub(super) report_sightings: bool,
     pub(super) sightings_url: Option<String>,
     pub(super) sightings_key_file: Option<PathBuf>,
+    // TLS, over [http]'s
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) client_cert_file: Option<PathBuf>,
+    pub(super) client_key_file: Option<PathBuf>,
 }
 
 pub(super) fn default_refresh_secs() -> u64 {

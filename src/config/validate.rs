@@ -101,12 +101,19 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
     let server = server(raw.server, base)?;
     let resolver = resolver(raw.resolver, base)?;
     let policy = policy(raw.policy);
+    let http = tls(
+        "http",
+        base,
+        raw.http.ca_file,
+        raw.http.client_cert_file,
+        raw.http.client_key_file,
+    )?;
     let admin = AdminConfig {
         listen: parse_socket("admin.listen", &raw.admin.listen, 9153)?,
     };
     let mut feeds = Vec::with_capacity(raw.feeds.len());
     for (i, f) in raw.feeds.into_iter().enumerate() {
-        let f = feed(i, f, base, &policy)?;
+        let f = feed(i, f, base, &policy, &http)?;
         if feeds.iter().any(|x: &FeedConfig| x.name == f.name) {
             return Err(invalid(
                 format!("feed {:?}.name", f.name),
@@ -133,7 +140,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
             .collect(),
         max_spared: raw.allowlist.max_spared,
     };
-    let sightings = sightings(raw.sightings, base, &state_dir)?;
+    let sightings = sightings(raw.sightings, base, &state_dir, &http)?;
     let rpz = raw.rpz.map(|z| rpz(z, base)).transpose()?;
     Ok(Config {
         path: path.to_path_buf(),
@@ -146,6 +153,37 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
         allowlist,
         sightings,
         rpz,
+        http,
+    })
+}
+
+/// TLS keys of `[http]` or a feed: a client certificate comes with its key.
+fn tls(
+    section: &str,
+    base: &Path,
+    ca_file: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<TlsClient, ConfigError> {
+    let client_cert = match (cert, key) {
+        (Some(c), Some(k)) => Some((resolve(base, &c), resolve(base, &k))),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                format!("{section}.client_key_file"),
+                "client_cert_file needs client_key_file",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                format!("{section}.client_cert_file"),
+                "client_key_file needs client_cert_file",
+            ));
+        }
+    };
+    Ok(TlsClient {
+        ca_file: ca_file.map(|p| resolve(base, &p)),
+        client_cert,
     })
 }
 
@@ -290,6 +328,7 @@ fn feed(
     f: RawFeed,
     base: &Path,
     policy: &PolicyConfig,
+    http: &TlsClient,
 ) -> Result<FeedConfig, ConfigError> {
     {
         if f.name.is_empty()
@@ -422,6 +461,14 @@ fn feed(
             report_sightings: f.report_sightings,
             sightings_url,
             sightings_key,
+            tls: tls(
+                &label,
+                base,
+                f.ca_file,
+                f.client_cert_file,
+                f.client_key_file,
+            )?
+            .or(http),
         })
     }
 }
@@ -432,6 +479,7 @@ fn sightings(
     s: RawSightings,
     base: &Path,
     state_dir: &Path,
+    http: &TlsClient,
 ) -> Result<SightingsConfig, ConfigError> {
     {
         let client_privacy = match s.client_privacy.as_str() {
@@ -468,6 +516,7 @@ fn sightings(
                 s.taxii_key_file.as_ref(),
                 None,
             )?,
+            taxii_tls: http.clone(),
         })
     }
 }

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::FeedError;
 use crate::config::{FeedConfig, Secret};
-use crate::http::client;
 pub use crate::http::redact;
+use crate::http::{TlsClient, client};
 
 /// First retry delay; doubled per attempt, with jitter.
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
@@ -138,14 +138,16 @@ pub struct Http {
 
 impl Http {
     pub fn for_feed(feed: &FeedConfig) -> Result<Http, FeedError> {
-        Http::new(feed.timeout, feed.max_bytes, feed.retries)
+        Http::new(feed.timeout, feed.max_bytes, feed.retries, &feed.tls)
     }
 
-    pub fn new(timeout: Duration, max_bytes: u64, retries: u32) -> Result<Http, FeedError> {
-        let client = client(timeout).map_err(|e| FeedError::Http {
-            url: String::new(),
-            message: format!("cannot set up the HTTP client: {}", chain(&e)),
-        })?;
+    pub fn new(
+        timeout: Duration,
+        max_bytes: u64,
+        retries: u32,
+        tls: &TlsClient,
+    ) -> Result<Http, FeedError> {
+        let client = client(timeout, tls)?;
         Ok(Http {
             client,
             max_bytes,

@@ -37,6 +37,9 @@ pub enum FeedError {
     Format { what: String, message: String },
     #[error("fetching {url} failed: {message}")]
     Http { url: String, message: String },
+    /// The feed's TLS files (`ca_file`, client certificate) are unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::http::ClientError),
     #[error("fetching {url} timed out after {secs} s (timeout_secs)")]
     Timeout { url: String, secs: u64 },
     #[error("{url} answered HTTP {status}{}", if detail.is_empty() { String::new() } else { format!(": {detail}") })]
@@ -112,9 +115,10 @@ impl FeedError {
             FeedError::Io { .. } | FeedError::Cache { .. } | FeedError::NotAFile { .. } => "io",
             FeedError::TooLarge { .. } => "too_large",
             FeedError::Format { .. } => "format",
-            FeedError::Http { .. } | FeedError::Status { .. } | FeedError::Forbidden { .. } => {
-                "http"
-            }
+            FeedError::Http { .. }
+            | FeedError::Tls(_)
+            | FeedError::Status { .. }
+            | FeedError::Forbidden { .. } => "http",
             FeedError::Timeout { .. } | FeedError::FileTimeout { .. } => "timeout",
             FeedError::Refused { reason, .. } => reason.as_str(),
         }

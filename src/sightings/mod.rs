@@ -114,11 +114,13 @@ pub fn targets(config: &Config) -> HashMap<String, Target> {
                 .map(|key| Target::Misp {
                     base: with_slash(url),
                     key,
+                    tls: f.tls.clone(),
                 }),
             (None, FeedKind::MispApi, crate::config::Location::Url(url)) => {
                 f.api_key.clone().map(|key| Target::Misp {
                     base: with_slash(url),
                     key,
+                    tls: f.tls.clone(),
                 })
             }
             _ => None,
@@ -139,6 +141,7 @@ pub fn targets(config: &Config) -> HashMap<String, Target> {
             Target::Taxii {
                 collection: with_slash(url),
                 key: s.taxii_key.clone(),
+                tls: s.taxii_tls.clone(),
             },
         );
     }

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use super::spool::Sighting;
 use crate::config::Secret;
+use crate::http::TlsClient;
 
 /// Where sightings of one feed go.
 #[derive(Debug, Clone)]
@@ -19,11 +20,22 @@ pub enum Target {
     Misp {
         base: reqwest::Url,
         key: Secret,
+        tls: TlsClient,
     },
     Taxii {
         collection: reqwest::Url,
         key: Option<Secret>,
+        tls: TlsClient,
     },
+}
+
+impl Target {
+    /// The TLS setup its HTTPS client needs.
+    pub fn tls(&self) -> &TlsClient {
+        match self {
+            Target::Misp { tls, .. } | Target::Taxii { tls, .. } => tls,
+        }
+    }
 }
 
 /// What the far side said.
@@ -40,8 +52,11 @@ pub enum Outcome {
 }
 
 /// An HTTP client for reporting: the same client policy as feed pulls.
-pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
-    crate::http::client(timeout)
+pub fn client(
+    timeout: Duration,
+    tls: &TlsClient,
+) -> Result<reqwest::Client, crate::http::ClientError> {
+    crate::http::client(timeout, tls)
 }
 
 /// The JSON body MISP's `/sightings/add` takes for one sighting.

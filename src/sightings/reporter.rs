@@ -13,6 +13,7 @@ use super::Metrics;
 use super::report::{self, Outcome, Target};
 use super::spool::{Sighting, Spool};
 use super::task::update_gauges;
+use crate::http::TlsClient;
 
 /// Sends spooled sightings to their targets and settles the spool.
 pub(super) struct Reporter {
@@ -26,13 +27,21 @@ pub(super) struct Reporter {
 
 impl Reporter {
     pub(super) async fn run(self, cancel: CancellationToken) {
-        let http = match report::client(Duration::from_secs(15)) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the HTTP client for sightings; they stay in the spool");
-                return;
+        // One client per TLS setup (most targets share the [http] one).
+        let mut clients: HashMap<&TlsClient, reqwest::Client> = HashMap::new();
+        for (name, target) in &self.targets {
+            if clients.contains_key(target.tls()) {
+                continue;
             }
-        };
+            match report::client(Duration::from_secs(15), target.tls()) {
+                Ok(c) => {
+                    clients.insert(target.tls(), c);
+                }
+                Err(e) => {
+                    tracing::error!(target = %name, error = %crate::error::error_chain(&e), "cannot set up the HTTPS client for sightings; they stay in the spool");
+                }
+            }
+        }
         let mut backoff: HashMap<String, (u32, Instant)> = HashMap::new();
         loop {
             tokio::select! {
@@ -73,25 +82,30 @@ impl Reporter {
                     done.extend(list.iter().map(|s| s.id));
                     continue;
                 };
+                let Some(http) = clients.get(target.tls()) else {
+                    // Logged at start; kept in the spool for a fixed config.
+                    continue;
+                };
                 let mut failed: Option<Outcome> = None;
                 match target {
-                    Target::Misp { base, key } => {
+                    Target::Misp { base, key, .. } => {
                         for s in list {
                             if cancel.is_cancelled() {
                                 break;
                             }
-                            let outcome =
-                                report::send_misp(&http, base, key, &self.source, s).await;
+                            let outcome = report::send_misp(http, base, key, &self.source, s).await;
                             if !self.settle(name, &[s], outcome.clone(), &mut done) {
                                 failed = Some(outcome);
                                 break;
                             }
                         }
                     }
-                    Target::Taxii { collection, key } => {
+                    Target::Taxii {
+                        collection, key, ..
+                    } => {
                         for chunk in list.chunks(100) {
                             let outcome = report::send_taxii(
-                                &http,
+                                http,
                                 collection,
                                 key.as_ref(),
                                 &self.identity,

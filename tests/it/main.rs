@@ -10,6 +10,7 @@ mod hardening_feeds;
 mod harness;
 mod hierarchy;
 mod misp_server;
+mod pki;
 mod resolver;
 mod rpz;
 mod safety;

@@ -132,6 +132,8 @@ impl State {
 pub struct MispServer {
     pub addr: SocketAddr,
     pub state: Arc<State>,
+    /// Serving HTTPS (see [`MispServer::start_tls`]).
+    tls: bool,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -207,6 +209,11 @@ impl MispServer {
     /// events, the MISP feed folder, the STIX bundles, and a TAXII
     /// collection of the bundle's objects.
     pub fn start() -> MispServer {
+        MispServer::with(MispServer::fixtures())
+    }
+
+    /// What [`MispServer::start`] serves.
+    pub fn fixtures() -> Inner {
         let mut rows = rows_of_event(&read_json("misp-api/event_with_sightings.json"));
         rows.extend(rows_of_event(&read_json(
             "misp-api/event_view_sednit_domain-ip_objects.json",
@@ -245,7 +252,7 @@ impl MispServer {
             .flatten()
             .filter_map(|v| v.as_str().map(str::to_string))
             .collect();
-        let inner = Inner {
+        Inner {
             rows,
             feed,
             bundle,
@@ -257,11 +264,20 @@ impl MispServer {
             fault: Fault::None,
             requests: Vec::new(),
             sightings: Vec::new(),
-        };
-        MispServer::with(inner)
+        }
+    }
+
+    /// [`MispServer::start`] over HTTPS with this TLS setup.
+    pub fn start_tls(tls: Arc<rustls::ServerConfig>) -> MispServer {
+        MispServer::serve(MispServer::fixtures(), Some(tls))
     }
 
     pub fn with(inner: Inner) -> MispServer {
+        MispServer::serve(inner, None)
+    }
+
+    fn serve(inner: Inner, tls: Option<Arc<rustls::ServerConfig>>) -> MispServer {
+        let is_tls = tls.is_some();
         let state = Arc::new(State(Mutex::new(inner)));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -279,15 +295,32 @@ impl MispServer {
                 let addr = listener.local_addr().expect("addr");
                 let _ = addr_tx.send(addr);
                 let app = router(st.clone());
-                let listener = FaultyListener {
-                    inner: listener,
-                    state: st,
+                let shutdown = async {
+                    let _ = rx.await;
                 };
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
+                match tls {
+                    None => {
+                        let listener = FaultyListener {
+                            inner: listener,
+                            state: st,
+                        };
+                        let _ = axum::serve(listener, app)
+                            .with_graceful_shutdown(shutdown)
+                            .await;
+                    }
+                    Some(config) => {
+                        let listener = TlsListener {
+                            inner: FaultyListener {
+                                inner: listener,
+                                state: st,
+                            },
+                            acceptor: tokio_rustls::TlsAcceptor::from(config),
+                        };
+                        let _ = axum::serve(listener, app)
+                            .with_graceful_shutdown(shutdown)
+                            .await;
+                    }
+                }
             });
             // Streaming handlers may still run; do not wait for them.
             rt.shutdown_background();
@@ -296,13 +329,15 @@ impl MispServer {
         MispServer {
             addr,
             state,
+            tls: is_tls,
             shutdown: Some(tx),
             thread: Some(thread),
         }
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     pub fn key(&self) -> String {
@@ -369,6 +404,32 @@ impl axum::serve::Listener for FaultyListener {
 
     fn local_addr(&self) -> std::io::Result<Self::Addr> {
         self.inner.local_addr()
+    }
+}
+
+/// A [`FaultyListener`] that speaks TLS; a client whose handshake fails
+/// (an unknown CA, no client certificate where one is required) is dropped.
+struct TlsListener {
+    inner: FaultyListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let (stream, addr) = self.inner.accept().await;
+            let handshake = self.acceptor.accept(stream);
+            if let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), handshake).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.inner.local_addr()
     }
 }
 
