@@ -113,6 +113,8 @@ pub struct Config {
     /// `[sightings]`, or its defaults: the local record is always kept.
     pub sightings: SightingsConfig,
     pub rpz: Option<RpzConfig>,
+    /// `[dnstap]`: the query log, if configured.
+    pub dnstap: Option<DnstapConfig>,
     /// `[http]`: the TLS defaults of every HTTPS client (feeds, sightings,
     /// TAXII); a feed's own keys override them.
     pub http: TlsClient,
@@ -295,6 +297,25 @@ pub struct AllowlistConfig {
     pub max_spared: u64,
     pub files: Vec<PathBuf>,
     pub warninglists: Vec<PathBuf>,
+}
+
+/// `[dnstap]`: where the query log goes and what it holds.
+#[derive(Debug, Clone)]
+pub struct DnstapConfig {
+    pub target: DnstapTarget,
+    /// `Dnstap.identity`: which resolver sent it (default: the host name).
+    pub identity: String,
+    pub client_queries: bool,
+    pub client_responses: bool,
+    /// Default: `sightings.client_privacy`.
+    pub client_addresses: ClientPrivacy,
+}
+
+/// A Frame Streams collector: a unix socket (`socket`) or TCP (`address`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnstapTarget {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

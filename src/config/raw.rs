@@ -30,6 +30,22 @@ pub(super) struct RawConfig {
     pub(super) rpz: Option<RawRpz>,
     #[serde(default)]
     pub(super) http: RawTls,
+    #[serde(default)]
+    pub(super) dnstap: Option<RawDnstap>,
+}
+
+/// `[dnstap]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDnstap {
+    pub(super) socket: Option<PathBuf>,
+    pub(super) address: Option<String>,
+    pub(super) identity: Option<String>,
+    #[serde(default = "default_true")]
+    pub(super) client_queries: bool,
+    #[serde(default = "default_true")]
+    pub(super) client_responses: bool,
+    pub(super) client_addresses: Option<String>,
 }
 
 /// `[http]`, and the same keys in a `[[feed]]`.

@@ -142,6 +142,10 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
     };
     let sightings = sightings(raw.sightings, base, &state_dir, &http)?;
     let rpz = raw.rpz.map(|z| rpz(z, base)).transpose()?;
+    let dnstap = raw
+        .dnstap
+        .map(|d| dnstap(d, base, sightings.client_privacy))
+        .transpose()?;
     Ok(Config {
         path: path.to_path_buf(),
         state_dir,
@@ -153,7 +157,59 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
         allowlist,
         sightings,
         rpz,
+        dnstap,
         http,
+    })
+}
+
+/// `full`, `pseudonymise` or `omit`.
+fn client_privacy(field: &str, s: &str) -> Result<ClientPrivacy, ConfigError> {
+    match s {
+        "full" => Ok(ClientPrivacy::Full),
+        "pseudonymise" | "pseudonymize" => Ok(ClientPrivacy::Pseudonymise),
+        "omit" => Ok(ClientPrivacy::Omit),
+        other => Err(invalid(
+            field,
+            format!("{other:?}: expected \"full\", \"pseudonymise\" or \"omit\""),
+        )),
+    }
+}
+
+/// `[dnstap]`: one collector, a unix socket or a TCP address.
+fn dnstap(
+    d: RawDnstap,
+    base: &Path,
+    default_privacy: ClientPrivacy,
+) -> Result<DnstapConfig, ConfigError> {
+    let target = match (d.socket, d.address) {
+        (Some(p), None) => DnstapTarget::Unix(resolve(base, &p)),
+        (None, Some(a)) => DnstapTarget::Tcp(
+            a.parse()
+                .map_err(|_| invalid("dnstap.address", format!("{a:?} is not an IP:port")))?,
+        ),
+        _ => {
+            return Err(invalid(
+                "dnstap.socket",
+                "set exactly one of socket (a unix socket path) and address (IP:port)",
+            ));
+        }
+    };
+    let identity = match d.identity {
+        Some(i) => i,
+        None => rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned(),
+    };
+    Ok(DnstapConfig {
+        target,
+        identity,
+        client_queries: d.client_queries,
+        client_responses: d.client_responses,
+        client_addresses: match d.client_addresses {
+            Some(s) => client_privacy("dnstap.client_addresses", &s)?,
+            None => default_privacy,
+        },
     })
 }
 
@@ -482,17 +538,7 @@ fn sightings(
     http: &TlsClient,
 ) -> Result<SightingsConfig, ConfigError> {
     {
-        let client_privacy = match s.client_privacy.as_str() {
-            "full" => ClientPrivacy::Full,
-            "pseudonymise" | "pseudonymize" => ClientPrivacy::Pseudonymise,
-            "omit" => ClientPrivacy::Omit,
-            other => {
-                return Err(invalid(
-                    "sightings.client_privacy",
-                    format!("{other:?}: expected \"full\", \"pseudonymise\" or \"omit\""),
-                ));
-            }
-        };
+        let client_privacy = client_privacy("sightings.client_privacy", &s.client_privacy)?;
         if s.window_secs == 0 {
             return Err(invalid("sightings.window_secs", "must be at least 1"));
         }

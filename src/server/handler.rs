@@ -95,6 +95,8 @@ pub struct Shared {
     pub in_flight: InFlight,
     /// Set at shutdown: new queries get no answer, as if the socket were closed.
     pub draining: AtomicBool,
+    /// The dnstap query log, when `[dnstap]` is configured.
+    pub dnstap: Option<super::dnstap::Tap>,
 }
 
 /// The `RequestHandler` our own UDP, TCP and TLS loops (`server::listen`)

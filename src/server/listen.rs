@@ -46,8 +46,45 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::dnstap::{self, Tap};
 use super::handler::Handler;
 use crate::wire;
+
+/// One query as the dnstap log saw it arrive, to log its answer by.
+#[derive(Clone)]
+struct Tapped {
+    tap: Tap,
+    transport: dnstap::Transport,
+    client: SocketAddr,
+    server: Option<SocketAddr>,
+    received: std::time::SystemTime,
+}
+
+impl Tapped {
+    /// Log the query, if dnstap is on; the answer is logged by the result.
+    fn query(
+        handler: &Handler,
+        transport: dnstap::Transport,
+        client: SocketAddr,
+        server: Option<SocketAddr>,
+        msg: &[u8],
+    ) -> Option<Tapped> {
+        let tap = handler.0.dnstap.as_ref()?;
+        tap.query(transport, client, server, msg);
+        Some(Tapped {
+            tap: tap.clone(),
+            transport,
+            client,
+            server,
+            received: std::time::SystemTime::now(),
+        })
+    }
+
+    fn response(&self, msg: &[u8]) {
+        self.tap
+            .response(self.transport, self.client, self.server, self.received, msg);
+    }
+}
 
 /// The sockets of one `server.listen` address.
 pub struct Bound {
@@ -310,6 +347,7 @@ pub async fn accept_loop(
     } else {
         Protocol::Tcp
     };
+    let local = listener.local_addr().ok();
     loop {
         let (stream, src) = tokio::select! {
             r = listener.accept() => match r {
@@ -348,7 +386,9 @@ pub async fn accept_loop(
         tracker.spawn(async move {
             metrics.tcp_connections.inc();
             match tls {
-                None => serve_stream(stream, src, protocol, handler, limits, inner, &slot).await,
+                None => {
+                    serve_stream(stream, src, local, protocol, handler, limits, inner, &slot).await
+                }
                 Some(acceptor) => {
                     let handshake = tokio::select! {
                         r = tokio::time::timeout(limits.idle, acceptor.accept(stream)) => Some(r),
@@ -356,7 +396,8 @@ pub async fn accept_loop(
                     };
                     match handshake {
                         Some(Ok(Ok(s))) => {
-                            serve_stream(s, src, protocol, handler, limits, inner, &slot).await
+                            serve_stream(s, src, local, protocol, handler, limits, inner, &slot)
+                                .await
                         }
                         Some(Ok(Err(e))) => tracing::debug!(error = %e, "TLS handshake failed"),
                         Some(Err(_)) => tracing::debug!("TLS handshake timed out"),
@@ -380,6 +421,7 @@ pub async fn udp_loop(
     shutdown: CancellationToken,
 ) {
     let socket = Arc::new(socket);
+    let local = socket.local_addr().ok();
     // The largest datagram there is: a longer query must not be cut short
     // and then answered as if it were whole.
     let mut buf = vec![0u8; 65_535];
@@ -401,14 +443,17 @@ pub async fn udp_loop(
             continue; // nothing can be sent back there
         }
         let msg = buf[..n].to_vec();
-        let responder = DatagramResponder {
+        let mut responder = DatagramResponder {
             socket: socket.clone(),
             dst: src,
+            tap: None,
         };
         match Request::from_bytes(msg, src, Protocol::Udp) {
             // Never answer an answer: that is how reflection loops start.
             Ok(request) if request.metadata.message_type == MessageType::Response => {}
             Ok(request) => {
+                responder.tap =
+                    Tapped::query(&handler, dnstap::Transport::Udp, src, local, &buf[..n]);
                 let handler = handler.clone();
                 tracker.spawn(async move {
                     handler
@@ -432,6 +477,7 @@ pub async fn udp_loop(
 struct DatagramResponder {
     socket: Arc<UdpSocket>,
     dst: SocketAddr,
+    tap: Option<Tapped>,
 }
 
 #[async_trait::async_trait]
@@ -455,6 +501,9 @@ impl ResponseHandler for DatagramResponder {
             .send_to(&msg, self.dst)
             .await
             .map_err(|e| NetError::from(e.to_string()))?;
+        if let Some(t) = &self.tap {
+            t.response(&msg);
+        }
         Ok(info)
     }
 }
@@ -463,6 +512,7 @@ impl ResponseHandler for DatagramResponder {
 #[derive(Clone)]
 struct StreamResponder {
     tx: mpsc::Sender<Vec<u8>>,
+    tap: Option<Tapped>,
 }
 
 #[async_trait::async_trait]
@@ -487,6 +537,9 @@ impl ResponseHandler for StreamResponder {
             .send(buf)
             .await
             .map_err(|_| NetError::from("connection closed"))?;
+        if let Some(t) = &self.tap {
+            t.response(&msg);
+        }
         Ok(info)
     }
 }
@@ -502,9 +555,11 @@ fn framed(msg: &[u8]) -> Vec<u8> {
 
 /// Serve one connection: read length-prefixed queries, answer each in its
 /// own task, write answers as they complete.
+#[allow(clippy::too_many_arguments)]
 async fn serve_stream<S>(
     stream: S,
     src: SocketAddr,
+    local: Option<SocketAddr>,
     protocol: Protocol,
     handler: Handler,
     limits: StreamLimits,
@@ -529,7 +584,11 @@ async fn serve_stream<S>(
         let _ = wr.shutdown().await;
     });
     let inflight = Arc::new(Semaphore::new(limits.max_inflight));
-    let responder = StreamResponder { tx };
+    let responder = StreamResponder { tx, tap: None };
+    let transport = match protocol {
+        Protocol::Tls => dnstap::Transport::Dot,
+        _ => dnstap::Transport::Tcp,
+    };
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = vec![0u8; 4096];
     // Closed at shutdown, or to make room for a new connection.
@@ -564,8 +623,9 @@ async fn serve_stream<S>(
                     drop(permit);
                 }
                 Ok(request) => {
+                    let mut responder = responder.clone();
+                    responder.tap = Tapped::query(&handler, transport, src, local, &msg);
                     let handler = handler.clone();
-                    let responder = responder.clone();
                     tracker.spawn(async move {
                         handler
                             .handle_request::<_, TokioTime>(&request, responder)

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod answer;
+pub mod dnstap;
 pub mod handler;
 pub mod hits;
 pub mod listen;
@@ -145,6 +146,26 @@ pub async fn run(config: Config) -> i32 {
         }
     };
 
+    // 3b. The dnstap query log: a bounded queue to one writer task.
+    let stop_dnstap = CancellationToken::new();
+    let (dnstap, dnstap_task) = match &config.dnstap {
+        None => (None, None),
+        Some(d) => {
+            let privacy = crate::sightings::log::Pseudonymiser::new(
+                d.client_addresses,
+                config.pseudonym_key_path(),
+                config.sightings.pseudonym_rotate,
+            );
+            match dnstap::start(d, privacy, metrics.registry(), stop_dnstap.clone()) {
+                Ok((tap, task)) => (Some(tap), Some(task)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot set up dnstap");
+                    return exit::FAILURE;
+                }
+            }
+        }
+    };
+
     let shared = Arc::new(Shared {
         config: HandlerConfig {
             allow: config.server.allow.clone(),
@@ -160,6 +181,7 @@ pub async fn run(config: Config) -> i32 {
         rpz: refresher.rpz(),
         in_flight: InFlight::default(),
         draining: AtomicBool::new(false),
+        dnstap,
     });
     let handler = Handler(shared.clone());
 
@@ -321,6 +343,11 @@ pub async fn run(config: Config) -> i32 {
         tracing::warn!("sightings did not finish in time; unsent ones stay in the spool");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
+    // The drained queries' frames are queued: send them, then STOP.
+    stop_dnstap.cancel();
+    if let Some(task) = dnstap_task {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
+    }
     stop_admin.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), admin_task).await;
     tracing::info!("stopped");

@@ -43,21 +43,29 @@ impl Pseudonymiser {
         }
     }
 
+    /// What it does with addresses.
+    pub fn privacy(&self) -> ClientPrivacy {
+        self.privacy
+    }
+
     /// The client as the log shows it, or `None` to leave it out.
     pub fn client(&mut self, ip: IpAddr) -> Option<String> {
         match self.privacy {
             ClientPrivacy::Full => Some(ip.to_string()),
             ClientPrivacy::Omit => None,
-            ClientPrivacy::Pseudonymise => {
-                let key = self.current_key()?;
-                let bytes = match ip {
-                    IpAddr::V4(a) => a.octets().to_vec(),
-                    IpAddr::V6(a) => a.octets().to_vec(),
-                };
-                let tag = ring::hmac::sign(key, &bytes);
-                Some(format!("p-{}", hex(&tag.as_ref()[..10])))
-            }
+            ClientPrivacy::Pseudonymise => Some(format!("p-{}", hex(&self.tag(ip)?[..10]))),
         }
+    }
+
+    /// The keyed hash of `ip` under the current key (whatever `privacy`
+    /// says); `None` while no key can be stored.
+    pub fn tag(&mut self, ip: IpAddr) -> Option<[u8; 32]> {
+        let key = self.current_key()?;
+        let bytes = match ip {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        };
+        ring::hmac::sign(key, &bytes).as_ref().try_into().ok()
     }
 
     /// The key for now: loaded from disk (so a restart keeps pseudonyms

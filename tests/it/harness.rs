@@ -171,6 +171,15 @@ impl Schild {
         )
     }
 
+    /// The value of one series (`name` or `name{labels}`) on `/metrics`.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = self.http("GET", "/metrics").1;
+        text.lines().find_map(|l| {
+            let rest = l.strip_prefix(series)?;
+            rest.starts_with(' ').then(|| rest.trim().parse().ok())?
+        })
+    }
+
     /// SIGKILL: no chance to clean up. Returns the folder for a restart.
     pub fn kill9(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
