@@ -172,20 +172,94 @@ impl Upstream {
     /// forwarder cannot honour CD: hickory's forwarding client validates
     /// and turns bogus into an error before we see the records
     /// (caching_client.rs: "doesn't yet take into account the CD flag").
+    ///
+    /// A negative answer reached through CNAMEs or a DNAME keeps the chain
+    /// (RFC 1034 4.3.2, RFC 2308 2.1-2.2, RFC 6604): hickory follows the
+    /// chain itself and reports only the last name's NXDOMAIN or NODATA,
+    /// so the chain is asked for again, one CNAME at a time ([`chain`]).
+    /// A chain that loops is SERVFAIL, as Unbound answers it.
     async fn lookup(
         &self,
         name: Name,
         qtype: RecordType,
         flags: Flags,
     ) -> Result<Answer, ResolveFailure> {
+        let (mut answer, about) = self.lookup_once(name.clone(), qtype, flags).await?;
+        if cname_loop(&answer.answers, &name) {
+            tracing::debug!(%name, "CNAME loop");
+            return Err(ResolveFailure {
+                kind: UpstreamError::ServFail,
+            });
+        }
+        let chased = !matches!(qtype, RecordType::CNAME | RecordType::ANY);
+        if let Some(last) = about.filter(|last| chased && *last != name)
+            && let Some(chain) = self.chain(&name, &last, flags).await?
+        {
+            answer.answers = chain;
+        }
+        Ok(answer)
+    }
+
+    /// The CNAME and DNAME records that lead from `from` to `to`, asked
+    /// for name by name. `None` if the way cannot be found again (the
+    /// negative answer then goes out as hickory gave it); a loop fails.
+    async fn chain(
+        &self,
+        from: &Name,
+        to: &Name,
+        flags: Flags,
+    ) -> Result<Option<Vec<Record>>, ResolveFailure> {
+        let mut records = Vec::new();
+        let mut seen = vec![from.clone()];
+        let mut at = from.clone();
+        for _ in 0..MAX_CHAIN {
+            let Ok((hop, _)) = self.lookup_once(at.clone(), RecordType::CNAME, flags).await else {
+                return Ok(None);
+            };
+            let target = hop.answers.iter().find_map(|r| match &r.data {
+                RData::CNAME(c) if r.name == at => Some(c.0.clone()),
+                _ => None,
+            });
+            let Some(target) = target else {
+                return Ok(None);
+            };
+            records.extend(synthesised_ttls(hop.answers));
+            // `to` may be an ancestor of the chain's last name: hickory
+            // stops at a parent that does not exist (RFC 8020).
+            if to.zone_of(&target) {
+                return Ok(Some(records));
+            }
+            if seen.contains(&target) {
+                return Err(ResolveFailure {
+                    kind: UpstreamError::ServFail,
+                });
+            }
+            seen.push(target.clone());
+            at = target;
+        }
+        Ok(None)
+    }
+
+    /// One question to the upstream, as hickory answers it: the answer,
+    /// and for a negative one the name it is about (the last of a chain).
+    async fn lookup_once(
+        &self,
+        name: Name,
+        qtype: RecordType,
+        flags: Flags,
+    ) -> Result<(Answer, Option<Name>), ResolveFailure> {
         match self {
             Upstream::Forward(r) => match r.lookup(name, qtype).await {
-                Ok(lookup) => Ok(positive(
-                    ResponseCode::NoError,
-                    lookup.answers().to_vec(),
-                    Vec::new(),
-                    flags,
-                )?),
+                Ok(lookup) => Ok((
+                    positive(
+                        qtype,
+                        ResponseCode::NoError,
+                        lookup.answers().to_vec(),
+                        Vec::new(),
+                        flags,
+                    )?,
+                    None,
+                )),
                 Err(e) => negative_or_failure(e, flags),
             },
             Upstream::Recursive(r) => {
@@ -206,16 +280,22 @@ impl Upstream {
                         } else {
                             Vec::new()
                         };
-                        positive(rcode, msg.answers, auth, flags)
+                        Ok((positive(qtype, rcode, msg.answers, auth, flags)?, None))
                     }
                     Err(e) => {
                         use hickory_resolver::recursor::RecursorError;
                         match e {
                             RecursorError::Net(net) => negative_or_failure(net, flags),
+                            RecursorError::Negative(neg) => {
+                                let nx = neg.is_nx_domain();
+                                let about = neg.query.name().clone();
+                                let soa = neg.soa.map(|s| s.into_record_of_rdata());
+                                Ok((negative(nx, soa), Some(about)))
+                            }
                             e if e.is_nx_domain() || e.is_no_records_found() => {
                                 let nx = e.is_nx_domain();
                                 let soa = e.into_soa().map(|s| s.into_record_of_rdata());
-                                Ok(negative(nx, soa))
+                                Ok((negative(nx, soa), None))
                             }
                             RecursorError::Timeout => Err(ResolveFailure {
                                 kind: UpstreamError::Timeout,
@@ -234,7 +314,61 @@ impl Upstream {
     }
 }
 
+/// A CNAME synthesised from a DNAME has the DNAME's TTL (RFC 6672 3.3;
+/// an upstream answering from its cache may give it TTL 0, which would
+/// keep the whole answer out of the cache).
+fn synthesised_ttls(mut records: Vec<Record>) -> Vec<Record> {
+    let dnames: Vec<(Name, u32)> = records
+        .iter()
+        .filter(|r| r.record_type() == RecordType::DNAME)
+        .map(|r| (r.name.clone(), r.ttl))
+        .collect();
+    for r in records.iter_mut() {
+        if let RData::CNAME(_) = r.data
+            && let Some((_, ttl)) = dnames.iter().find(|(owner, _)| owner.zone_of(&r.name))
+        {
+            r.ttl = *ttl;
+        }
+    }
+    records
+}
+
+/// At most this many CNAMEs are asked for to rebuild one chain (Unbound
+/// follows at most 11 restarts, hickory 64).
+const MAX_CHAIN: usize = 16;
+
+/// Whether the CNAMEs of an answer, followed from `qname`, come back to a
+/// name already seen.
+fn cname_loop(answers: &[Record], qname: &Name) -> bool {
+    let mut at = qname;
+    // Each step moves to a new name or ends, so `answers.len()` steps
+    // without an end mean a loop.
+    for _ in 0..=answers.len() {
+        let next = answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(c) if r.name == *at => Some(&c.0),
+            _ => None,
+        });
+        match next {
+            Some(n) => at = n,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Whether a record goes to a client that did not set DO (RFC 4035
+/// 3.2.1): RRSIG, NSEC and NSEC3 only when asked for by type. DS, DNSKEY
+/// and NSEC3PARAM are data like any other.
+fn keep_without_do(rtype: RecordType, qtype: RecordType) -> bool {
+    rtype == qtype
+        || !matches!(
+            rtype,
+            RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3
+        )
+}
+
 fn positive(
+    qtype: RecordType,
     rcode: ResponseCode,
     mut answers: Vec<Record>,
     mut authorities: Vec<Record>,
@@ -253,7 +387,7 @@ fn positive(
     // Only records carry proofs; an empty answer is not "secure".
     let secure = matches!(summary, DnssecSummary::Secure) && all().next().is_some();
     if !flags.dnssec_ok {
-        let keep = |r: &Record| !r.record_type().is_dnssec();
+        let keep = |r: &Record| keep_without_do(r.record_type(), qtype);
         answers.retain(keep);
         authorities.retain(keep);
     }
@@ -278,11 +412,22 @@ fn negative(nx: bool, soa: Option<Record>) -> Answer {
     }
 }
 
-fn negative_or_failure(e: NetError, flags: Flags) -> Result<Answer, ResolveFailure> {
+/// A negative answer (with the name it is about, the last of a chain) or
+/// the failure.
+fn negative_or_failure(
+    e: NetError,
+    flags: Flags,
+) -> Result<(Answer, Option<Name>), ResolveFailure> {
+    if let NetError::Dns(DnsError::NoRecordsFound(no)) = e {
+        let nx = no.response_code == ResponseCode::NXDomain;
+        let about = no.query.name().clone();
+        let soa = no.soa.map(|s| s.into_record_of_rdata());
+        return Ok((negative(nx, soa), Some(about)));
+    }
     if e.is_nx_domain() || e.is_no_records_found() {
         let nx = e.is_nx_domain();
         let soa = e.into_soa().map(|s| s.into_record_of_rdata());
-        return Ok(negative(nx, soa));
+        return Ok((negative(nx, soa), None));
     }
     let kind = match &e {
         NetError::Timeout => UpstreamError::Timeout,
@@ -297,10 +442,8 @@ fn negative_or_failure(e: NetError, flags: Flags) -> Result<Answer, ResolveFailu
             } else {
                 // A negative answer: proven insecure, or bogus and CD=1.
                 let soa = response.soa().map(|s| s.to_owned().into_record_of_rdata());
-                return Ok(negative(
-                    response.response_code == ResponseCode::NXDomain,
-                    soa,
-                ));
+                let nx = response.response_code == ResponseCode::NXDomain;
+                return Ok((negative(nx, soa), None));
             }
         }
         _ => UpstreamError::Other,
@@ -389,7 +532,10 @@ fn recursor(config: &ResolverConfig) -> Result<Recursor<PortRemap>, ResolverSetu
         // None: hickory's built-in root trust anchors (KSK-2017 and KSK-2024).
         DnssecPolicy::ValidateWithStaticKey(DnssecConfig::default())
     } else {
-        DnssecPolicy::SecurityUnaware
+        // Not validating, but DNSSEC records are still asked for and passed
+        // on to DO clients (as Unbound without its validator), so a
+        // validator behind schild can validate.
+        DnssecPolicy::ValidationDisabled
     };
     let provider = PortRemap {
         inner: TokioRuntimeProvider::default(),
@@ -892,12 +1038,55 @@ mod tests {
             checking_disabled: true,
             ..checked
         };
-        let e = positive(ResponseCode::NoError, vec![r.clone()], vec![], checked)
-            .expect_err("bogus without CD");
+        let e = positive(
+            RecordType::A,
+            ResponseCode::NoError,
+            vec![r.clone()],
+            vec![],
+            checked,
+        )
+        .expect_err("bogus without CD");
         assert_eq!(e.kind, UpstreamError::Bogus);
-        let a = positive(ResponseCode::NoError, vec![r], vec![], cd).expect("data with CD");
+        let a = positive(RecordType::A, ResponseCode::NoError, vec![r], vec![], cd)
+            .expect("data with CD");
         assert_eq!(a.answers.len(), 1);
         assert!(!a.secure);
+    }
+
+    fn cname(owner: &str, target: &str) -> Record {
+        use hickory_proto::rr::rdata::CNAME;
+        let n = |s: &str| Name::from_ascii(s).expect("name");
+        Record::from_rdata(n(owner), 300, RData::CNAME(CNAME(n(target))))
+    }
+
+    #[test]
+    fn cname_loops_are_found() {
+        let q = Name::from_ascii("Loop1.example.").expect("name");
+        let looped = [
+            cname("loop1.example.", "loop2.example."),
+            cname("loop2.example.", "LOOP1.example."),
+        ];
+        assert!(cname_loop(&looped, &q));
+        let selfish = [cname("loop1.example.", "loop1.example.")];
+        assert!(cname_loop(&selfish, &q));
+        let chain = [
+            cname("loop1.example.", "loop2.example."),
+            cname("loop2.example.", "www.example."),
+        ];
+        assert!(!cname_loop(&chain, &q));
+        assert!(!cname_loop(&[], &q));
+    }
+
+    #[test]
+    fn only_proofs_and_signatures_need_do() {
+        use RecordType::*;
+        for t in [DS, DNSKEY, NSEC3PARAM, A, CNAME] {
+            assert!(keep_without_do(t, A), "{t} is data");
+        }
+        for t in [RRSIG, NSEC, NSEC3] {
+            assert!(!keep_without_do(t, A), "{t} needs DO");
+            assert!(keep_without_do(t, t), "{t} asked for by type");
+        }
     }
 
     #[test]
