@@ -1,8 +1,11 @@
 //! Getting answers from the outside world: forward or recurse, with a cache.
 //!
-//! [`Upstream`] hides the two modes behind one call: hickory's forwarding
-//! `TokioResolver` (UDP/TCP or DoT to configured upstreams) or hickory's
-//! `Recursor` (from the root hints, DNSSEC-validating by default). In front
+//! [`Upstream`] hides the two modes behind one call: forwarding to the
+//! configured upstreams (UDP/TCP or DoT; [`Forwarder`]: hickory's
+//! validating `TokioResolver` with `dnssec = true` and CD=0, else the
+//! client's question passed through hickory's name-server pool as asked)
+//! or hickory's `Recursor` (from the root hints, DNSSEC-validating by
+//! default). In front
 //! of both sits one answer cache ([`Resolver`]) sized in entries, with the
 //! configured TTL bounds and serve-stale (RFC 8767): when the upstream fails
 //! and an expired answer is still held, that answer is served with a short
@@ -29,15 +32,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Query, ResponseCode};
+use hickory_proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig as HickoryConfig, ResolverOpts,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::net::xfer::{DnsHandle, FirstAnswer};
+use hickory_resolver::net::{DnsError, NetError, RetryDnsHandle};
 use hickory_resolver::recursor::{DnssecConfig, DnssecPolicy, Recursor, RecursorOptions};
-use hickory_resolver::{ConnectionProvider, PoolContext, TokioResolver};
+use hickory_resolver::{ConnectionProvider, NameServerPool, PoolContext, TlsConfig, TokioResolver};
 use tokio::sync::watch;
 
 use super::metrics::{Metrics, UpstreamError};
@@ -148,7 +152,7 @@ impl ConnectionProvider for PortRemap {
 
 /// The two ways of getting answers.
 pub enum Upstream {
-    Forward(Box<TokioResolver>),
+    Forward(Box<Forwarder>),
     Recursive(Box<Recursor<PortRemap>>),
 }
 
@@ -168,10 +172,11 @@ impl Upstream {
         }
     }
 
-    /// One lookup. With CD=1 a bogus answer is returned, not refused. The
-    /// forwarder cannot honour CD: hickory's forwarding client validates
-    /// and turns bogus into an error before we see the records
-    /// (caching_client.rs: "doesn't yet take into account the CD flag").
+    /// One lookup. With CD=1 a bogus answer is returned, not refused: the
+    /// recursor hands back bogus records marked as such, and the forwarder
+    /// asks its upstream with CD=1 past hickory's validating client (which
+    /// turns bogus into an error before we see the records,
+    /// caching_client.rs: "doesn't yet take into account the CD flag").
     ///
     /// A negative answer reached through CNAMEs or a DNAME keeps the chain
     /// (RFC 1034 4.3.2, RFC 2308 2.1-2.2, RFC 6604): hickory follows the
@@ -249,18 +254,21 @@ impl Upstream {
         flags: Flags,
     ) -> Result<(Answer, Option<Name>), ResolveFailure> {
         match self {
-            Upstream::Forward(r) => match r.lookup(name, qtype).await {
-                Ok(lookup) => Ok((
-                    positive(
-                        qtype,
-                        ResponseCode::NoError,
-                        lookup.answers().to_vec(),
-                        Vec::new(),
-                        flags,
-                    )?,
-                    None,
-                )),
-                Err(e) => negative_or_failure(e, flags),
+            Upstream::Forward(f) => match &f.validating {
+                Some(r) if !flags.checking_disabled => match r.lookup(name, qtype).await {
+                    Ok(lookup) => Ok((
+                        positive(
+                            qtype,
+                            ResponseCode::NoError,
+                            lookup.answers().to_vec(),
+                            Vec::new(),
+                            flags,
+                        )?,
+                        None,
+                    )),
+                    Err(e) => negative_or_failure(e, flags),
+                },
+                _ => f.ask(name, qtype, flags).await,
             },
             Upstream::Recursive(r) => {
                 // The recursor always validates (the policy is fixed when
@@ -272,14 +280,7 @@ impl Upstream {
                 {
                     Ok(msg) => {
                         let rcode = msg.metadata.response_code;
-                        // Positive answers go out without the authority
-                        // section (minimal responses); a CNAME chain ending
-                        // in NXDOMAIN keeps its SOA.
-                        let auth = if msg.answers.is_empty() || rcode != ResponseCode::NoError {
-                            msg.authorities
-                        } else {
-                            Vec::new()
-                        };
+                        let auth = authority_part(qtype, rcode, &msg.answers, msg.authorities);
                         Ok((positive(qtype, rcode, msg.answers, auth, flags)?, None))
                     }
                     Err(e) => {
@@ -422,7 +423,15 @@ fn negative_or_failure(
         let nx = no.response_code == ResponseCode::NXDomain;
         let about = no.query.name().clone();
         let soa = no.soa.map(|s| s.into_record_of_rdata());
-        return Ok((negative(nx, soa), Some(about)));
+        let mut answer = negative(nx, soa);
+        // A DO client gets the whole authority section: the SOA, its
+        // RRSIG and the NSEC/NSEC3 proofs.
+        if flags.dnssec_ok
+            && let Some(all) = no.authorities.filter(|a| !a.is_empty())
+        {
+            answer.authorities = all.to_vec();
+        }
+        return Ok((answer, Some(about)));
     }
     if e.is_nx_domain() || e.is_no_records_found() {
         let nx = e.is_nx_domain();
@@ -452,8 +461,87 @@ fn negative_or_failure(
     Err(ResolveFailure { kind })
 }
 
-fn forwarder(config: &ResolverConfig) -> Result<TokioResolver, ResolverSetupError> {
-    let servers = config
+/// The forward mode's two ways to the upstreams.
+pub struct Forwarder {
+    /// hickory's forwarding resolver, which validates; only with
+    /// `resolver.dnssec = true`, and used for CD=0 questions.
+    validating: Option<TokioResolver>,
+    /// The question sent as the client asked it (DO and CD as the client
+    /// set them, AD asked for) and the answer taken as it comes: every
+    /// section, the upstream's AD bit, the RRSIGs for DO, the CNAME chain
+    /// of a negative answer. Used when schild does not validate, and for
+    /// CD=1 (the client validates, RFC 4035 3.2.2).
+    direct: RetryDnsHandle<NameServerPool<TokioRuntimeProvider>>,
+}
+
+/// The largest answer asked of an upstream (as Unbound, RFC 9715's 1232).
+const UPSTREAM_PAYLOAD: u16 = 1232;
+
+impl Forwarder {
+    /// One question through `direct`.
+    async fn ask(
+        &self,
+        name: Name,
+        qtype: RecordType,
+        flags: Flags,
+    ) -> Result<(Answer, Option<Name>), ResolveFailure> {
+        let mut msg = Message::query();
+        msg.metadata.recursion_desired = true;
+        msg.metadata.checking_disabled = flags.checking_disabled;
+        // RFC 6840 5.7: AD in a query asks for AD in the answer.
+        msg.metadata.authentic_data = true;
+        msg.add_query(Query::query(name, qtype));
+        let mut edns = Edns::new();
+        edns.set_max_payload(UPSTREAM_PAYLOAD);
+        edns.set_dnssec_ok(flags.dnssec_ok);
+        msg.set_edns(edns);
+        let mut options = DnsRequestOptions::default();
+        options.use_edns = true;
+        options.edns_payload_len = UPSTREAM_PAYLOAD;
+        options.edns_set_dnssec_ok = flags.dnssec_ok;
+        options.recursion_desired = true;
+        let response = self
+            .direct
+            .send(DnsRequest::new(msg, options))
+            .first_answer()
+            .await;
+        match response {
+            Ok(response) => {
+                let msg = response.into_message();
+                let rcode = msg.metadata.response_code;
+                // The upstream's AD is passed on only when schild does not
+                // validate itself, and never for CD=1.
+                let upstream_ad = msg.metadata.authentic_data
+                    && self.validating.is_none()
+                    && !flags.checking_disabled;
+                let auth = authority_part(qtype, rcode, &msg.answers, msg.authorities);
+                let mut answer = positive(qtype, rcode, msg.answers, auth, flags)?;
+                answer.secure = upstream_ad && !answer.answers.is_empty();
+                Ok((answer, None))
+            }
+            Err(e) => negative_or_failure(e, flags),
+        }
+    }
+}
+
+/// The authority section that goes out: none with a positive answer
+/// (minimal responses), all of it with a negative one (the SOA, and the
+/// proofs for DO clients).
+fn authority_part(
+    qtype: RecordType,
+    rcode: ResponseCode,
+    answers: &[Record],
+    authorities: Vec<Record>,
+) -> Vec<Record> {
+    let positive = rcode == ResponseCode::NoError
+        && answers
+            .iter()
+            .any(|r| r.record_type() == qtype || qtype == RecordType::ANY);
+    if positive { Vec::new() } else { authorities }
+}
+
+fn forwarder(config: &ResolverConfig) -> Result<Forwarder, ResolverSetupError> {
+    let servers: Vec<NameServerConfig> = config
         .upstreams
         .iter()
         .map(|u| match u {
@@ -470,7 +558,6 @@ fn forwarder(config: &ResolverConfig) -> Result<TokioResolver, ResolverSetupErro
             }
         })
         .collect();
-    let hc = HickoryConfig::from_parts(None, vec![], servers);
     let mut opts = ResolverOpts::default();
     opts.timeout = config.timeout;
     opts.attempts = 2;
@@ -480,12 +567,28 @@ fn forwarder(config: &ResolverConfig) -> Result<TokioResolver, ResolverSetupErro
     opts.preserve_intermediates = true;
     opts.use_hosts_file = ResolveHosts::Never;
     opts.ndots = 0;
-    opts.validate = config.dnssec;
     opts.max_active_requests = 256;
-    TokioResolver::builder_with_config(hc, TokioRuntimeProvider::default())
-        .with_options(opts)
-        .build()
-        .map_err(ResolverSetupError::Forwarder)
+    opts.edns_payload_len = UPSTREAM_PAYLOAD;
+    let validating = if config.dnssec {
+        let mut opts = opts.clone();
+        opts.validate = true;
+        let hc = HickoryConfig::from_parts(None, vec![], servers.clone());
+        let r = TokioResolver::builder_with_config(hc, TokioRuntimeProvider::default())
+            .with_options(opts)
+            .build()
+            .map_err(ResolverSetupError::Forwarder)?;
+        Some(r)
+    } else {
+        None
+    };
+    let attempts = opts.attempts;
+    let tls = TlsConfig::new().map_err(ResolverSetupError::Forwarder)?;
+    let cx = Arc::new(PoolContext::new(opts, tls));
+    let pool = NameServerPool::from_config(servers, cx, TokioRuntimeProvider::default());
+    Ok(Forwarder {
+        validating,
+        direct: RetryDnsHandle::new(pool, attempts),
+    })
 }
 
 /// Addresses from a root hints zone file (A and AAAA records).
