@@ -1181,6 +1181,56 @@ mod tests {
     }
 
     #[test]
+    fn negative_answers_keep_their_authority_and_positive_ones_drop_it() {
+        use hickory_proto::rr::rdata::A;
+        let n = Name::from_ascii("www.example.").expect("name");
+        let a = Record::from_rdata(n.clone(), 60, RData::A(A::new(192, 0, 2, 1)));
+        let soa = policy_like_soa();
+        let chain = [cname("alias.example.", "www.example.")];
+        let nx = ResponseCode::NXDomain;
+        let ok = ResponseCode::NoError;
+        assert!(authority_part(RecordType::A, ok, &[a], vec![soa.clone()]).is_empty());
+        // NODATA after a chain, and NXDOMAIN after one: the SOA stays.
+        assert_eq!(
+            authority_part(RecordType::TXT, ok, &chain, vec![soa.clone()]).len(),
+            1
+        );
+        assert_eq!(
+            authority_part(RecordType::A, nx, &chain, vec![soa]).len(),
+            1
+        );
+    }
+
+    fn policy_like_soa() -> Record {
+        use hickory_proto::rr::rdata::SOA;
+        let n = |s: &str| Name::from_ascii(s).expect("name");
+        Record::from_rdata(
+            n("example."),
+            300,
+            RData::SOA(SOA::new(n("ns.example."), n("h.example."), 1, 1, 1, 1, 60)),
+        )
+    }
+
+    #[test]
+    fn a_synthesised_cname_gets_the_dname_ttl() {
+        let n = |s: &str| Name::from_ascii(s).expect("name");
+        let dname = Record::from_rdata(
+            n("dn.example."),
+            300,
+            RData::Unknown {
+                code: RecordType::DNAME,
+                rdata: hickory_proto::rr::rdata::NULL::with(b"\x01x\x03alt\x00".to_vec()),
+            },
+        );
+        let mut synthesised = cname("www.dn.example.", "www.x.alt.");
+        synthesised.ttl = 0;
+        let mut other = cname("else.example.", "www.x.alt.");
+        other.ttl = 5;
+        let out = synthesised_ttls(vec![dname, synthesised, other]);
+        assert_eq!(out.iter().map(|r| r.ttl).collect::<Vec<_>>(), [300, 300, 5]);
+    }
+
+    #[test]
     fn only_proofs_and_signatures_need_do() {
         use RecordType::*;
         for t in [DS, DNSKEY, NSEC3PARAM, A, CNAME] {
