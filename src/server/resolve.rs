@@ -197,7 +197,12 @@ impl Upstream {
             });
         }
         let chased = !matches!(qtype, RecordType::CNAME | RecordType::ANY);
-        if let Some(last) = about.filter(|last| chased && *last != name)
+        // An NXDOMAIN about an ancestor of the question is hickory's
+        // RFC 8020 short cut, not the end of a chain: below a name that
+        // does not exist there is nothing, so no CNAME either.
+        let nx = answer.rcode == ResponseCode::NXDomain;
+        let followed = |last: &Name| *last != name && !(nx && last.zone_of(&name));
+        if let Some(last) = about.filter(|last| chased && followed(last))
             && let Some(chain) = self.chain(&name, &last, flags).await?
         {
             answer.answers = chain;
