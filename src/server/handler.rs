@@ -185,7 +185,16 @@ impl Shared {
     ) -> ResponseInfo {
         let mut msg =
             MessageResponseBuilder::new(&request.queries, edns).error_msg(&request.metadata, rcode);
-        msg.metadata_mut().recursion_available = true;
+        let meta = msg.metadata_mut();
+        if rcode == ResponseCode::NotImp {
+            // An opcode we do not implement: no recursion was offered, and
+            // CD (RFC 4035 3.2.2) belongs to the processing of a QUERY,
+            // which did not happen (ISC's genreport `opcode`, `opcodeflg`).
+            meta.recursion_available = false;
+            meta.checking_disabled = false;
+        } else {
+            meta.recursion_available = true;
+        }
         self.send(request, rh, msg).await
     }
 

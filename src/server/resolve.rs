@@ -1,8 +1,11 @@
 //! Getting answers from the outside world: forward or recurse, with a cache.
 //!
-//! [`Upstream`] hides the two modes behind one call: hickory's forwarding
-//! `TokioResolver` (UDP/TCP or DoT to configured upstreams) or hickory's
-//! `Recursor` (from the root hints, DNSSEC-validating by default). In front
+//! [`Upstream`] hides the two modes behind one call: forwarding to the
+//! configured upstreams (UDP/TCP or DoT; [`Forwarder`]: hickory's
+//! validating `TokioResolver` with `dnssec = true` and CD=0, else the
+//! client's question passed through hickory's name-server pool as asked)
+//! or hickory's `Recursor` (from the root hints, DNSSEC-validating by
+//! default). In front
 //! of both sits one answer cache ([`Resolver`]) sized in entries, with the
 //! configured TTL bounds and serve-stale (RFC 8767): when the upstream fails
 //! and an expired answer is still held, that answer is served with a short
@@ -29,15 +32,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Query, ResponseCode};
+use hickory_proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig as HickoryConfig, ResolverOpts,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::net::xfer::{DnsHandle, FirstAnswer};
+use hickory_resolver::net::{DnsError, NetError, RetryDnsHandle};
 use hickory_resolver::recursor::{DnssecConfig, DnssecPolicy, Recursor, RecursorOptions};
-use hickory_resolver::{ConnectionProvider, PoolContext, TokioResolver};
+use hickory_resolver::{ConnectionProvider, NameServerPool, PoolContext, TlsConfig, TokioResolver};
 use tokio::sync::watch;
 
 use super::metrics::{Metrics, UpstreamError};
@@ -148,7 +152,7 @@ impl ConnectionProvider for PortRemap {
 
 /// The two ways of getting answers.
 pub enum Upstream {
-    Forward(Box<TokioResolver>),
+    Forward(Box<Forwarder>),
     Recursive(Box<Recursor<PortRemap>>),
 }
 
@@ -168,25 +172,108 @@ impl Upstream {
         }
     }
 
-    /// One lookup. With CD=1 a bogus answer is returned, not refused. The
-    /// forwarder cannot honour CD: hickory's forwarding client validates
-    /// and turns bogus into an error before we see the records
-    /// (caching_client.rs: "doesn't yet take into account the CD flag").
+    /// One lookup. With CD=1 a bogus answer is returned, not refused: the
+    /// recursor hands back bogus records marked as such, and the forwarder
+    /// asks its upstream with CD=1 past hickory's validating client (which
+    /// turns bogus into an error before we see the records,
+    /// caching_client.rs: "doesn't yet take into account the CD flag").
+    ///
+    /// A negative answer reached through CNAMEs or a DNAME keeps the chain
+    /// (RFC 1034 4.3.2, RFC 2308 2.1-2.2, RFC 6604): hickory follows the
+    /// chain itself and reports only the last name's NXDOMAIN or NODATA,
+    /// so the chain is asked for again, one CNAME at a time ([`chain`]).
+    /// A chain that loops is SERVFAIL, as Unbound answers it.
     async fn lookup(
         &self,
         name: Name,
         qtype: RecordType,
         flags: Flags,
     ) -> Result<Answer, ResolveFailure> {
+        let (mut answer, about) = self.lookup_once(name.clone(), qtype, flags).await?;
+        if cname_loop(&answer.answers, &name) {
+            tracing::debug!(%name, "CNAME loop");
+            return Err(ResolveFailure {
+                kind: UpstreamError::ServFail,
+            });
+        }
+        let chased = !matches!(qtype, RecordType::CNAME | RecordType::ANY);
+        // An NXDOMAIN about an ancestor of the question is hickory's
+        // RFC 8020 short cut, not the end of a chain: below a name that
+        // does not exist there is nothing, so no CNAME either.
+        let nx = answer.rcode == ResponseCode::NXDomain;
+        let followed = |last: &Name| *last != name && !(nx && last.zone_of(&name));
+        if let Some(last) = about.filter(|last| chased && followed(last))
+            && let Some(chain) = self.chain(&name, &last, flags).await?
+        {
+            answer.answers = chain;
+        }
+        Ok(answer)
+    }
+
+    /// The CNAME and DNAME records that lead from `from` to `to`, asked
+    /// for name by name. `None` if the way cannot be found again (the
+    /// negative answer then goes out as hickory gave it); a loop fails.
+    async fn chain(
+        &self,
+        from: &Name,
+        to: &Name,
+        flags: Flags,
+    ) -> Result<Option<Vec<Record>>, ResolveFailure> {
+        let mut records = Vec::new();
+        let mut seen = vec![from.clone()];
+        let mut at = from.clone();
+        for _ in 0..MAX_CHAIN {
+            let Ok((hop, _)) = self.lookup_once(at.clone(), RecordType::CNAME, flags).await else {
+                return Ok(None);
+            };
+            let target = hop.answers.iter().find_map(|r| match &r.data {
+                RData::CNAME(c) if r.name == at => Some(c.0.clone()),
+                _ => None,
+            });
+            let Some(target) = target else {
+                return Ok(None);
+            };
+            records.extend(synthesised_ttls(hop.answers));
+            // `to` may be an ancestor of the chain's last name: hickory
+            // stops at a parent that does not exist (RFC 8020).
+            if to.zone_of(&target) {
+                return Ok(Some(records));
+            }
+            if seen.contains(&target) {
+                return Err(ResolveFailure {
+                    kind: UpstreamError::ServFail,
+                });
+            }
+            seen.push(target.clone());
+            at = target;
+        }
+        Ok(None)
+    }
+
+    /// One question to the upstream, as hickory answers it: the answer,
+    /// and for a negative one the name it is about (the last of a chain).
+    async fn lookup_once(
+        &self,
+        name: Name,
+        qtype: RecordType,
+        flags: Flags,
+    ) -> Result<(Answer, Option<Name>), ResolveFailure> {
         match self {
-            Upstream::Forward(r) => match r.lookup(name, qtype).await {
-                Ok(lookup) => Ok(positive(
-                    ResponseCode::NoError,
-                    lookup.answers().to_vec(),
-                    Vec::new(),
-                    flags,
-                )?),
-                Err(e) => negative_or_failure(e, flags),
+            Upstream::Forward(f) => match &f.validating {
+                Some(r) if !flags.checking_disabled => match r.lookup(name, qtype).await {
+                    Ok(lookup) => Ok((
+                        positive(
+                            qtype,
+                            ResponseCode::NoError,
+                            lookup.answers().to_vec(),
+                            Vec::new(),
+                            flags,
+                        )?,
+                        None,
+                    )),
+                    Err(e) => negative_or_failure(e, flags),
+                },
+                _ => f.ask(name, qtype, flags).await,
             },
             Upstream::Recursive(r) => {
                 // The recursor always validates (the policy is fixed when
@@ -198,24 +285,23 @@ impl Upstream {
                 {
                     Ok(msg) => {
                         let rcode = msg.metadata.response_code;
-                        // Positive answers go out without the authority
-                        // section (minimal responses); a CNAME chain ending
-                        // in NXDOMAIN keeps its SOA.
-                        let auth = if msg.answers.is_empty() || rcode != ResponseCode::NoError {
-                            msg.authorities
-                        } else {
-                            Vec::new()
-                        };
-                        positive(rcode, msg.answers, auth, flags)
+                        let auth = authority_part(qtype, rcode, &msg.answers, msg.authorities);
+                        Ok((positive(qtype, rcode, msg.answers, auth, flags)?, None))
                     }
                     Err(e) => {
                         use hickory_resolver::recursor::RecursorError;
                         match e {
                             RecursorError::Net(net) => negative_or_failure(net, flags),
+                            RecursorError::Negative(neg) => {
+                                let nx = neg.is_nx_domain();
+                                let about = neg.query.name().clone();
+                                let soa = neg.soa.map(|s| s.into_record_of_rdata());
+                                Ok((negative(nx, soa), Some(about)))
+                            }
                             e if e.is_nx_domain() || e.is_no_records_found() => {
                                 let nx = e.is_nx_domain();
                                 let soa = e.into_soa().map(|s| s.into_record_of_rdata());
-                                Ok(negative(nx, soa))
+                                Ok((negative(nx, soa), None))
                             }
                             RecursorError::Timeout => Err(ResolveFailure {
                                 kind: UpstreamError::Timeout,
@@ -234,7 +320,61 @@ impl Upstream {
     }
 }
 
+/// A CNAME synthesised from a DNAME has the DNAME's TTL (RFC 6672 3.3;
+/// an upstream answering from its cache may give it TTL 0, which would
+/// keep the whole answer out of the cache).
+fn synthesised_ttls(mut records: Vec<Record>) -> Vec<Record> {
+    let dnames: Vec<(Name, u32)> = records
+        .iter()
+        .filter(|r| r.record_type() == RecordType::DNAME)
+        .map(|r| (r.name.clone(), r.ttl))
+        .collect();
+    for r in records.iter_mut() {
+        if let RData::CNAME(_) = r.data
+            && let Some((_, ttl)) = dnames.iter().find(|(owner, _)| owner.zone_of(&r.name))
+        {
+            r.ttl = *ttl;
+        }
+    }
+    records
+}
+
+/// At most this many CNAMEs are asked for to rebuild one chain (Unbound
+/// follows at most 11 restarts, hickory 64).
+const MAX_CHAIN: usize = 16;
+
+/// Whether the CNAMEs of an answer, followed from `qname`, come back to a
+/// name already seen.
+fn cname_loop(answers: &[Record], qname: &Name) -> bool {
+    let mut at = qname;
+    // Each step moves to a new name or ends, so `answers.len()` steps
+    // without an end mean a loop.
+    for _ in 0..=answers.len() {
+        let next = answers.iter().find_map(|r| match &r.data {
+            RData::CNAME(c) if r.name == *at => Some(&c.0),
+            _ => None,
+        });
+        match next {
+            Some(n) => at = n,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Whether a record goes to a client that did not set DO (RFC 4035
+/// 3.2.1): RRSIG, NSEC and NSEC3 only when asked for by type. DS, DNSKEY
+/// and NSEC3PARAM are data like any other.
+fn keep_without_do(rtype: RecordType, qtype: RecordType) -> bool {
+    rtype == qtype
+        || !matches!(
+            rtype,
+            RecordType::RRSIG | RecordType::NSEC | RecordType::NSEC3
+        )
+}
+
 fn positive(
+    qtype: RecordType,
     rcode: ResponseCode,
     mut answers: Vec<Record>,
     mut authorities: Vec<Record>,
@@ -253,7 +393,7 @@ fn positive(
     // Only records carry proofs; an empty answer is not "secure".
     let secure = matches!(summary, DnssecSummary::Secure) && all().next().is_some();
     if !flags.dnssec_ok {
-        let keep = |r: &Record| !r.record_type().is_dnssec();
+        let keep = |r: &Record| keep_without_do(r.record_type(), qtype);
         answers.retain(keep);
         authorities.retain(keep);
     }
@@ -278,11 +418,30 @@ fn negative(nx: bool, soa: Option<Record>) -> Answer {
     }
 }
 
-fn negative_or_failure(e: NetError, flags: Flags) -> Result<Answer, ResolveFailure> {
+/// A negative answer (with the name it is about, the last of a chain) or
+/// the failure.
+fn negative_or_failure(
+    e: NetError,
+    flags: Flags,
+) -> Result<(Answer, Option<Name>), ResolveFailure> {
+    if let NetError::Dns(DnsError::NoRecordsFound(no)) = e {
+        let nx = no.response_code == ResponseCode::NXDomain;
+        let about = no.query.name().clone();
+        let soa = no.soa.map(|s| s.into_record_of_rdata());
+        let mut answer = negative(nx, soa);
+        // A DO client gets the whole authority section: the SOA, its
+        // RRSIG and the NSEC/NSEC3 proofs.
+        if flags.dnssec_ok
+            && let Some(all) = no.authorities.filter(|a| !a.is_empty())
+        {
+            answer.authorities = all.to_vec();
+        }
+        return Ok((answer, Some(about)));
+    }
     if e.is_nx_domain() || e.is_no_records_found() {
         let nx = e.is_nx_domain();
         let soa = e.into_soa().map(|s| s.into_record_of_rdata());
-        return Ok(negative(nx, soa));
+        return Ok((negative(nx, soa), None));
     }
     let kind = match &e {
         NetError::Timeout => UpstreamError::Timeout,
@@ -297,10 +456,8 @@ fn negative_or_failure(e: NetError, flags: Flags) -> Result<Answer, ResolveFailu
             } else {
                 // A negative answer: proven insecure, or bogus and CD=1.
                 let soa = response.soa().map(|s| s.to_owned().into_record_of_rdata());
-                return Ok(negative(
-                    response.response_code == ResponseCode::NXDomain,
-                    soa,
-                ));
+                let nx = response.response_code == ResponseCode::NXDomain;
+                return Ok((negative(nx, soa), None));
             }
         }
         _ => UpstreamError::Other,
@@ -309,8 +466,87 @@ fn negative_or_failure(e: NetError, flags: Flags) -> Result<Answer, ResolveFailu
     Err(ResolveFailure { kind })
 }
 
-fn forwarder(config: &ResolverConfig) -> Result<TokioResolver, ResolverSetupError> {
-    let servers = config
+/// The forward mode's two ways to the upstreams.
+pub struct Forwarder {
+    /// hickory's forwarding resolver, which validates; only with
+    /// `resolver.dnssec = true`, and used for CD=0 questions.
+    validating: Option<TokioResolver>,
+    /// The question sent as the client asked it (DO and CD as the client
+    /// set them, AD asked for) and the answer taken as it comes: every
+    /// section, the upstream's AD bit, the RRSIGs for DO, the CNAME chain
+    /// of a negative answer. Used when schild does not validate, and for
+    /// CD=1 (the client validates, RFC 4035 3.2.2).
+    direct: RetryDnsHandle<NameServerPool<TokioRuntimeProvider>>,
+}
+
+/// The largest answer asked of an upstream (as Unbound, RFC 9715's 1232).
+const UPSTREAM_PAYLOAD: u16 = 1232;
+
+impl Forwarder {
+    /// One question through `direct`.
+    async fn ask(
+        &self,
+        name: Name,
+        qtype: RecordType,
+        flags: Flags,
+    ) -> Result<(Answer, Option<Name>), ResolveFailure> {
+        let mut msg = Message::query();
+        msg.metadata.recursion_desired = true;
+        msg.metadata.checking_disabled = flags.checking_disabled;
+        // RFC 6840 5.7: AD in a query asks for AD in the answer.
+        msg.metadata.authentic_data = true;
+        msg.add_query(Query::query(name, qtype));
+        let mut edns = Edns::new();
+        edns.set_max_payload(UPSTREAM_PAYLOAD);
+        edns.set_dnssec_ok(flags.dnssec_ok);
+        msg.set_edns(edns);
+        let mut options = DnsRequestOptions::default();
+        options.use_edns = true;
+        options.edns_payload_len = UPSTREAM_PAYLOAD;
+        options.edns_set_dnssec_ok = flags.dnssec_ok;
+        options.recursion_desired = true;
+        let response = self
+            .direct
+            .send(DnsRequest::new(msg, options))
+            .first_answer()
+            .await;
+        match response {
+            Ok(response) => {
+                let msg = response.into_message();
+                let rcode = msg.metadata.response_code;
+                // The upstream's AD is passed on only when schild does not
+                // validate itself, and never for CD=1.
+                let upstream_ad = msg.metadata.authentic_data
+                    && self.validating.is_none()
+                    && !flags.checking_disabled;
+                let auth = authority_part(qtype, rcode, &msg.answers, msg.authorities);
+                let mut answer = positive(qtype, rcode, msg.answers, auth, flags)?;
+                answer.secure = upstream_ad && !answer.answers.is_empty();
+                Ok((answer, None))
+            }
+            Err(e) => negative_or_failure(e, flags),
+        }
+    }
+}
+
+/// The authority section that goes out: none with a positive answer
+/// (minimal responses), all of it with a negative one (the SOA, and the
+/// proofs for DO clients).
+fn authority_part(
+    qtype: RecordType,
+    rcode: ResponseCode,
+    answers: &[Record],
+    authorities: Vec<Record>,
+) -> Vec<Record> {
+    let positive = rcode == ResponseCode::NoError
+        && answers
+            .iter()
+            .any(|r| r.record_type() == qtype || qtype == RecordType::ANY);
+    if positive { Vec::new() } else { authorities }
+}
+
+fn forwarder(config: &ResolverConfig) -> Result<Forwarder, ResolverSetupError> {
+    let servers: Vec<NameServerConfig> = config
         .upstreams
         .iter()
         .map(|u| match u {
@@ -327,7 +563,6 @@ fn forwarder(config: &ResolverConfig) -> Result<TokioResolver, ResolverSetupErro
             }
         })
         .collect();
-    let hc = HickoryConfig::from_parts(None, vec![], servers);
     let mut opts = ResolverOpts::default();
     opts.timeout = config.timeout;
     opts.attempts = 2;
@@ -337,12 +572,28 @@ fn forwarder(config: &ResolverConfig) -> Result<TokioResolver, ResolverSetupErro
     opts.preserve_intermediates = true;
     opts.use_hosts_file = ResolveHosts::Never;
     opts.ndots = 0;
-    opts.validate = config.dnssec;
     opts.max_active_requests = 256;
-    TokioResolver::builder_with_config(hc, TokioRuntimeProvider::default())
-        .with_options(opts)
-        .build()
-        .map_err(ResolverSetupError::Forwarder)
+    opts.edns_payload_len = UPSTREAM_PAYLOAD;
+    let validating = if config.dnssec {
+        let mut opts = opts.clone();
+        opts.validate = true;
+        let hc = HickoryConfig::from_parts(None, vec![], servers.clone());
+        let r = TokioResolver::builder_with_config(hc, TokioRuntimeProvider::default())
+            .with_options(opts)
+            .build()
+            .map_err(ResolverSetupError::Forwarder)?;
+        Some(r)
+    } else {
+        None
+    };
+    let attempts = opts.attempts;
+    let tls = TlsConfig::new().map_err(ResolverSetupError::Forwarder)?;
+    let cx = Arc::new(PoolContext::new(opts, tls));
+    let pool = NameServerPool::from_config(servers, cx, TokioRuntimeProvider::default());
+    Ok(Forwarder {
+        validating,
+        direct: RetryDnsHandle::new(pool, attempts),
+    })
 }
 
 /// Addresses from a root hints zone file (A and AAAA records).
@@ -389,7 +640,10 @@ fn recursor(config: &ResolverConfig) -> Result<Recursor<PortRemap>, ResolverSetu
         // None: hickory's built-in root trust anchors (KSK-2017 and KSK-2024).
         DnssecPolicy::ValidateWithStaticKey(DnssecConfig::default())
     } else {
-        DnssecPolicy::SecurityUnaware
+        // Not validating, but DNSSEC records are still asked for and passed
+        // on to DO clients (as Unbound without its validator), so a
+        // validator behind schild can validate.
+        DnssecPolicy::ValidationDisabled
     };
     let provider = PortRemap {
         inner: TokioRuntimeProvider::default(),
@@ -892,12 +1146,105 @@ mod tests {
             checking_disabled: true,
             ..checked
         };
-        let e = positive(ResponseCode::NoError, vec![r.clone()], vec![], checked)
-            .expect_err("bogus without CD");
+        let e = positive(
+            RecordType::A,
+            ResponseCode::NoError,
+            vec![r.clone()],
+            vec![],
+            checked,
+        )
+        .expect_err("bogus without CD");
         assert_eq!(e.kind, UpstreamError::Bogus);
-        let a = positive(ResponseCode::NoError, vec![r], vec![], cd).expect("data with CD");
+        let a = positive(RecordType::A, ResponseCode::NoError, vec![r], vec![], cd)
+            .expect("data with CD");
         assert_eq!(a.answers.len(), 1);
         assert!(!a.secure);
+    }
+
+    fn cname(owner: &str, target: &str) -> Record {
+        use hickory_proto::rr::rdata::CNAME;
+        let n = |s: &str| Name::from_ascii(s).expect("name");
+        Record::from_rdata(n(owner), 300, RData::CNAME(CNAME(n(target))))
+    }
+
+    #[test]
+    fn cname_loops_are_found() {
+        let q = Name::from_ascii("Loop1.example.").expect("name");
+        let looped = [
+            cname("loop1.example.", "loop2.example."),
+            cname("loop2.example.", "LOOP1.example."),
+        ];
+        assert!(cname_loop(&looped, &q));
+        let selfish = [cname("loop1.example.", "loop1.example.")];
+        assert!(cname_loop(&selfish, &q));
+        let chain = [
+            cname("loop1.example.", "loop2.example."),
+            cname("loop2.example.", "www.example."),
+        ];
+        assert!(!cname_loop(&chain, &q));
+        assert!(!cname_loop(&[], &q));
+    }
+
+    #[test]
+    fn negative_answers_keep_their_authority_and_positive_ones_drop_it() {
+        use hickory_proto::rr::rdata::A;
+        let n = Name::from_ascii("www.example.").expect("name");
+        let a = Record::from_rdata(n.clone(), 60, RData::A(A::new(192, 0, 2, 1)));
+        let soa = policy_like_soa();
+        let chain = [cname("alias.example.", "www.example.")];
+        let nx = ResponseCode::NXDomain;
+        let ok = ResponseCode::NoError;
+        assert!(authority_part(RecordType::A, ok, &[a], vec![soa.clone()]).is_empty());
+        // NODATA after a chain, and NXDOMAIN after one: the SOA stays.
+        assert_eq!(
+            authority_part(RecordType::TXT, ok, &chain, vec![soa.clone()]).len(),
+            1
+        );
+        assert_eq!(
+            authority_part(RecordType::A, nx, &chain, vec![soa]).len(),
+            1
+        );
+    }
+
+    fn policy_like_soa() -> Record {
+        use hickory_proto::rr::rdata::SOA;
+        let n = |s: &str| Name::from_ascii(s).expect("name");
+        Record::from_rdata(
+            n("example."),
+            300,
+            RData::SOA(SOA::new(n("ns.example."), n("h.example."), 1, 1, 1, 1, 60)),
+        )
+    }
+
+    #[test]
+    fn a_synthesised_cname_gets_the_dname_ttl() {
+        let n = |s: &str| Name::from_ascii(s).expect("name");
+        let dname = Record::from_rdata(
+            n("dn.example."),
+            300,
+            RData::Unknown {
+                code: RecordType::DNAME,
+                rdata: hickory_proto::rr::rdata::NULL::with(b"\x01x\x03alt\x00".to_vec()),
+            },
+        );
+        let mut synthesised = cname("www.dn.example.", "www.x.alt.");
+        synthesised.ttl = 0;
+        let mut other = cname("else.example.", "www.x.alt.");
+        other.ttl = 5;
+        let out = synthesised_ttls(vec![dname, synthesised, other]);
+        assert_eq!(out.iter().map(|r| r.ttl).collect::<Vec<_>>(), [300, 300, 5]);
+    }
+
+    #[test]
+    fn only_proofs_and_signatures_need_do() {
+        use RecordType::*;
+        for t in [DS, DNSKEY, NSEC3PARAM, A, CNAME] {
+            assert!(keep_without_do(t, A), "{t} is data");
+        }
+        for t in [RRSIG, NSEC, NSEC3] {
+            assert!(!keep_without_do(t, A), "{t} needs DO");
+            assert!(keep_without_do(t, t), "{t} asked for by type");
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The resolver's guards against hammering upstream, seen from outside:
 //! identical concurrent misses share one upstream query, a failed question
 //! is not asked again within `servfail_ttl_secs` (unless a stale answer can
-//! be served), and CD=1 gets data that fails validation without that data
-//! ever reaching a CD=0 client.
+//! be served), CD=1 gets data that fails validation without that data
+//! ever reaching a CD=0 client (in forward mode by asking the upstream
+//! with CD=1), and a non-validating forwarder passes on its upstream's AD.
 //!
 //! [`CountingUpstream`] is a DNS server on loopback that counts every query
 //! it receives (UDP and TCP; retransmissions of one message count once) and
@@ -27,6 +28,8 @@ use crate::hierarchy;
 pub enum Reply {
     /// `A 192.0.2.1` (TTL 300) for A queries, an empty NOERROR otherwise.
     Address,
+    /// The same with AD=1, as a validating upstream says "secure".
+    Authentic,
     /// SERVFAIL.
     ServFail,
     /// No answer at all.
@@ -39,6 +42,8 @@ struct UpState {
     /// Message ids received per lower-case name (with the trailing dot):
     /// a UDP retransmission keeps its id and is not a new query.
     seen: HashMap<String, HashSet<u16>>,
+    /// Per name: whether a query for it came with CD=1, and with DO=1.
+    bits: HashMap<String, (bool, bool)>,
 }
 
 /// A fake upstream DNS server that counts what it is asked.
@@ -59,10 +64,15 @@ async fn respond(state: &Mutex<UpState>, bytes: &[u8]) -> Option<Vec<u8>> {
     let first = q.queries.first()?.clone();
     let (reply, delay) = {
         let mut s = lock(state);
+        let name = first.name().to_lowercase().to_ascii();
         s.seen
-            .entry(first.name().to_lowercase().to_ascii())
+            .entry(name.clone())
             .or_default()
             .insert(q.metadata.id);
+        let dnssec_ok = q.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+        let bits = s.bits.entry(name).or_default();
+        bits.0 |= q.metadata.checking_disabled;
+        bits.1 |= dnssec_ok;
         (s.reply, s.delay)
     };
     tokio::time::sleep(delay).await;
@@ -73,7 +83,8 @@ async fn respond(state: &Mutex<UpState>, bytes: &[u8]) -> Option<Vec<u8>> {
     match reply {
         Reply::Silent => return None,
         Reply::ServFail => m.metadata.response_code = ResponseCode::ServFail,
-        Reply::Address => {
+        Reply::Address | Reply::Authentic => {
+            m.metadata.authentic_data = reply == Reply::Authentic;
             if first.query_type() == RecordType::A {
                 m.add_answer(Record::from_rdata(
                     first.name().clone(),
@@ -92,6 +103,7 @@ impl CountingUpstream {
             reply,
             delay,
             seen: HashMap::new(),
+            bits: HashMap::new(),
         }));
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -190,6 +202,15 @@ impl CountingUpstream {
     /// Queries received for `name` (lower case, trailing dot).
     pub fn count(&self, name: &str) -> usize {
         lock(&self.state).seen.get(name).map_or(0, HashSet::len)
+    }
+
+    /// Whether a query for `name` came with CD=1, and one with DO=1.
+    pub fn bits(&self, name: &str) -> (bool, bool) {
+        lock(&self.state)
+            .bits
+            .get(name)
+            .copied()
+            .unwrap_or_default()
     }
 }
 
@@ -381,4 +402,51 @@ fn checking_disabled_gets_data_that_fails_validation() {
     // Negative answers too: NXDOMAIN with CD=1.
     let m = cd("nothing-here.example.test.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+}
+
+#[test]
+fn forward_mode_passes_cd_past_validation() {
+    // schild validates with the built-in root keys; the upstream's answers
+    // carry no signatures, so they cannot validate.
+    let up = CountingUpstream::start(Reply::Address, Duration::ZERO);
+    let s = Schild::start(
+        &format!(
+            "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ndnssec = true\n",
+            up.addr
+        ),
+        &[],
+    );
+    let m = udp(s.dns, &query("cd.example.", RecordType::A));
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
+    assert!(m.answers.is_empty());
+    // CD=1: the client validates; the question goes upstream with CD=1 and
+    // the data comes back, AD clear.
+    let mut q = query("cd.example.", RecordType::A);
+    q.metadata.checking_disabled = true;
+    let m = udp(s.dns, &q);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert_eq!(addresses(&m), ["192.0.2.1"]);
+    assert!(m.metadata.checking_disabled && !m.metadata.authentic_data);
+    assert!(up.bits("cd.example.").0, "CD=1 went upstream");
+}
+
+#[test]
+fn forward_mode_passes_on_the_upstreams_ad_and_do() {
+    let up = CountingUpstream::start(Reply::Authentic, Duration::ZERO);
+    let s = forward_to(&up, "");
+    let ask = |ad: bool, dnssec_ok: bool| {
+        let mut q = query("ad.example.", RecordType::A);
+        q.metadata.authentic_data = ad;
+        if let Some(e) = q.edns.as_mut() {
+            e.set_dnssec_ok(dnssec_ok);
+        }
+        udp(s.dns, &q)
+    };
+    // RFC 6840 5.7 and 5.8: AD only to a client that set AD or DO.
+    let plain = ask(false, false);
+    assert_eq!(addresses(&plain), ["192.0.2.1"]);
+    assert!(!plain.metadata.authentic_data, "{plain:?}");
+    assert!(ask(true, false).metadata.authentic_data);
+    assert!(ask(false, true).metadata.authentic_data);
+    assert!(up.bits("ad.example.").1, "DO=1 went upstream");
 }
