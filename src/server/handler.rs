@@ -17,6 +17,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwapOption;
 use hickory_proto::op::{Edns, LowerQuery, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::HINFO;
+use hickory_proto::rr::rdata::opt::EdnsCode;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -28,6 +29,7 @@ use tokio::sync::Notify;
 use super::answer::{self, ede};
 use super::hits::HitSink;
 use super::metrics::{Metrics, Transport, UpstreamError};
+use super::ratelimit::{RateLimiter, Verdict as Rate};
 use super::resolve::{Flags, Resolved, Resolver};
 use crate::policy::{Action, Hit, Policy, Verdict, matched_suffix};
 use crate::rpz::xfr::RpzPrimary;
@@ -95,6 +97,8 @@ pub struct Shared {
     pub in_flight: InFlight,
     /// Set at shutdown: new queries get no answer, as if the socket were closed.
     pub draining: AtomicBool,
+    /// `server.client_qps` (UDP only); `None` when off.
+    pub ratelimit: Option<RateLimiter>,
 }
 
 /// The `RequestHandler` our own UDP, TCP and TLS loops (`server::listen`)
@@ -229,6 +233,17 @@ impl Shared {
             transport: transport.as_str(),
         };
 
+        if transport == Transport::Udp
+            && let Some(rl) = &self.ratelimit
+        {
+            let (verdict, slot) = rl.check(request.src().ip());
+            if verdict != Rate::Answer {
+                return self
+                    .limited(request, &mut rh, resp_edns, qname, &hit_ctx, verdict, slot)
+                    .await;
+            }
+        }
+
         let exempt = match self.policy_on_question(qname, &hit_ctx) {
             OnQuestion::Block(b) => {
                 return self
@@ -315,6 +330,14 @@ impl Shared {
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             return Err(ResponseCode::BADVERS);
         }
+        if request
+            .edns
+            .as_ref()
+            .is_some_and(|e| !cookies_well_formed(e))
+        {
+            // RFC 7873 5.2.2: a malformed COOKIE option is a FORMERR.
+            return Err(ResponseCode::FormErr);
+        }
         if request.metadata.op_code != OpCode::Query {
             return Err(ResponseCode::NotImp);
         }
@@ -339,6 +362,50 @@ impl Shared {
             return Err(ResponseCode::Refused);
         }
         Ok(query)
+    }
+
+    /// A UDP query over its client's rate (`server.client_qps`): no
+    /// answer, or an empty TC=1 one (the slip), and no lookup. A blocked
+    /// name is still recorded as a sighting, once per name in a row, so
+    /// an infected host that floods is seen without flooding the
+    /// sightings path.
+    #[allow(clippy::too_many_arguments)]
+    async fn limited<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        rh: &mut R,
+        resp_edns: Option<Edns>,
+        qname: &Name,
+        ctx: &HitCtx<'_>,
+        verdict: Rate,
+        slot: usize,
+    ) -> ResponseInfo {
+        if let Some(rl) = &self.ratelimit {
+            let guard = self.policy.load();
+            if let Some(p) = guard.as_ref()
+                && let Verdict::Blocked(hit) = p.lookup_labels(qname.iter())
+                && rl.first_hit(slot, ctx.qname)
+            {
+                let listed = matched_suffix(&plain_lower(qname), hit.matched_len).to_string();
+                self.hit(p, &hit, Trigger::Name(listed), ctx);
+            }
+        }
+        if verdict == Rate::Drop {
+            self.metrics.ratelimited(false);
+            return no_response(request, ResponseCode::Refused);
+        }
+        self.metrics.ratelimited(true);
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.recursion_available = true;
+        meta.truncation = true;
+        let msg = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref()).build(
+            meta,
+            [],
+            [],
+            [],
+            [],
+        );
+        self.send(request, rh, msg).await
     }
 
     /// The policy on the query name.
@@ -586,6 +653,20 @@ fn failure_ede(kind: UpstreamError) -> (u16, &'static str) {
         ),
         _ => (ede::NETWORK_ERROR, "upstream failed"),
     }
+}
+
+/// Every COOKIE option has a legal length (RFC 7873 4): a client cookie
+/// of 8 octets alone, or with a server cookie of 8 to 32 (16 to 40 in all).
+fn cookies_well_formed(edns: &Edns) -> bool {
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    edns.options()
+        .as_ref()
+        .iter()
+        .filter(|(code, _)| *code == EdnsCode::Cookie)
+        .all(|(_, option)| match option {
+            EdnsOption::Unknown(_, data) => data.len() == 8 || (16..=40).contains(&data.len()),
+            _ => false,
+        })
 }
 
 /// What a hit needs to know about the query.
