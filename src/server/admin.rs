@@ -318,7 +318,7 @@ async fn flush(State(s): State<AdminState>, uri: axum::http::Uri) -> (StatusCode
         tracing::info!(answers = n, "answer cache flushed");
         return (
             StatusCode::OK,
-            format!("flushed the whole cache: {n} answers\n"),
+            format!("flushed the whole cache: {n} cached answers dropped\n"),
         );
     }
     let Some(raw) = p
@@ -346,7 +346,7 @@ async fn flush(State(s): State<AdminState>, uri: axum::http::Uri) -> (StatusCode
     let what = if subtree { " and below" } else { "" };
     (
         StatusCode::OK,
-        format!("flushed {name}{what}: {n} answers\n"),
+        format!("flushed {name}{what}: {n} cached answers dropped\n"),
     )
 }
 
