@@ -537,6 +537,27 @@ mod tests {
         }
     }
 
+    /// The README's configuration reference is a config schild takes, so
+    /// every key it shows exists and every value it shows is valid.
+    #[test]
+    fn the_readme_reference_is_a_valid_config() {
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+        let at = readme
+            .find("## Configuration reference")
+            .expect("the reference section");
+        let rest = &readme[at..];
+        let start = rest.find("```toml\n").expect("its toml block") + "```toml\n".len();
+        let text = &rest[start..start + rest[start..].find("```").expect("block end")];
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("zdn.key"), "k3y\n").expect("key");
+        std::fs::write(dir.path().join("admin.token"), "0123456789abcdef0123\n").expect("token");
+        let c = Config::parse(text, &dir.path().join("schild.toml"))
+            .unwrap_or_else(|e| panic!("the README's reference: {e}"));
+        assert!(c.admin.token.is_some());
+        assert_eq!(c.server.client_qps_slip, 2);
+        assert_eq!(c.admin.max_connections, 64);
+    }
+
     #[test]
     fn admin_limits_and_token_are_validated() {
         let c = parse("state_dir = \"s\"").expect("valid");
