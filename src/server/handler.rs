@@ -214,10 +214,20 @@ impl Shared {
             return rpz.handle(request, rh).await;
         }
 
+        // Every UDP answer counts against its client's rate, errors too
+        // (a REFUSED is still a reflection), as with BIND's RRL.
+        let rate = match &self.ratelimit {
+            Some(rl) if transport == Transport::Udp => Some(rl.check(request.src().ip())),
+            _ => None,
+        }
+        .filter(|(verdict, _)| *verdict != Rate::Answer);
         let mut resp_edns = self.response_edns(request);
         let query = match self.admit(request, &mut resp_edns) {
             Ok(q) => q,
             Err(rcode) => {
+                if let Some((verdict, _)) = rate {
+                    return self.shed(request, &mut rh, resp_edns, verdict).await;
+                }
                 return self
                     .error(request, &mut rh, resp_edns.as_ref(), rcode)
                     .await;
@@ -233,15 +243,9 @@ impl Shared {
             transport: transport.as_str(),
         };
 
-        if transport == Transport::Udp
-            && let Some(rl) = &self.ratelimit
-        {
-            let (verdict, slot) = rl.check(request.src().ip());
-            if verdict != Rate::Answer {
-                return self
-                    .limited(request, &mut rh, resp_edns, qname, &hit_ctx, verdict, slot)
-                    .await;
-            }
+        if let Some((verdict, slot)) = rate {
+            self.sighting_while_limited(qname, &hit_ctx, slot);
+            return self.shed(request, &mut rh, resp_edns, verdict).await;
         }
 
         let exempt = match self.policy_on_question(qname, &hit_ctx) {
@@ -364,32 +368,30 @@ impl Shared {
         Ok(query)
     }
 
+    /// A blocked name asked by a client over its rate is still recorded
+    /// as a sighting, once per name in a row: a flooding infected host is
+    /// seen without flooding the sightings path.
+    fn sighting_while_limited(&self, qname: &Name, ctx: &HitCtx<'_>, slot: usize) {
+        let Some(rl) = &self.ratelimit else { return };
+        let guard = self.policy.load();
+        if let Some(p) = guard.as_ref()
+            && let Verdict::Blocked(hit) = p.lookup_labels(qname.iter())
+            && rl.first_hit(slot, ctx.qname)
+        {
+            let listed = matched_suffix(&plain_lower(qname), hit.matched_len).to_string();
+            self.hit(p, &hit, Trigger::Name(listed), ctx);
+        }
+    }
+
     /// A UDP query over its client's rate (`server.client_qps`): no
-    /// answer, or an empty TC=1 one (the slip), and no lookup. A blocked
-    /// name is still recorded as a sighting, once per name in a row, so
-    /// an infected host that floods is seen without flooding the
-    /// sightings path.
-    #[allow(clippy::too_many_arguments)]
-    async fn limited<R: ResponseHandler>(
+    /// answer, or an empty TC=1 one (the slip), and no lookup.
+    async fn shed<R: ResponseHandler>(
         &self,
         request: &Request,
         rh: &mut R,
         resp_edns: Option<Edns>,
-        qname: &Name,
-        ctx: &HitCtx<'_>,
         verdict: Rate,
-        slot: usize,
     ) -> ResponseInfo {
-        if let Some(rl) = &self.ratelimit {
-            let guard = self.policy.load();
-            if let Some(p) = guard.as_ref()
-                && let Verdict::Blocked(hit) = p.lookup_labels(qname.iter())
-                && rl.first_hit(slot, ctx.qname)
-            {
-                let listed = matched_suffix(&plain_lower(qname), hit.matched_len).to_string();
-                self.hit(p, &hit, Trigger::Name(listed), ctx);
-            }
-        }
         if verdict == Rate::Drop {
             self.metrics.ratelimited(false);
             return no_response(request, ResponseCode::Refused);

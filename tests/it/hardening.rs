@@ -500,7 +500,7 @@ fn a_flooding_client_is_rate_limited_with_slips_and_others_are_not() {
     let up = CountingUpstream::start(Reply::Address, Duration::ZERO);
     let s = Schild::start(
         &format!(
-            "[server]\nclient_qps = 20\nclient_qps_slip = 2\n\n[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ndnssec = false\n\n[[feed]]\nname = \"ioc\"\ntype = \"domains\"\nlocation = \"ioc.txt\"\n",
+            "[server]\nclient_qps = 20\nclient_qps_slip = 2\nallow = [\"127.0.0.1/32\", \"127.0.0.2/32\", \"127.0.0.3/32\"]\n\n[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ndnssec = false\n\n[[feed]]\nname = \"ioc\"\ntype = \"domains\"\nlocation = \"ioc.txt\"\n",
             up.addr
         ),
         &[("ioc.txt", FEED)],
@@ -566,6 +566,25 @@ fn a_flooding_client_is_rate_limited_with_slips_and_others_are_not() {
         c.answered + 1,
         "answered blocks plus one for the limited ones: {c:?}"
     );
+    let before = series(&m, "schild_ratelimited_total{action=\"drop\"}")
+        + series(&m, "schild_ratelimited_total{action=\"slip\"}");
+    // A client outside `allow` flooding (spoofed, to reflect the REFUSEDs
+    // at someone) is held to the same rate.
+    let outsider = udp_from("127.0.0.4");
+    let qs: Vec<_> = (0..100)
+        .map(|i| query(&format!("r{i}.flood.test."), RecordType::A))
+        .collect();
+    let d = burst(&outsider, s.dns, &qs);
+    assert!(
+        d.answered <= 25 && d.slipped >= 30,
+        "{} {}",
+        d.answered,
+        d.slipped
+    );
+    let (_, m2) = s.http("GET", "/metrics");
+    let after = series(&m2, "schild_ratelimited_total{action=\"drop\"}")
+        + series(&m2, "schild_ratelimited_total{action=\"slip\"}");
+    assert_eq!((after - before) as usize, 100 - d.answered);
     let dropped = series(&m, "schild_ratelimited_total{action=\"drop\"}");
     let slipped = series(&m, "schild_ratelimited_total{action=\"slip\"}");
     assert_eq!(slipped as usize, a.slipped + c.slipped, "{m}");
