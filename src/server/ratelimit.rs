@@ -23,7 +23,8 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-/// Slots in the table (a power of two): 512 KiB of state.
+/// Slots in the table (a power of two): with the last-hit words, 1 MiB of
+/// state, allocated only when `client_qps` is set.
 const SLOTS: usize = 1 << 16;
 /// Bits of a slot that hold the bucket; the rest hold the client's tag.
 const TIME_BITS: u32 = 48;
