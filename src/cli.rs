@@ -1,6 +1,8 @@
 //! Command-line commands. `main.rs` parses flags and calls these; each
 //! returns the process exit code.
 
+pub mod ctl;
+
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;

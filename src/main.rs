@@ -67,6 +67,37 @@ enum Command {
     /// Write the current list in another format.
     #[command(subcommand)]
     Export(Export),
+    /// Control a running schild through its admin listener (address and
+    /// token from the configuration).
+    Ctl {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: Ctl,
+    },
+}
+
+#[derive(Subcommand)]
+enum Ctl {
+    /// What is loaded: serial, names, each feed and its age.
+    Status,
+    /// Empty the answer cache for NAME (with --subtree: and everything
+    /// below it), or with --all the whole cache.
+    Flush {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        #[arg(long, requires = "name")]
+        subtree: bool,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Refresh one feed now (the others from their last good copies).
+    Refresh {
+        feed: String,
+        /// Let this refresh pass the shrink guard (max_shrink_percent).
+        #[arg(long)]
+        accept_shrink: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -114,6 +145,20 @@ fn main() -> ExitCode {
         Command::Export(Export::Rpz { config, out }) => {
             with_config(&config, |c| cli::export_rpz(&c, out.as_deref()))
         }
+        Command::Ctl { config, action } => with_config(&config, |c| {
+            let cmd = match action {
+                Ctl::Status => cli::ctl::Command::Status,
+                Ctl::Flush { name, subtree, .. } => cli::ctl::Command::Flush { name, subtree },
+                Ctl::Refresh {
+                    feed,
+                    accept_shrink,
+                } => cli::ctl::Command::Refresh {
+                    feed,
+                    accept_shrink,
+                },
+            };
+            cli::ctl::run(&c, &cmd)
+        }),
         Command::Serve { config } => {
             with_config(&config, |c| runtime().block_on(schild::server::run(c)))
         }

@@ -67,6 +67,10 @@ pub enum Pull {
     /// Only the last good copies: a quick local recompile, e.g. after the
     /// allowlist changed.
     CachedOnly,
+    /// Fetch only the feed at this index (`schild ctl refresh FEED`), the
+    /// others from their last good copies; `accept_shrink` lets this one
+    /// fetch pass the shrink guard (as `max_shrink_percent = 100` would).
+    One { feed: usize, accept_shrink: bool },
 }
 
 /// Pull every feed, compile, and write the artifact atomically into
@@ -107,7 +111,20 @@ pub async fn compile_with(
         let id = i as u16;
         let fetched = match pull {
             Pull::Fetch => puller.pull(feed).await,
-            Pull::CachedOnly => match puller.cached(feed) {
+            Pull::One {
+                feed: only,
+                accept_shrink,
+            } if only == i => {
+                if accept_shrink {
+                    tracing::warn!(feed = %feed.name, "this refresh accepts any shrink (--accept-shrink)");
+                    let mut f = feed.clone();
+                    f.max_shrink_percent = 100;
+                    puller.pull(&f).await
+                } else {
+                    puller.pull(feed).await
+                }
+            }
+            Pull::CachedOnly | Pull::One { .. } => match puller.cached(feed) {
                 Ok(Some((pulled, _))) => {
                     // Not a fetch: keep what the last fetch reported.
                     let last = previous

@@ -134,6 +134,10 @@ pub struct ServerConfig {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     pub drain: Duration,
+    /// UDP answers a second per client (IPv4 address, IPv6 /56); 0 = off.
+    pub client_qps: u32,
+    /// Every this many limited UDP answers one is sent as TC=1 (0: none).
+    pub client_qps_slip: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +192,11 @@ pub struct PolicyConfig {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// With a token, every endpoint but `/health` and `/metrics` needs
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
+    pub max_connections: usize,
+    pub header_timeout: Duration,
 }
 
 /// Feed types.
@@ -476,6 +485,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         // The one secret file it names (secrets are read at load).
         std::fs::write(dir.path().join("zdn.key"), "0123456789abcdef").expect("key");
+        std::fs::write(dir.path().join("admin.token"), "0123456789abcdef0123\n").expect("token");
         let load = |text: &str| {
             let path = dir.path().join("schild.toml");
             std::fs::write(&path, text).expect("write");
@@ -485,6 +495,10 @@ mod tests {
         let c = load(&text).unwrap_or_else(|e| panic!("README reference: {e}"));
         assert_eq!(c.feeds.len(), 1);
         assert!(c.http.ca_file.is_some());
+        assert!(c.dnstap.is_some());
+        assert!(c.admin.token.is_some());
+        assert_eq!(c.server.client_qps_slip, 2);
+        assert_eq!(c.admin.max_connections, 64);
         // Every commented-out key (`# key = value`) is a real key too: with
         // them uncommented (and the secrets they name present) it still
         // loads, so a documented option cannot be misspelt or gone.
@@ -611,6 +625,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn admin_limits_and_token_are_validated() {
+        let c = parse("state_dir = \"s\"").expect("valid");
+        assert_eq!(c.admin.max_connections, 64);
+        assert_eq!(c.admin.header_timeout, Duration::from_secs(10));
+        assert!(c.admin.token.is_none());
+        for (text, key) in [
+            ("max_connections = 0", "admin.max_connections"),
+            ("max_connections = 100000", "admin.max_connections"),
+            ("header_timeout_secs = 0", "admin.header_timeout_secs"),
+            ("header_timeout_secs = 301", "admin.header_timeout_secs"),
+        ] {
+            let e = parse(&format!("state_dir = \"s\"\n[admin]\n{text}")).expect_err(text);
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        let c = parse("state_dir = \"s\"\n[admin]\nmax_connections = 8\nheader_timeout_secs = 3")
+            .expect("valid");
+        assert_eq!(c.admin.max_connections, 8);
+        assert_eq!(c.admin.header_timeout, Duration::from_secs(3));
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = dir.path().join("schild.toml");
+        let text = "state_dir = \"s\"\n[admin]\ntoken_file = \"admin.token\"";
+        std::fs::write(dir.path().join("admin.token"), "short\n").expect("write");
+        let e = Config::parse(text, &cfg).expect_err("a short token");
+        assert!(e.to_string().contains("admin.token_file"), "{e}");
+        std::fs::write(dir.path().join("admin.token"), "0123456789abcdef0123\n").expect("write");
+        let c = Config::parse(text, &cfg).expect("valid");
+        assert_eq!(
+            c.admin.token.as_ref().map(Secret::expose),
+            Some("0123456789abcdef0123")
+        );
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        std::fs::remove_file(dir.path().join("admin.token")).expect("rm");
+        let e = Config::parse(text, &cfg).expect_err("no token file");
+        assert!(e.to_string().contains("admin.token_file"), "{e}");
+    }
+
+    #[test]
+    fn client_qps_is_off_by_default_and_bounded() {
+        let c = parse("state_dir = \"s\"").expect("valid");
+        assert_eq!((c.server.client_qps, c.server.client_qps_slip), (0, 2));
+        let e = parse("state_dir = \"s\"\n[server]\nclient_qps_slip = 11").expect_err("slip");
+        assert!(e.to_string().contains("server.client_qps_slip"), "{e}");
+        let c = parse("state_dir = \"s\"\n[server]\nclient_qps = 50\nclient_qps_slip = 0")
+            .expect("valid");
+        assert_eq!((c.server.client_qps, c.server.client_qps_slip), (50, 0));
     }
 
     #[test]

@@ -84,6 +84,13 @@ pub(super) struct RawServer {
     pub(super) tls_key_file: Option<PathBuf>,
     #[serde(default = "default_drain_secs")]
     pub(super) drain_secs: u64,
+    /// UDP answers a second per client address (IPv6: per /56); 0 = off.
+    #[serde(default)]
+    pub(super) client_qps: u32,
+    /// Of the answers a limited client does not get, every this many is a
+    /// TC=1 empty answer instead of nothing (BIND's `slip`); 0 = none.
+    #[serde(default = "default_client_qps_slip")]
+    pub(super) client_qps_slip: u32,
 }
 
 impl Default for RawServer {
@@ -101,6 +108,8 @@ impl Default for RawServer {
             tls_cert_file: None,
             tls_key_file: None,
             drain_secs: default_drain_secs(),
+            client_qps: 0,
+            client_qps_slip: default_client_qps_slip(),
         }
     }
 }
@@ -130,6 +139,10 @@ pub(super) fn default_tcp_max_inflight() -> usize {
 }
 pub(super) fn default_drain_secs() -> u64 {
     5
+}
+/// BIND's default: every other limited answer slips.
+pub(super) fn default_client_qps_slip() -> u32 {
+    2
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,18 +255,36 @@ pub(super) struct RawPolicy {
 pub(super) struct RawAdmin {
     #[serde(default = "default_admin_listen")]
     pub(super) listen: String,
+    /// A bearer token every endpoint but /health and /metrics then needs.
+    pub(super) token_file: Option<PathBuf>,
+    /// Open admin connections at most; at the cap the oldest is closed.
+    #[serde(default = "default_admin_max_connections")]
+    pub(super) max_connections: usize,
+    /// A request's headers must arrive within this; an idle connection is
+    /// closed after it.
+    #[serde(default = "default_admin_header_timeout_secs")]
+    pub(super) header_timeout_secs: u64,
 }
 
 impl Default for RawAdmin {
     fn default() -> Self {
         RawAdmin {
             listen: default_admin_listen(),
+            token_file: None,
+            max_connections: default_admin_max_connections(),
+            header_timeout_secs: default_admin_header_timeout_secs(),
         }
     }
 }
 
 pub(super) fn default_admin_listen() -> String {
     "127.0.0.1:9153".into()
+}
+pub(super) fn default_admin_max_connections() -> usize {
+    64
+}
+pub(super) fn default_admin_header_timeout_secs() -> u64 {
+    10
 }
 
 #[derive(Debug, Deserialize)]

@@ -108,9 +108,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
         raw.http.client_cert_file,
         raw.http.client_key_file,
     )?;
-    let admin = AdminConfig {
-        listen: parse_socket("admin.listen", &raw.admin.listen, 9153)?,
-    };
+    let admin = admin(raw.admin, base)?;
     let mut feeds = Vec::with_capacity(raw.feeds.len());
     for (i, f) in raw.feeds.into_iter().enumerate() {
         let f = feed(i, f, base, &policy, &http)?;
@@ -288,6 +286,18 @@ fn server(s: RawServer, base: &Path) -> Result<ServerConfig, ConfigError> {
     if s.tcp_max_inflight == 0 {
         return Err(invalid("server.tcp_max_inflight", "must be at least 1"));
     }
+    if s.client_qps > 1_000_000 {
+        return Err(invalid(
+            "server.client_qps",
+            "must be at most 1000000 (0 turns the limit off)",
+        ));
+    }
+    if s.client_qps_slip > 10 {
+        return Err(invalid(
+            "server.client_qps_slip",
+            "must be 0 to 10 (BIND's range; 0 never slips)",
+        ));
+    }
     Ok(ServerConfig {
         listen,
         allow,
@@ -301,6 +311,38 @@ fn server(s: RawServer, base: &Path) -> Result<ServerConfig, ConfigError> {
         tls_cert_file: s.tls_cert_file.map(|p| resolve(base, &p)),
         tls_key_file: s.tls_key_file.map(|p| resolve(base, &p)),
         drain: Duration::from_secs(s.drain_secs),
+        client_qps: s.client_qps,
+        client_qps_slip: s.client_qps_slip,
+    })
+}
+
+/// Admin connections at most: each holds a descriptor.
+const MAX_ADMIN_CONNECTIONS: usize = 4096;
+
+fn admin(a: RawAdmin, base: &Path) -> Result<AdminConfig, ConfigError> {
+    if !(1..=MAX_ADMIN_CONNECTIONS).contains(&a.max_connections) {
+        return Err(invalid(
+            "admin.max_connections",
+            format!("must be 1 to {MAX_ADMIN_CONNECTIONS}"),
+        ));
+    }
+    if !(1..=300).contains(&a.header_timeout_secs) {
+        return Err(invalid("admin.header_timeout_secs", "must be 1 to 300"));
+    }
+    let token = read_secret("admin.token_file", base, a.token_file.as_ref(), None)?;
+    if let Some(t) = &token
+        && (t.expose().len() < 16 || !t.expose().bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(invalid(
+            "admin.token_file",
+            "the token must be at least 16 printable characters without spaces (e.g. `openssl rand -hex 32`)",
+        ));
+    }
+    Ok(AdminConfig {
+        listen: parse_socket("admin.listen", &a.listen, 9153)?,
+        token,
+        max_connections: a.max_connections,
+        header_timeout: Duration::from_secs(a.header_timeout_secs),
     })
 }
 

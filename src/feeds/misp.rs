@@ -24,9 +24,9 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use super::http::{self, Fetched, Http, Request, Validators};
-use super::{FeedError, lenient};
+use super::{Census, FeedError, Judge, lenient};
 use crate::config::{FeedConfig, Location, Secret};
-use crate::policy::{Compiler, EventInfo, FeedId, IocRecord};
+use crate::policy::{Compiler, EventInfo, FeedId, IocRecord, IocType};
 
 /// One MISP event, reduced to what schild uses.
 #[derive(Debug, Clone, Deserialize)]
@@ -194,6 +194,37 @@ fn push_attribute(a: &Attribute, object_deleted: bool, event: u32, feed: FeedId,
     );
 }
 
+/// What a set of events holds, to judge a new copy by
+/// ([`super::check_refresh`]): every attribute is a line; an indicator
+/// schild would take (a network type, `to_ids`, not deleted) is an entry;
+/// one without a type or value is bad.
+pub fn census(events: &[Event]) -> Census {
+    let mut n = Census::default();
+    for ev in events {
+        let top = ev.attributes.iter().map(|a| (a, false));
+        let inner = ev
+            .objects
+            .iter()
+            .flat_map(|o| o.attributes.iter().map(move |a| (a, o.deleted)));
+        for (a, object_deleted) in top.chain(inner) {
+            n.lines += 1;
+            match (a.kind.as_deref(), a.value.as_deref()) {
+                (Some(kind), Some(_)) => {
+                    if IocType::from_misp(kind).is_some()
+                        && a.to_ids
+                        && !a.deleted
+                        && !object_deleted
+                    {
+                        n.entries += 1;
+                    }
+                }
+                _ => n.bad += 1,
+            }
+        }
+    }
+    n
+}
+
 /// Does an event's tag list pass the feed's `tags_include` / `tags_exclude`
 /// (as MISP's feed rules: any include tag, no exclude tag; case-insensitive)?
 pub fn tags_pass(tags: &[String], include: &[String], exclude: &[String]) -> bool {
@@ -301,7 +332,11 @@ impl FeedCache {
 }
 
 /// Pull a MISP feed: the manifest, then every event that is new or changed.
-pub async fn pull(feed: &FeedConfig, cache_dir: &Path) -> Result<Vec<Event>, FeedError> {
+pub async fn pull(
+    feed: &FeedConfig,
+    cache_dir: &Path,
+    judge: Judge<'_>,
+) -> Result<Vec<Event>, FeedError> {
     let source = Source::new(feed)?;
     let cache = FeedCache {
         dir: cache_dir.to_path_buf(),
@@ -384,7 +419,9 @@ pub async fn pull(feed: &FeedConfig, cache_dir: &Path) -> Result<Vec<Event>, Fee
         events.extend(evs);
     }
 
-    // Everything parsed: now it becomes the last good copy. Events first,
+    // Everything parsed; it must still earn its place.
+    judge(census(&events))?;
+    // Now it becomes the last good copy. Events first,
     // the manifest last, so a crash in between leaves a manifest that
     // still matches the event files it lists.
     for (uuid, bytes) in &fresh {

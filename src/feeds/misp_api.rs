@@ -20,10 +20,10 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::http::{self, Fetched, Http, Request};
-use super::{FeedError, lenient};
+use super::{Census, FeedError, Judge, lenient};
 use crate::clock::unix_now;
 use crate::config::{FeedConfig, Location};
-use crate::policy::{Compiler, EventInfo, FeedId, IocRecord};
+use crate::policy::{Compiler, EventInfo, FeedId, IocRecord, IocType};
 
 /// Incremental pulls ask from this long before the last pull started, so
 /// that a MISP clock a little ahead of ours does not lose changes.
@@ -253,7 +253,11 @@ fn read_cache(feed: &FeedConfig, dir: &Path) -> Result<Option<Cache>, FeedError>
 
 /// Pull the feed: a full or an incremental restSearch, merged into the kept
 /// set, which is then saved as the last good copy.
-pub async fn pull(feed: &FeedConfig, dir: &Path) -> Result<Vec<ApiAttribute>, FeedError> {
+pub async fn pull(
+    feed: &FeedConfig,
+    dir: &Path,
+    judge: Judge<'_>,
+) -> Result<Vec<ApiAttribute>, FeedError> {
     let Location::Url(base) = &feed.location else {
         return Err(FeedError::Format {
             what: feed.location.redacted(),
@@ -363,6 +367,8 @@ pub async fn pull(feed: &FeedConfig, dir: &Path) -> Result<Vec<ApiAttribute>, Fe
         pulled_at: started,
         attributes,
     };
+    // The merged set must earn its place before it is kept.
+    judge(census(&cache.attributes))?;
     let bytes = serde_json::to_vec(&cache).map_err(|e| FeedError::Format {
         what: feed.name.clone(),
         message: format!("cannot encode the kept set: {e}"),
@@ -383,6 +389,20 @@ fn endpoint(base: &Url) -> Result<Url, FeedError> {
             what: http::redact(base),
             message: format!("cannot form the restSearch URL: {e}"),
         })
+}
+
+/// What a kept set holds, to judge a new one by: every attribute is a
+/// line, one schild would take (a network type, `to_ids`, not deleted)
+/// an entry.
+pub fn census(attrs: &[ApiAttribute]) -> Census {
+    let mut n = Census::default();
+    for a in attrs {
+        n.lines += 1;
+        if IocType::from_misp(&a.kind).is_some() && a.to_ids && !a.deleted {
+            n.entries += 1;
+        }
+    }
+    n
 }
 
 /// The last good copy: the kept set.

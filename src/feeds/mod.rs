@@ -171,6 +171,22 @@ impl Pulled {
     }
 }
 
+/// Judges a new copy of a structured feed just before it would be kept
+/// (see [`check_refresh`]); an error refuses it.
+pub type Judge<'a> = &'a (dyn Fn(Census) -> Result<(), FeedError> + Sync);
+
+impl Pulled {
+    /// What this copy holds, to judge the next one by.
+    pub fn census(&self) -> Census {
+        match self {
+            Pulled::Lines { kind, bytes } => plain::census(*kind, bytes),
+            Pulled::MispEvents(events) => misp::census(events),
+            Pulled::MispAttributes(attrs) => misp_api::census(attrs),
+            Pulled::Stix(set) => stix::census(set),
+        }
+    }
+}
+
 /// Fetches feeds and keeps their last good copies under `state_dir/feeds`.
 #[derive(Debug, Clone)]
 pub struct Puller {
@@ -230,10 +246,27 @@ impl Puller {
                     bytes,
                 })
             }
-            (FeedKind::MispFeed, _) => Ok(Pulled::MispEvents(misp::pull(feed, &dir).await?)),
-            (FeedKind::MispApi, _) => Ok(Pulled::MispAttributes(misp_api::pull(feed, &dir).await?)),
-            (FeedKind::Stix, _) => Ok(Pulled::Stix(stix::pull(feed, &dir).await?)),
-            (FeedKind::Taxii, _) => Ok(Pulled::Stix(taxii::pull(feed, &dir).await?)),
+            // Structured feeds are judged like lists, just before the new
+            // copy would replace the kept one, against what it holds.
+            (kind, _) => {
+                let what = format!("feed {}", feed.name);
+                let judge = |new: Census| {
+                    let old = self
+                        .cached(feed)
+                        .ok()
+                        .flatten()
+                        .map(|(p, _)| p.census().entries);
+                    check_refresh(&what, new, old, feed.max_shrink_percent)
+                };
+                Ok(match kind {
+                    FeedKind::MispFeed => Pulled::MispEvents(misp::pull(feed, &dir, &judge).await?),
+                    FeedKind::MispApi => {
+                        Pulled::MispAttributes(misp_api::pull(feed, &dir, &judge).await?)
+                    }
+                    FeedKind::Stix => Pulled::Stix(stix::pull(feed, &dir, &judge).await?),
+                    _ => Pulled::Stix(taxii::pull(feed, &dir, &judge).await?),
+                })
+            }
         }
     }
 

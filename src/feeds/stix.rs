@@ -26,7 +26,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::http::{self, Fetched, Http, Request, Validators};
-use super::{FeedError, lenient};
+use super::{Census, FeedError, Judge, lenient};
 use crate::clock::unix_now;
 use crate::config::{FeedConfig, Location};
 use crate::policy::{Compiler, EventInfo, FeedId, IocRecord};
@@ -437,6 +437,26 @@ fn push_set_at(set: &StixSet, feed: FeedId, c: &mut Compiler, now: i64) {
     }
 }
 
+/// What a set holds, to judge a new copy by: every indicator is a line;
+/// one with a pattern schild reads (and not revoked) is an entry; one
+/// without a pattern is bad. Patterns schild does not act on (file
+/// hashes) are neither.
+pub fn census(set: &StixSet) -> Census {
+    let mut n = Census::default();
+    for o in set.objects.iter().filter(|o| o.kind == "indicator") {
+        n.lines += 1;
+        match o.pattern.as_deref() {
+            None => n.bad += 1,
+            Some(p) => {
+                if !o.revoked && indicator_ioc(p, &o.labels).is_ok() {
+                    n.entries += 1;
+                }
+            }
+        }
+    }
+    n
+}
+
 /// A reason short enough for a report key.
 fn short(s: &str) -> String {
     let mut t: String = s.chars().take(80).collect();
@@ -452,7 +472,7 @@ const BUNDLE_FILE: &str = "bundle.json";
 const VALIDATORS_FILE: &str = "bundle.http.json";
 
 /// Pull a bundle from a file or URL (conditional GET against the cached copy).
-pub async fn pull(feed: &FeedConfig, dir: &Path) -> Result<StixSet, FeedError> {
+pub async fn pull(feed: &FeedConfig, dir: &Path, judge: Judge<'_>) -> Result<StixSet, FeedError> {
     let cached_path = dir.join(BUNDLE_FILE);
     let info = format!("STIX bundle {}", feed.location.redacted());
     let (bytes, validators, what) = match &feed.location {
@@ -482,6 +502,7 @@ pub async fn pull(feed: &FeedConfig, dir: &Path) -> Result<StixSet, FeedError> {
         }
     };
     let set = parse_bundle(&bytes, &what, &info)?;
+    judge(census(&set))?;
     super::write_cache(&cached_path, &bytes)?;
     if let Some(v) = validators {
         let v = serde_json::to_vec(&v).unwrap_or_default();

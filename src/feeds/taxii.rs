@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::http::{self, Fetched, Http, Request};
 use super::stix::{StixObject, StixSet};
-use super::{FeedError, lenient};
+use super::{FeedError, Judge, lenient};
 use crate::clock::unix_now;
 use crate::config::{FeedConfig, Location};
 
@@ -94,7 +94,7 @@ fn read_cache(feed: &FeedConfig, dir: &Path) -> Result<Option<Cache>, FeedError>
 }
 
 /// Pull new objects (or all of them) and merge them into the kept set.
-pub async fn pull(feed: &FeedConfig, dir: &Path) -> Result<StixSet, FeedError> {
+pub async fn pull(feed: &FeedConfig, dir: &Path, judge: Judge<'_>) -> Result<StixSet, FeedError> {
     let Location::Url(collection) = &feed.location else {
         return Err(FeedError::Format {
             what: feed.location.redacted(),
@@ -216,6 +216,7 @@ pub async fn pull(feed: &FeedConfig, dir: &Path) -> Result<StixSet, FeedError> {
             objects: by_id.into_values().collect(),
         },
     };
+    judge(super::stix::census(&cache.set))?;
     let bytes = serde_json::to_vec(&cache).map_err(|e| FeedError::Format {
         what: feed.name.clone(),
         message: format!("cannot encode the kept set: {e}"),

@@ -17,6 +17,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwapOption;
 use hickory_proto::op::{Edns, LowerQuery, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::HINFO;
+use hickory_proto::rr::rdata::opt::EdnsCode;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -28,6 +29,7 @@ use tokio::sync::Notify;
 use super::answer::{self, ede};
 use super::hits::HitSink;
 use super::metrics::{Metrics, Transport, UpstreamError};
+use super::ratelimit::{RateLimiter, Verdict as Rate};
 use super::resolve::{Flags, Resolved, Resolver};
 use crate::policy::{Action, Hit, Policy, Verdict, matched_suffix};
 use crate::rpz::xfr::RpzPrimary;
@@ -97,6 +99,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// The dnstap query log, when `[dnstap]` is configured.
     pub dnstap: Option<super::dnstap::Tap>,
+    /// `server.client_qps` (UDP only); `None` when off.
+    pub ratelimit: Option<RateLimiter>,
 }
 
 /// The `RequestHandler` our own UDP, TCP and TLS loops (`server::listen`)
@@ -221,10 +225,20 @@ impl Shared {
             return rpz.handle(request, rh).await;
         }
 
+        // Every UDP answer counts against its client's rate, errors too
+        // (a REFUSED is still a reflection), as with BIND's RRL.
+        let rate = match &self.ratelimit {
+            Some(rl) if transport == Transport::Udp => Some(rl.check(request.src().ip())),
+            _ => None,
+        }
+        .filter(|(verdict, _)| *verdict != Rate::Answer);
         let mut resp_edns = self.response_edns(request);
         let query = match self.admit(request, &mut resp_edns) {
             Ok(q) => q,
             Err(rcode) => {
+                if let Some((verdict, _)) = rate {
+                    return self.shed(request, &mut rh, resp_edns, verdict).await;
+                }
                 return self
                     .error(request, &mut rh, resp_edns.as_ref(), rcode)
                     .await;
@@ -239,6 +253,11 @@ impl Shared {
             qtype,
             transport: transport.as_str(),
         };
+
+        if let Some((verdict, slot)) = rate {
+            self.sighting_while_limited(qname, &hit_ctx, slot);
+            return self.shed(request, &mut rh, resp_edns, verdict).await;
+        }
 
         let exempt = match self.policy_on_question(qname, &hit_ctx) {
             OnQuestion::Block(b) => {
@@ -326,6 +345,14 @@ impl Shared {
         if request.edns.as_ref().is_some_and(|e| e.version() > 0) {
             return Err(ResponseCode::BADVERS);
         }
+        if request
+            .edns
+            .as_ref()
+            .is_some_and(|e| !cookies_well_formed(e))
+        {
+            // RFC 7873 5.2.2: a malformed COOKIE option is a FORMERR.
+            return Err(ResponseCode::FormErr);
+        }
         if request.metadata.op_code != OpCode::Query {
             return Err(ResponseCode::NotImp);
         }
@@ -350,6 +377,48 @@ impl Shared {
             return Err(ResponseCode::Refused);
         }
         Ok(query)
+    }
+
+    /// A blocked name asked by a client over its rate is still recorded
+    /// as a sighting, once per name in a row: a flooding infected host is
+    /// seen without flooding the sightings path.
+    fn sighting_while_limited(&self, qname: &Name, ctx: &HitCtx<'_>, slot: usize) {
+        let Some(rl) = &self.ratelimit else { return };
+        let guard = self.policy.load();
+        if let Some(p) = guard.as_ref()
+            && let Verdict::Blocked(hit) = p.lookup_labels(qname.iter())
+            && rl.first_hit(slot, ctx.qname)
+        {
+            let listed = matched_suffix(&plain_lower(qname), hit.matched_len).to_string();
+            self.hit(p, &hit, Trigger::Name(listed), ctx);
+        }
+    }
+
+    /// A UDP query over its client's rate (`server.client_qps`): no
+    /// answer, or an empty TC=1 one (the slip), and no lookup.
+    async fn shed<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        rh: &mut R,
+        resp_edns: Option<Edns>,
+        verdict: Rate,
+    ) -> ResponseInfo {
+        if verdict == Rate::Drop {
+            self.metrics.ratelimited(false);
+            return no_response(request, ResponseCode::Refused);
+        }
+        self.metrics.ratelimited(true);
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.recursion_available = true;
+        meta.truncation = true;
+        let msg = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref()).build(
+            meta,
+            [],
+            [],
+            [],
+            [],
+        );
+        self.send(request, rh, msg).await
     }
 
     /// The policy on the query name.
@@ -597,6 +666,20 @@ fn failure_ede(kind: UpstreamError) -> (u16, &'static str) {
         ),
         _ => (ede::NETWORK_ERROR, "upstream failed"),
     }
+}
+
+/// Every COOKIE option has a legal length (RFC 7873 4): a client cookie
+/// of 8 octets alone, or with a server cookie of 8 to 32 (16 to 40 in all).
+fn cookies_well_formed(edns: &Edns) -> bool {
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    edns.options()
+        .as_ref()
+        .iter()
+        .filter(|(code, _)| *code == EdnsCode::Cookie)
+        .all(|(_, option)| match option {
+            EdnsOption::Unknown(_, data) => data.len() == 8 || (16..=40).contains(&data.len()),
+            _ => false,
+        })
 }
 
 /// What a hit needs to know about the query.

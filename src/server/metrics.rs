@@ -135,6 +135,8 @@ pub struct Metrics {
     pub reload_requests: IntCounter,
     pub reload_coalesced: IntCounter,
     pub admin_connections_evicted: IntCounter,
+    /// `schild_ratelimited_total{action}`: [drop, slip].
+    ratelimited: [IntCounter; 2],
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -444,8 +446,31 @@ impl Metrics {
                 "schild_admin_connections_evicted_total",
                 "Admin connections closed to make room at the connection cap.",
             ),
+            ratelimited: {
+                let v = register(
+                    &r,
+                    IntCounterVec::new(
+                        Opts::new(
+                            "schild_ratelimited_total",
+                            "UDP queries over server.client_qps, by what they got (drop: no answer; slip: an empty TC=1 answer).",
+                        ),
+                        &["action"],
+                    )
+                    .expect(LITERAL),
+                );
+                [
+                    v.with_label_values(&["drop"]),
+                    v.with_label_values(&["slip"]),
+                ]
+            },
             registry: r,
         }
+    }
+
+    /// Count a query over its client's rate: slipped (TC=1) or dropped.
+    #[inline]
+    pub fn ratelimited(&self, slip: bool) {
+        self.ratelimited[usize::from(slip)].inc();
     }
 
     #[inline]

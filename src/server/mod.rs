@@ -17,6 +17,7 @@ pub mod hits;
 pub mod listen;
 pub mod metrics;
 pub mod notify;
+pub mod ratelimit;
 pub mod reload;
 pub mod resolve;
 
@@ -71,9 +72,88 @@ fn raise_open_file_limit() {
 #[cfg(not(unix))]
 fn raise_open_file_limit() {}
 
+/// The open-file soft limit (after [`raise_open_file_limit`]).
+#[cfg(unix)]
+fn open_file_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit};
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+#[cfg(not(unix))]
+fn open_file_limit() -> u64 {
+    u64::MAX
+}
+
+/// Descriptors schild holds besides connections and lookups: the log,
+/// spool and artifact files, a feed fetch, the runtime's own.
+const FD_BASE: u64 = 64;
+
+/// How the open-file limit is shared out, so that upstream work runs out
+/// before the listeners can no longer accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdBudget {
+    pub tcp_max_connections: usize,
+    pub max_inflight: usize,
+}
+
+/// Share `limit` descriptors out: the listeners and [`FD_BASE`] first,
+/// then a reserve of every admin connection (`admin.max_connections`) and
+/// up to half the rest for TCP and DoT connections; upstream lookups get
+/// what is left, two descriptors each (a lookup may ask two servers, or
+/// retry over TCP). Each is capped at its configured value.
+pub fn fd_budget(limit: u64, config: &Config) -> FdBudget {
+    let udp = match config.server.udp_sockets {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let sockets = udp as u64 + 1;
+    let listeners =
+        config.server.listen.len() as u64 * sockets + config.server.tls_listen.len() as u64 + 1;
+    let avail = limit
+        .saturating_sub(FD_BASE + listeners)
+        .saturating_sub(config.admin.max_connections as u64);
+    let tcp = (config.server.tcp_max_connections as u64)
+        .min(avail / 2)
+        .max(1);
+    let upstream = (config.resolver.max_inflight as u64)
+        .min(avail.saturating_sub(tcp) / 2)
+        .max(1);
+    FdBudget {
+        tcp_max_connections: usize::try_from(tcp).unwrap_or(usize::MAX),
+        max_inflight: usize::try_from(upstream).unwrap_or(usize::MAX),
+    }
+}
+
+/// Lower the TCP and upstream caps to what the open-file limit allows
+/// (said in the log), so the admin listener and TCP still accept when
+/// a dead upstream holds every lookup open.
+fn fit_to_open_file_limit(config: &mut Config) {
+    let limit = open_file_limit();
+    let budget = fd_budget(limit, config);
+    let (tcp, upstream) = (
+        config.server.tcp_max_connections,
+        config.resolver.max_inflight,
+    );
+    if budget.tcp_max_connections < tcp || budget.max_inflight < upstream {
+        tracing::warn!(
+            open_file_limit = limit,
+            tcp_max_connections = budget.tcp_max_connections,
+            max_inflight = budget.max_inflight,
+            "the open-file limit is low: TCP connections and upstream lookups are capped lower than configured, keeping a reserve for the admin and TCP listeners (raise LimitNOFILE)"
+        );
+    }
+    config.server.tcp_max_connections = budget.tcp_max_connections.min(tcp);
+    config.resolver.max_inflight = budget.max_inflight.min(upstream);
+    config.resolver.max_inflight_per_client = config
+        .resolver
+        .max_inflight_per_client
+        .min(config.resolver.max_inflight);
+}
+
 /// Run the server until SIGTERM/SIGINT. Returns the process exit code.
-pub async fn run(config: Config) -> i32 {
+pub async fn run(mut config: Config) -> i32 {
     raise_open_file_limit();
+    fit_to_open_file_limit(&mut config);
     if let Some(path) = config.rpz.as_ref().and_then(|r| r.tsig_key_file.as_ref()) {
         let usable = crate::rpz::tsig::TsigKey::load(path)
             .map_err(|e| error_chain(&e))
@@ -182,6 +262,10 @@ pub async fn run(config: Config) -> i32 {
         in_flight: InFlight::default(),
         draining: AtomicBool::new(false),
         dnstap,
+        ratelimit: ratelimit::RateLimiter::new(
+            config.server.client_qps,
+            config.server.client_qps_slip,
+        ),
     });
     let handler = Handler(shared.clone());
 
@@ -277,13 +361,16 @@ pub async fn run(config: Config) -> i32 {
     };
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.listen);
     tracing::info!("admin listening addr={admin_addr}");
-    admin::warn_if_exposed(admin_addr);
+    admin::warn_if_exposed(admin_addr, config.admin.token.is_some());
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         AdminState {
             shared: shared.clone(),
             refresher: refresher.clone(),
             listening: listening.clone(),
+            token: config.admin.token.clone(),
+            max_connections: config.admin.max_connections,
+            header_timeout: config.admin.header_timeout,
         },
         stop_admin.clone(),
     ));
@@ -385,4 +472,35 @@ async fn wait_for_stop(refresher: Arc<Refresher>, notify: Arc<notify::Notifier>)
 #[cfg(not(unix))]
 async fn wait_for_stop(_refresher: Arc<Refresher>, _notify: Arc<notify::Notifier>) {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(
+            &format!("state_dir = \"s\"\n{text}"),
+            std::path::Path::new("/etc/schild/schild.toml"),
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn the_open_file_limit_keeps_a_reserve_for_the_listeners() {
+        let c = config("[server]\nudp_sockets = 2");
+        // Plenty: the configured caps stand.
+        let b = fd_budget(1 << 20, &c);
+        assert_eq!((b.tcp_max_connections, b.max_inflight), (1024, 1000));
+        // 1024 (a common default): the admin reserve and base first, half
+        // the rest for TCP, what is left for two descriptors a lookup.
+        let b = fd_budget(1024, &c);
+        // One address: 2 UDP sockets and a TCP listener, and the admin one.
+        let rest = 1024 - FD_BASE - 4 - 64;
+        assert_eq!((b.tcp_max_connections, b.max_inflight), (446, 223));
+        assert_eq!(rest, 892);
+        // Next to nothing: one of each, never zero.
+        let b = fd_budget(10, &c);
+        assert_eq!((b.tcp_max_connections, b.max_inflight), (1, 1));
+    }
 }

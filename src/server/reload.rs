@@ -40,6 +40,8 @@ pub enum RefreshError {
     Task(#[source] tokio::task::JoinError),
     #[error("the refresh was abandoned before it finished")]
     Abandoned,
+    #[error("there is no feed {0:?} in the configuration")]
+    UnknownFeed(String),
 }
 
 /// A refresh's outcome, shared by every request it served.
@@ -183,6 +185,34 @@ impl Refresher {
     /// change of the allowlist, which must apply at once.
     pub async fn recompile(self: &Arc<Self>, why: &'static str) -> RefreshResult {
         self.request(why, Pull::CachedOnly).await
+    }
+
+    /// Pull one feed now (every other from its last good copy) and
+    /// recompile: `schild ctl refresh FEED`. With `accept_shrink` this one
+    /// pull passes the shrink guard (garbage is still refused). It waits
+    /// for a compile running, but is never merged with other requests.
+    pub async fn refresh_feed(self: &Arc<Self>, name: &str, accept_shrink: bool) -> RefreshResult {
+        let Some(feed) = self.config.feeds.iter().position(|f| f.name == name) else {
+            return Err(Arc::new(RefreshError::UnknownFeed(name.to_string())));
+        };
+        self.metrics.reload_requests.inc();
+        let me = self.clone();
+        // Its own task, as in `request`: a client that hangs up must not
+        // cancel a compile half way.
+        let task = tokio::spawn(async move {
+            let _one_at_a_time = me.lock.lock().await;
+            me.refresh_with(
+                "refresh of one feed",
+                Pull::One {
+                    feed,
+                    accept_shrink,
+                },
+            )
+            .await
+            .map_err(Arc::new)
+        });
+        task.await
+            .unwrap_or_else(|e| Err(Arc::new(RefreshError::Task(e))))
     }
 
     async fn request(self: &Arc<Self>, why: &'static str, pull: Pull) -> RefreshResult {

@@ -879,6 +879,45 @@ impl Resolver {
         self.cache.entry_count()
     }
 
+    /// Empty the answer cache (and the failure memory) for `name` only,
+    /// every name at or below it (`subtree`), or everything (`None`).
+    /// Returns how many answers were dropped. An admin action: it walks
+    /// the cache once.
+    pub fn flush(&self, name: Option<&LowerName>, subtree: bool) -> u64 {
+        let Some(name) = name else {
+            self.cache.run_pending_tasks();
+            let n = self.cache.entry_count();
+            self.cache.invalidate_all();
+            if let Some(f) = &self.failures {
+                f.invalidate_all();
+            }
+            self.cache.run_pending_tasks();
+            return n;
+        };
+        let hit = |k: &Key| {
+            if subtree {
+                name.zone_of(&k.name)
+            } else {
+                k.name == *name
+            }
+        };
+        let mut n = 0;
+        for (k, _) in self.cache.iter() {
+            if hit(&k) {
+                self.cache.invalidate(&*k);
+                n += 1;
+            }
+        }
+        if let Some(f) = &self.failures {
+            for (k, _) in f.iter() {
+                if hit(&k) {
+                    f.invalidate(&*k);
+                }
+            }
+        }
+        n
+    }
+
     /// Answer a question from the cache or upstream.
     pub async fn resolve(
         &self,

@@ -314,9 +314,8 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
-#[test]
-fn a_black_hole_upstream_holds_bounded_work() {
-    // Reads every query and never answers (UDP and TCP).
+/// An upstream that reads every query and never answers (UDP and TCP).
+fn black_hole() -> SocketAddr {
     let hole = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     let up = hole.local_addr().expect("addr");
     let tcp_hole = TcpListener::bind(up).expect("bind tcp");
@@ -330,6 +329,12 @@ fn a_black_hole_upstream_holds_bounded_work() {
             held.push(c);
         }
     });
+    up
+}
+
+#[test]
+fn a_black_hole_upstream_holds_bounded_work() {
+    let up = black_hole();
     let s = Schild::start(
         &format!(
             "[resolver]\nmode = \"forward\"\nupstreams = [\"{up}\"]\ndnssec = false\ntimeout_secs = 2\nmax_inflight = 200\nmax_inflight_per_client = 200\n\n[[feed]]\nname = \"ioc\"\ntype = \"domains\"\nlocation = \"ioc.txt\"\n"
@@ -432,4 +437,281 @@ fn a_black_hole_upstream_holds_bounded_work() {
     let m = hickory_proto::op::Message::from_vec(&buf[..n]).expect("decode");
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert_eq!(dns::ede(&m).map(|(c, _)| c), Some(0), "{m:?}");
+}
+
+/// A UDP socket on the loopback address `from`.
+fn udp_from(from: &str) -> std::net::UdpSocket {
+    let s = std::net::UdpSocket::bind(format!("{from}:0")).expect("bind");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    s
+}
+
+/// What came back for a burst: answers by rcode, and empty TC=1 answers.
+#[derive(Debug, Default)]
+struct Burst {
+    answered: usize,
+    slipped: usize,
+    ids: std::collections::HashSet<u16>,
+}
+
+/// Send `queries` as fast as the socket takes them, then read answers
+/// until none has come for a second (bounded by the count sent).
+fn burst(
+    sock: &std::net::UdpSocket,
+    server: SocketAddr,
+    queries: &[hickory_proto::op::Message],
+) -> Burst {
+    for q in queries {
+        sock.send_to(&q.to_vec().expect("encode"), server)
+            .expect("send");
+    }
+    let mut got = Burst::default();
+    let mut buf = [0u8; 4096];
+    let mut quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(1) && got.ids.len() < queries.len() {
+        let Ok((n, _)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        quiet = Instant::now();
+        let m = hickory_proto::op::Message::from_vec(&buf[..n]).expect("decode");
+        if !got.ids.insert(m.metadata.id) {
+            continue;
+        }
+        if m.metadata.truncation {
+            assert!(m.answers.is_empty(), "a slip carries no records: {m:?}");
+            got.slipped += 1;
+        } else {
+            got.answered += 1;
+        }
+    }
+    got
+}
+
+fn series(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_flooding_client_is_rate_limited_with_slips_and_others_are_not() {
+    use crate::resolver::{CountingUpstream, Reply};
+    let up = CountingUpstream::start(Reply::Address, Duration::ZERO);
+    let s = Schild::start(
+        &format!(
+            "[server]\nclient_qps = 20\nclient_qps_slip = 2\nallow = [\"127.0.0.1/32\", \"127.0.0.2/32\", \"127.0.0.3/32\"]\n\n[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ndnssec = false\n\n[[feed]]\nname = \"ioc\"\ntype = \"domains\"\nlocation = \"ioc.txt\"\n",
+            up.addr
+        ),
+        &[("ioc.txt", FEED)],
+    );
+    let (_, m) = s.http("GET", "/metrics");
+    let blocked_before = series(
+        &m,
+        "schild_blocked_answers_total{action=\"nxdomain\",feed=\"ioc\"}",
+    );
+
+    // 127.0.0.2 floods unique names: at most its rate reaches the upstream.
+    let flooder = udp_from("127.0.0.2");
+    let started = Instant::now();
+    let names: Vec<String> = (0..200).map(|i| format!("n{i}.flood.test.")).collect();
+    let qs: Vec<_> = names.iter().map(|n| query(n, RecordType::A)).collect();
+    let a = burst(&flooder, s.dns, &qs);
+    let secs = started.elapsed().as_secs_f64();
+    let asked: usize = names.iter().map(|n| up.count(n)).sum();
+    eprintln!(
+        "rate limit: {} answered, {} slipped of 200 in {secs:.2} s; upstream asked {asked}",
+        a.answered, a.slipped
+    );
+    // The bucket holds one second (20), and refills at 20 a second.
+    let most = 20 + (20.0 * secs).ceil() as usize + 2;
+    assert!((20..=most).contains(&a.answered), "{a:?} within {secs} s");
+    assert!(
+        asked <= a.answered,
+        "limited queries reached the upstream: {asked}"
+    );
+    // slip = 2: every other limited query gets TC=1, the others nothing.
+    let limited = 200 - a.answered;
+    assert!(a.slipped.abs_diff(limited / 2) <= 2, "{a:?}");
+
+    // TCP is not limited: the same client retries there and is answered.
+    let over_tcp = dns::tcp(s.dns, &[query("n0.flood.test.", RecordType::A)]);
+    assert_eq!(over_tcp[0].metadata.response_code, ResponseCode::NoError);
+    assert!(!over_tcp[0].metadata.truncation);
+
+    // Another client is not touched by the first one's limit.
+    let other = udp_from("127.0.0.3");
+    let b = burst(
+        &other,
+        s.dns,
+        &(0..10)
+            .map(|i| query(&format!("o{i}.other.test."), RecordType::A))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!((b.answered, b.slipped), (10, 0), "{b:?}");
+
+    // A blocked name in the flood is recorded once, not once per query.
+    let qs: Vec<_> = (0..100)
+        .map(|_| query("evil.example.test.", RecordType::A))
+        .collect();
+    let c = burst(&flooder, s.dns, &qs);
+    assert!(c.answered < 50, "{c:?}");
+    let (_, m) = s.http("GET", "/metrics");
+    let recorded = series(
+        &m,
+        "schild_blocked_answers_total{action=\"nxdomain\",feed=\"ioc\"}",
+    ) - blocked_before;
+    assert_eq!(
+        recorded as usize,
+        c.answered + 1,
+        "answered blocks plus one for the limited ones: {c:?}"
+    );
+    let before = series(&m, "schild_ratelimited_total{action=\"drop\"}")
+        + series(&m, "schild_ratelimited_total{action=\"slip\"}");
+    // A client outside `allow` flooding (spoofed, to reflect the REFUSEDs
+    // at someone) is held to the same rate.
+    let outsider = udp_from("127.0.0.4");
+    let qs: Vec<_> = (0..100)
+        .map(|i| query(&format!("r{i}.flood.test."), RecordType::A))
+        .collect();
+    let d = burst(&outsider, s.dns, &qs);
+    assert!(
+        d.answered <= 25 && d.slipped >= 30,
+        "{} {}",
+        d.answered,
+        d.slipped
+    );
+    let (_, m2) = s.http("GET", "/metrics");
+    let after = series(&m2, "schild_ratelimited_total{action=\"drop\"}")
+        + series(&m2, "schild_ratelimited_total{action=\"slip\"}");
+    assert_eq!((after - before) as usize, 100 - d.answered);
+    let dropped = series(&m, "schild_ratelimited_total{action=\"drop\"}");
+    let slipped = series(&m, "schild_ratelimited_total{action=\"slip\"}");
+    assert_eq!(slipped as usize, a.slipped + c.slipped, "{m}");
+    assert_eq!(
+        (dropped + slipped) as usize,
+        limited + (100 - c.answered),
+        "{m}"
+    );
+}
+
+/// `query` with a COOKIE option of `len` octets.
+fn with_cookie(len: usize) -> hickory_proto::op::Message {
+    use hickory_proto::rr::rdata::opt::EdnsOption;
+    let mut q = query("evil.example.test.", RecordType::A);
+    let cookie: Vec<u8> = (0..len).map(|i| i as u8).collect();
+    if let Some(e) = q.edns.as_mut() {
+        e.options_mut().insert(EdnsOption::Unknown(10, cookie));
+    }
+    q
+}
+
+#[test]
+fn a_dns_cookie_of_the_wrong_length_gets_formerr() {
+    let s = Schild::start(
+        "[[feed]]\nname = \"ioc\"\ntype = \"domains\"\nlocation = \"ioc.txt\"\n",
+        &[("ioc.txt", FEED)],
+    );
+    // RFC 7873 4: a client cookie of 8, or 8 plus a server cookie of 8 to 32.
+    for (len, ok) in [
+        (0, false),
+        (7, false),
+        (8, true),
+        (9, false),
+        (15, false),
+        (16, true),
+        (24, true),
+        (40, true),
+        (41, false),
+    ] {
+        let want = if ok {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::FormErr
+        };
+        let q = with_cookie(len);
+        let m = dns::udp(s.dns, &q);
+        assert_eq!(m.metadata.response_code, want, "UDP, cookie of {len}");
+        assert_eq!(m.metadata.id, q.metadata.id);
+        let m = dns::tcp(s.dns, &[q]);
+        assert_eq!(m[0].metadata.response_code, want, "TCP, cookie of {len}");
+    }
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn near_its_open_file_limit_schild_sheds_upstream_work_not_its_listeners() {
+    if !crate::harness::have("prlimit") {
+        return;
+    }
+    let up = black_hole();
+    const LIMIT: u64 = 100;
+    let s = Schild::start_wrapped(
+        crate::harness::Setup {
+            config: &format!(
+                "[resolver]\nmode = \"forward\"\nupstreams = [\"{up}\"]\ndnssec = false\ntimeout_secs = 5\n\n[[feed]]\nname = \"ioc\"\ntype = \"domains\"\nlocation = \"ioc.txt\"\n\n[admin]\nmax_connections = 16\n"
+            ),
+            files: &[("ioc.txt", FEED)],
+            wait_ready: true,
+        },
+        &["prlimit", &format!("--nofile={LIMIT}:{LIMIT}"), "--"],
+    )
+    .unwrap_or_else(|(status, log)| panic!("schild exited ({status:?}):\n{log}"));
+    let log = s.log();
+    assert!(log.contains("the open-file limit is low"), "{log}");
+    // 6,000 unique names over 6 s: far more lookups than descriptors.
+    let dns = s.dns;
+    let load = std::thread::spawn(move || {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_nonblocking(true).expect("nonblocking");
+        let started = Instant::now();
+        let mut buf = [0u8; 4096];
+        for i in 0..6_000u32 {
+            let q = query(&format!("f{i}.flood.test."), RecordType::A)
+                .to_vec()
+                .expect("encode");
+            let _ = sock.send_to(&q, dns);
+            while sock.recv_from(&mut buf).is_ok() {}
+            let due = started + Duration::from_millis(u64::from(i));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+    });
+    let mut peak = 0;
+    let mut rounds = 0;
+    while !load.is_finished() {
+        rounds += 1;
+        peak = peak.max(open_fds(s.pid()));
+        // The admin listener and TCP answer all along.
+        let (status, _) = s.http("GET", "/metrics");
+        assert_eq!(status, 200, "/metrics under load\n{}", s.log());
+        // Several TCP clients at once, each answered.
+        let clients: Vec<_> = (0..8)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    dns::tcp(dns, &[query("evil.example.test.", RecordType::A)])[0]
+                        .metadata
+                        .response_code
+                })
+            })
+            .collect();
+        for c in clients {
+            assert_eq!(c.join().expect("tcp client"), ResponseCode::NXDomain);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    load.join().expect("load");
+    eprintln!("open-file limit {LIMIT}: peak {peak} descriptors over {rounds} rounds");
+    assert!(rounds > 5);
+    assert!(peak < LIMIT as usize, "peak {peak}");
+    let log = s.log();
+    assert!(!log.contains("Too many open files"), "{log}");
+    let (_, m) = s.http("GET", "/metrics");
+    assert!(metric(&m, "schild_upstream_overflow_total") > 1_000, "{m}");
 }

@@ -1,7 +1,8 @@
 //! Issue 15, the feed side, against the real binary: a refresh that would
 //! empty or gut a list is refused and the last good copy keeps blocking;
 //! file feeds refuse devices and FIFOs; stale temporary files go; an API
-//! key over plain http:// is warned about.
+//! key over plain http:// is warned about; structured feeds (MISP, STIX,
+//! TAXII) are judged like lists.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -13,9 +14,15 @@ use std::time::Duration;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
+use schild::config::Config;
+use schild::feeds::Puller;
+use schild::pipeline::{self, CompileOutcome};
+use schild::policy::FetchStatus;
+
 use crate::dns::{ede, query, udp};
 use crate::harness::{Schild, Setup};
 use crate::hierarchy;
+use crate::misp_server::{COLLECTION, MispServer};
 
 /// Names in the lists: enough that a cut to 10 lines is a real shrink.
 const NAMES: usize = 3000;
@@ -371,4 +378,175 @@ fn temporary_files_left_by_a_killed_write_are_removed_at_the_next_compile() {
     assert!(young.exists());
     assert!(s.log().contains("removed temporary files"), "{}", s.log());
     assert_still_blocking(&s, "after the clean-up");
+}
+
+// ------------------------------------------------- structured feeds
+
+/// The four structured feed types, all from one test MISP server (misp.md:
+/// restSearch, a feed folder, a STIX bundle, a TAXII 2.1 collection), each
+/// pulled in full every time so an emptied source is seen as one.
+fn structured_feeds(server: &MispServer, key: &Path, extra: &str) -> String {
+    let common = format!("timeout_secs = 5\nretries = 0\nfull_refresh_secs = 0\n{extra}\n");
+    format!(
+        "state_dir = \"state\"\n\
+         [[feed]]\nname = \"api\"\ntype = \"misp-api\"\nlocation = \"{}\"\napi_key_file = \"{}\"\n{common}\
+         [[feed]]\nname = \"feed\"\ntype = \"misp-feed\"\nlocation = \"{}\"\n{common}\
+         [[feed]]\nname = \"bundle\"\ntype = \"stix\"\nlocation = \"{}\"\n{common}\
+         [[feed]]\nname = \"taxii\"\ntype = \"taxii\"\nlocation = \"{}\"\n{common}",
+        server.url(""),
+        key.display(),
+        server.url("/feed/"),
+        server.url("/stix/bundle.json"),
+        server.url(&format!("/api1/collections/{COLLECTION}/")),
+    )
+}
+
+fn load(dir: &Path, text: &str) -> Config {
+    let path = dir.join("schild.toml");
+    std::fs::write(&path, text).expect("write config");
+    Config::load(&path).expect("valid config")
+}
+
+fn compile_now(config: &Config) -> CompileOutcome {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(pipeline::compile(config, &Puller::new(&config.state_dir)))
+        .expect("compiles")
+}
+
+/// Every file of each feed's last good copy, by feed.
+fn kept_copies(state: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![state.join("feeds")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.display().to_string(), std::fs::read(&p).expect("read")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Names and addresses each feed contributes, as `stats` shows them.
+fn contributions(o: &CompileOutcome) -> Vec<(String, u64)> {
+    o.reports
+        .iter()
+        .map(|r| (r.feed.clone(), r.names + r.ips))
+        .collect()
+}
+
+#[test]
+fn structured_feeds_emptied_or_gutted_keep_their_last_good_copy() {
+    let server = MispServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("misp.key");
+    std::fs::write(&key, format!("{}\n", server.key())).expect("key");
+    let config = load(dir.path(), &structured_feeds(&server, &key, ""));
+    let first = compile_now(&config);
+    let good = contributions(&first);
+    for (feed, n) in &good {
+        assert!(*n > 0, "{feed} contributes nothing: {:?}", first.reports);
+    }
+    assert!(first.failed_feeds().next().is_none(), "{:?}", first.reports);
+    let kept = kept_copies(&config.state_dir);
+
+    // Every source still answers, well-formed, but with nothing in it.
+    let (rows, feed_files, bundle, taxii) = {
+        let mut st = server.state.lock();
+        let saved = (
+            st.rows.clone(),
+            st.feed.clone(),
+            st.bundle.clone(),
+            st.taxii.clone(),
+        );
+        st.rows.clear();
+        st.feed.insert("manifest.json".into(), b"{}".to_vec());
+        st.bundle = br#"{"type": "bundle", "id": "bundle--6a2d0bbc-5c3b-4d1d-8e2a-6c6f5b0a8f11", "objects": []}"#.to_vec();
+        st.taxii.clear();
+        saved
+    };
+    let emptied = compile_now(&config);
+    for r in &emptied.reports {
+        match &r.fetch {
+            FetchStatus::Cached { error, .. } => {
+                assert!(error.starts_with("empty: "), "{}: {error}", r.feed)
+            }
+            other => panic!("{}: an empty source was taken: {other:?}", r.feed),
+        }
+    }
+    assert_eq!(
+        contributions(&emptied),
+        good,
+        "the last good copies still block"
+    );
+    assert_eq!(
+        kept_copies(&config.state_dir),
+        kept,
+        "an empty copy replaced a kept one"
+    );
+
+    // Gutted: one restSearch row of many, one event of the feed's.
+    {
+        let mut st = server.state.lock();
+        st.rows = rows.iter().take(1).cloned().collect();
+        st.feed = feed_files.clone();
+        st.bundle = bundle.clone();
+        st.taxii = taxii.clone();
+    }
+    let gutted = compile_now(&config);
+    let api = gutted
+        .reports
+        .iter()
+        .find(|r| r.feed == "api")
+        .expect("api report");
+    assert!(
+        matches!(&api.fetch, FetchStatus::Cached { error, .. } if error.starts_with("shrink: ")),
+        "{:?}",
+        api.fetch
+    );
+    assert_eq!(contributions(&gutted), good);
+    // The others are whole again and taken.
+    assert!(
+        gutted
+            .reports
+            .iter()
+            .filter(|r| r.feed != "api")
+            .all(|r| r.fetch == FetchStatus::Fresh),
+        "{:?}",
+        gutted.reports
+    );
+
+    // A page that is not the document (a proxy's error page) is refused too.
+    server.state.lock().bundle = MAINTENANCE.as_bytes().to_vec();
+    let html = compile_now(&config);
+    let b = html
+        .reports
+        .iter()
+        .find(|r| r.feed == "bundle")
+        .expect("bundle");
+    assert!(
+        matches!(&b.fetch, FetchStatus::Cached { error, .. } if error.starts_with("format: ")),
+        "{:?}",
+        b.fetch
+    );
+    assert_eq!(contributions(&html), contributions(&gutted));
+
+    // An operator who means it: max_shrink_percent = 100 takes the cut.
+    server.state.lock().bundle = bundle;
+    let config = load(
+        dir.path(),
+        &structured_feeds(&server, &key, "max_shrink_percent = 100"),
+    );
+    let cut = compile_now(&config);
+    let api = cut.reports.iter().find(|r| r.feed == "api").expect("api");
+    assert_eq!(api.fetch, FetchStatus::Fresh, "{:?}", api.fetch);
+    let before = good.iter().find(|(f, _)| f == "api").map(|x| x.1);
+    assert!(Some(api.names + api.ips) < before, "{:?}", cut.reports);
 }

@@ -19,6 +19,8 @@ pub struct Schild {
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     log: Arc<Mutex<String>>,
+    /// `admin.token_file`'s token, if the config sets one.
+    pub token: Option<String>,
 }
 
 /// Everything but the listen addresses and state_dir, which the harness sets.
@@ -72,11 +74,30 @@ impl Schild {
         Schild::launch(dir, s, Duration::from_secs(30), env)
     }
 
+    /// Start through a wrapper that execs the binary (`prlimit … --`).
+    pub fn start_wrapped(
+        s: Setup<'_>,
+        wrapper: &[&str],
+    ) -> Result<Schild, (Option<ExitStatus>, String)> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Schild::launch_with(dir, s, Duration::from_secs(30), &[], wrapper)
+    }
+
     fn launch(
         dir: tempfile::TempDir,
         s: Setup<'_>,
         limit: Duration,
         env: &[(&str, &str)],
+    ) -> Result<Schild, (Option<ExitStatus>, String)> {
+        Schild::launch_with(dir, s, limit, env, &[])
+    }
+
+    fn launch_with(
+        dir: tempfile::TempDir,
+        s: Setup<'_>,
+        limit: Duration,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
     ) -> Result<Schild, (Option<ExitStatus>, String)> {
         for (name, text) in s.files {
             write(dir.path(), name, text);
@@ -93,11 +114,31 @@ impl Schild {
         } else {
             format!("[server]\n{listen}\n{}", s.config)
         };
-        let config =
-            format!("state_dir = \"state\"\n{body}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n");
+        // A test with its own [admin] section keeps it; the listen address is ours.
+        let config = if body.contains("[admin]\n") {
+            let body = body.replacen("[admin]\n", "[admin]\nlisten = \"127.0.0.1:0\"\n", 1);
+            format!("state_dir = \"state\"\n{body}\n")
+        } else {
+            format!("state_dir = \"state\"\n{body}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n")
+        };
+        // With `token_file`, `http` sends the token.
+        let token = config
+            .lines()
+            .find_map(|l| l.strip_prefix("token_file = "))
+            .map(|f| f.trim().trim_matches('"'))
+            .and_then(|f| std::fs::read_to_string(dir.path().join(f)).ok())
+            .map(|t| t.trim().to_string());
         let path = dir.path().join("schild.toml");
         std::fs::write(&path, &config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_schild"))
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_schild"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_schild")),
+        };
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(&path)
             .env("SCHILD_LOG", "info")
@@ -140,6 +181,7 @@ impl Schild {
             admin: admin.expect("admin"),
             dir,
             log,
+            token,
         };
         if s.wait_ready {
             while me.http("GET", "/ready").0 != 200 {
@@ -163,10 +205,19 @@ impl Schild {
     }
 
     /// A tiny HTTP/1.0 client for the admin listener: (status, body).
+    /// Sends the admin token when the config has one.
     pub fn http(&self, method: &str, path: &str) -> (u16, String) {
+        self.http_with(method, path, self.token.as_deref())
+    }
+
+    /// [`Schild::http`] with this token (or none).
+    pub fn http_with(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
         http_raw(
             self.admin,
-            &format!("{method} {path} HTTP/1.0\r\nHost: schild\r\nContent-Length: 0\r\n\r\n"),
+            &format!("{method} {path} HTTP/1.0\r\nHost: schild\r\n{auth}Content-Length: 0\r\n\r\n"),
             Duration::from_secs(30),
         )
     }

@@ -1,6 +1,7 @@
 //! The one integration-test binary: it links once. One module per area.
 
 mod cli;
+mod ctl;
 mod deploy;
 mod differential;
 mod dns;
