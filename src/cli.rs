@@ -185,13 +185,45 @@ fn load_policy(config: &Config) -> Result<Policy, i32> {
     })
 }
 
-/// `schild check NAME`: is it blocked, and why? Exit 0 not blocked, 1 blocked, 2 error.
-pub fn check(config: &Config, query: &str) -> i32 {
+/// `schild check NAME [--client ADDR]`: is it blocked (for that client),
+/// and why? Exit 0 not blocked, 1 blocked, 2 error.
+pub fn check(config: &Config, query: &str, client: Option<IpAddr>) -> i32 {
     let policy = match load_policy(config) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    let per = match crate::config::groups::PerNetworkPolicy::load(config) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("schild: {}", error_chain(&e));
+            return exit::CHECK_ERROR;
+        }
+    };
     let mut out = std::io::stdout().lock();
+    let group = client.and_then(|c| per.table.group_of(c));
+    if let Some(c) = client {
+        let _ = match group {
+            Some(g) => writeln!(
+                out,
+                "client {c}: client group {}{}",
+                g.name,
+                describe_group(g)
+            ),
+            None => writeln!(
+                out,
+                "client {c}: in no client group: the global policy applies"
+            ),
+        };
+    }
+    let keep =
+        |id: u16| group.is_none_or(|g| policy.feed(id).is_some_and(|f| g.uses_feed(&f.name)));
+    let as_group = |hit: policy::Hit| match group {
+        Some(g) if g.action == policy::groups::GroupAction::LogOnly => policy::Hit {
+            action: policy::Action::LogOnly,
+            ..hit
+        },
+        _ => hit,
+    };
     // A pasted URL (from a phishing mail, a proxy log) is judged by its host.
     let host = url_host(query);
     if let Some(h) = &host {
@@ -203,7 +235,7 @@ pub fn check(config: &Config, query: &str) -> i32 {
         .trim_matches(|c| c == '[' || c == ']')
         .parse::<IpAddr>();
     if let Ok(ip) = as_ip {
-        return match policy.lookup_ip(ip) {
+        return match policy.lookup_ip_where(ip, keep).map(as_group) {
             Some(hit) => {
                 let trigger = policy
                     .meta()
@@ -241,7 +273,41 @@ pub fn check(config: &Config, query: &str) -> i32 {
         }
     };
     let n = name.as_str();
-    match policy.lookup_str(n) {
+    if let Some(g) = group
+        && let Some(names) = &g.allow_only
+        && names.matches_str(n).is_none()
+    {
+        let _ = writeln!(
+            out,
+            "{n}: BLOCKED (nxdomain) by client group {}: not in its allow_only list (default-deny)",
+            g.name
+        );
+        return exit::FAILURE;
+    }
+    let verdict = match policy.lookup_labels_where(n.split('.').map(str::as_bytes), keep) {
+        Verdict::Blocked(hit) => Verdict::Blocked(as_group(hit)),
+        v => v,
+    };
+    let bypass = per.bypass.as_ref().and_then(|b| b.matches_str(n));
+    if let Some(allow) = &per.rebind_allow {
+        let _ = if allow.matches_str(n).is_some() {
+            writeln!(out, "  rebind protection: exempt (policy.rebind_allow)")
+        } else {
+            writeln!(
+                out,
+                "  rebind protection: on (an answer with a private, loopback or link-local address is blocked)"
+            )
+        };
+    }
+    if let (Some(len), Verdict::Pass) = (bypass, verdict) {
+        let listed = policy::matched_suffix(n, len);
+        let _ = writeln!(
+            out,
+            "{n}: BLOCKED (nxdomain) by policy.block_bypass: {listed} would let clients bypass this resolver"
+        );
+        return exit::FAILURE;
+    }
+    match verdict {
         Verdict::Blocked(hit) => {
             let listed = policy::matched_suffix(n, hit.matched_len);
             let verb = if hit.action.enforces() {
@@ -299,6 +365,25 @@ pub fn check(config: &Config, query: &str) -> i32 {
             let _ = explain_refusals(&mut out, &policy, n);
             exit::OK
         }
+    }
+}
+
+/// What a group does, for `check --client`.
+fn describe_group(g: &policy::groups::ClientGroup) -> String {
+    let mut parts = Vec::new();
+    if let Some(names) = &g.allow_only {
+        parts.push(format!("allow_only: {} names (default-deny)", names.len()));
+    }
+    if g.action == policy::groups::GroupAction::LogOnly {
+        parts.push("action log-only (hits recorded, answered normally)".to_string());
+    }
+    if let Some(fs) = &g.feeds {
+        parts.push(format!("feeds: {}", fs.join(", ")));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
     }
 }
 

@@ -35,6 +35,9 @@ enum Command {
         config: PathBuf,
         /// A domain name or an IP address.
         name: String,
+        /// Judge it as this client would get it: its [[client_group]].
+        #[arg(long)]
+        client: Option<std::net::IpAddr>,
     },
     /// What the current artifact holds and how each feed fared.
     Stats {
@@ -129,8 +132,12 @@ fn main() -> ExitCode {
         Command::Compile { config } => {
             with_config(&config, |c| runtime().block_on(cli::compile(&c)))
         }
-        Command::Check { config, name } => match cli::load_config(&config) {
-            Ok(c) => cli::check(&c, &name),
+        Command::Check {
+            config,
+            name,
+            client,
+        } => match cli::load_config(&config) {
+            Ok(c) => cli::check(&c, &name, client),
             Err(_) => exit::CHECK_ERROR,
         },
         Command::Allow {

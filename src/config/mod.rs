@@ -81,6 +81,7 @@ impl fmt::Display for Secret {
     }
 }
 
+pub mod groups;
 mod raw;
 mod validate;
 
@@ -118,6 +119,9 @@ pub struct Config {
     /// `[http]`: the TLS defaults of every HTTPS client (feeds, sightings,
     /// TAXII); a feed's own keys override them.
     pub http: TlsClient,
+    /// `[[client_group]]`s, in configuration order (the first that holds
+    /// a client applies).
+    pub client_groups: Vec<ClientGroupConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +191,29 @@ pub struct PolicyConfig {
     pub block_ttl: u32,
     pub sinkhole_ipv4: Vec<std::net::Ipv4Addr>,
     pub sinkhole_ipv6: Vec<std::net::Ipv6Addr>,
+    /// Block public names whose answer holds a private, loopback or
+    /// link-local address (DNS rebinding).
+    pub rebind_protection: bool,
+    /// Names (and their subdomains) exempt from `rebind_protection`, normalised.
+    pub rebind_allow: Vec<String>,
+    /// NXDOMAIN for the names browsers and phones ask before bypassing
+    /// this resolver (Firefox's DoH canary, iCloud Private Relay).
+    pub block_bypass: bool,
+}
+
+/// `[[client_group]]`: the policy of the clients in some networks.
+#[derive(Debug, Clone)]
+pub struct ClientGroupConfig {
+    pub name: String,
+    /// Host bits never set (checked).
+    pub networks: Vec<IpNet>,
+    /// Files of the only names (and subdomains) the group may resolve;
+    /// empty: no such restriction.
+    pub allow_only: Vec<PathBuf>,
+    /// `action = "log-only"`: IOC hits are recorded, answered normally.
+    pub log_only: bool,
+    /// Only these feeds apply; `None`: all.
+    pub feeds: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -427,6 +454,14 @@ impl Config {
         for (i, p) in self.allowlist.warninglists.iter().enumerate() {
             files.push((format!("allowlist.warninglists[{i}]"), p.clone()));
         }
+        for g in &self.client_groups {
+            for (i, p) in g.allow_only.iter().enumerate() {
+                files.push((
+                    format!("client_group {:?}.allow_only[{i}]", g.name),
+                    p.clone(),
+                ));
+            }
+        }
         for f in &self.feeds {
             if let Location::Path(p) = &f.location {
                 // A MISP feed on disk is a folder with its manifest.
@@ -499,6 +534,9 @@ mod tests {
         assert!(c.admin.token.is_some());
         assert_eq!(c.server.client_qps_slip, 2);
         assert_eq!(c.admin.max_connections, 64);
+        assert_eq!(c.client_groups.len(), 2);
+        assert!(c.client_groups[1].log_only);
+        assert!(c.policy.block_bypass);
         // Every commented-out key (`# key = value`) is a real key too: with
         // them uncommented (and the secrets they name present) it still
         // loads, so a documented option cannot be misspelt or gone.
@@ -524,6 +562,87 @@ mod tests {
         let c = load(&uncommented).unwrap_or_else(|e| panic!("README reference, uncommented: {e}"));
         assert!(c.feeds[0].tls.client_cert.is_some());
         assert!(c.sightings.taxii_collection.is_some());
+    }
+
+    #[test]
+    fn client_groups_are_validated_naming_the_key() {
+        let feed = "[[feed]]\nname = \"zdn\"\ntype = \"domains\"\nlocation = \"x\"\n";
+        let group = |body: &str| {
+            parse(&format!(
+                "state_dir = \"s\"\n{feed}[[client_group]]\nname = \"devices\"\n{body}"
+            ))
+        };
+        let c = group(
+            "networks = [\"10.20.0.0/16\", \"::1\"]\nallow_only = [\"a.txt\"]\nfeeds = [\"zdn\"]",
+        )
+        .expect("valid");
+        let g = &c.client_groups[0];
+        assert_eq!(g.networks.len(), 2);
+        assert_eq!(g.allow_only, vec![PathBuf::from("/etc/schild/a.txt")]);
+        assert_eq!(g.feeds.as_deref(), Some(&["zdn".to_string()][..]));
+        for (body, key, says) in [
+            (
+                "networks = [\"10.20.1.0/16\"]",
+                "client_group \"devices\".networks",
+                "host bits",
+            ),
+            (
+                "networks = [\"10.20.0.0/33\"]",
+                "client_group \"devices\".networks",
+                "not a network",
+            ),
+            (
+                "networks = []",
+                "client_group \"devices\".networks",
+                "empty",
+            ),
+            (
+                "networks = [\"10.0.0.0/8\"]\naction = \"nxdomain\"",
+                "client_group \"devices\".action",
+                "log-only",
+            ),
+            (
+                "networks = [\"10.0.0.0/8\"]\nfeeds = [\"nope\"]",
+                "client_group \"devices\".feeds[0]",
+                "not a configured feed",
+            ),
+            (
+                "networks = [\"10.0.0.0/8\"]\nallow_only = []",
+                "client_group \"devices\".allow_only",
+                "empty",
+            ),
+            (
+                "networks = [\"10.0.0.0/8\"]\nallow_only = [\"a\"]\naction = \"log-only\"",
+                "client_group \"devices\".action",
+                "allow_only",
+            ),
+            (
+                "networks = [\"10.0.0.0/8\"]\n[[client_group]]\nname = \"devices\"\nnetworks = [\"::1\"]",
+                "client_group \"devices\".name",
+                "twice",
+            ),
+        ] {
+            let e = group(body).expect_err(body).to_string();
+            assert!(e.contains(key) && e.contains(says), "{body}: {e}");
+        }
+        let e = parse("state_dir = \"s\"\n[[client_group]]\nname = \"a b\"\nnetworks = [\"::1\"]")
+            .expect_err("bad name")
+            .to_string();
+        assert!(e.contains("client_group[0].name"), "{e}");
+        let e = parse("state_dir = \"s\"\n[policy]\nrebind_allow = [\"a..b\"]")
+            .expect_err("bad name")
+            .to_string();
+        assert!(e.contains("policy.rebind_allow[0]"), "{e}");
+    }
+
+    #[test]
+    fn per_network_defaults() {
+        let c = parse("state_dir = \"s\"").expect("valid");
+        assert!(c.client_groups.is_empty());
+        assert!(c.policy.block_bypass, "block_bypass is on by default");
+        assert!(!c.policy.rebind_protection);
+        let c = parse("state_dir = \"s\"\n[policy]\nfail_closed = true").expect("valid");
+        assert!(c.policy.block_bypass, "also with a [policy] section");
     }
 
     #[test]

@@ -32,6 +32,19 @@ pub(super) struct RawConfig {
     pub(super) http: RawTls,
     #[serde(default)]
     pub(super) dnstap: Option<RawDnstap>,
+    #[serde(default, rename = "client_group")]
+    pub(super) client_groups: Vec<RawClientGroup>,
+}
+
+/// `[[client_group]]`: a policy for the clients of some networks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawClientGroup {
+    pub(super) name: String,
+    pub(super) networks: Vec<String>,
+    pub(super) allow_only: Option<Vec<PathBuf>>,
+    pub(super) action: Option<String>,
+    pub(super) feeds: Option<Vec<String>>,
 }
 
 /// `[dnstap]`.
@@ -238,7 +251,7 @@ pub(super) fn default_servfail_ttl_secs() -> u64 {
     1
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPolicy {
     #[serde(default)]
@@ -248,6 +261,28 @@ pub(super) struct RawPolicy {
     pub(super) sinkhole_ipv4: Vec<std::net::Ipv4Addr>,
     #[serde(default)]
     pub(super) sinkhole_ipv6: Vec<std::net::Ipv6Addr>,
+    /// Block public names that answer with private addresses.
+    #[serde(default)]
+    pub(super) rebind_protection: bool,
+    #[serde(default)]
+    pub(super) rebind_allow: Vec<String>,
+    /// NXDOMAIN for the DoH canary and iCloud Private Relay names.
+    #[serde(default = "default_true")]
+    pub(super) block_bypass: bool,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        RawPolicy {
+            fail_closed: false,
+            block_ttl_secs: None,
+            sinkhole_ipv4: Vec::new(),
+            sinkhole_ipv6: Vec::new(),
+            rebind_protection: false,
+            rebind_allow: Vec::new(),
+            block_bypass: default_true(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -53,6 +53,21 @@ fn parse_net(field: &str, s: &str) -> Result<IpNet, ConfigError> {
     ))
 }
 
+/// A name that becomes a metric label and a log field: letters, digits, - and _.
+fn label_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            field,
+            format!("{name:?}: use letters, digits, - and _"),
+        ));
+    }
+    Ok(())
+}
+
 fn read_secret(
     field: &str,
     base: &Path,
@@ -100,7 +115,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
     let state_dir = resolve(base, &raw.state_dir);
     let server = server(raw.server, base)?;
     let resolver = resolver(raw.resolver, base)?;
-    let policy = policy(raw.policy);
+    let policy = policy(raw.policy)?;
     let http = tls(
         "http",
         base,
@@ -138,6 +153,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
             .collect(),
         max_spared: raw.allowlist.max_spared,
     };
+    let client_groups = client_groups(raw.client_groups, base, &feeds)?;
     let sightings = sightings(raw.sightings, base, &state_dir, &http)?;
     let rpz = raw.rpz.map(|z| rpz(z, base)).transpose()?;
     let dnstap = raw
@@ -157,6 +173,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
         rpz,
         dnstap,
         http,
+        client_groups,
     })
 }
 
@@ -412,13 +429,109 @@ fn resolver(r: RawResolver, base: &Path) -> Result<ResolverConfig, ConfigError> 
     })
 }
 
-fn policy(p: RawPolicy) -> PolicyConfig {
-    PolicyConfig {
+fn policy(p: RawPolicy) -> Result<PolicyConfig, ConfigError> {
+    let mut rebind_allow = Vec::with_capacity(p.rebind_allow.len());
+    for (i, n) in p.rebind_allow.iter().enumerate() {
+        let name = crate::policy::normalise(n).map_err(|e| {
+            invalid(
+                format!("policy.rebind_allow[{i}]"),
+                format!("{n:?} is not a name: {e}"),
+            )
+        })?;
+        rebind_allow.push(name.into_string());
+    }
+    Ok(PolicyConfig {
         fail_closed: p.fail_closed,
         block_ttl: p.block_ttl_secs.unwrap_or(300),
         sinkhole_ipv4: p.sinkhole_ipv4,
         sinkhole_ipv6: p.sinkhole_ipv6,
+        rebind_protection: p.rebind_protection,
+        rebind_allow,
+        block_bypass: p.block_bypass,
+    })
+}
+
+/// `[[client_group]]`s: named like feeds, networks without host bits,
+/// `feeds` naming configured feeds.
+fn client_groups(
+    raw: Vec<RawClientGroup>,
+    base: &Path,
+    feeds: &[FeedConfig],
+) -> Result<Vec<ClientGroupConfig>, ConfigError> {
+    let mut groups: Vec<ClientGroupConfig> = Vec::with_capacity(raw.len());
+    if raw.len() > usize::from(u16::MAX) {
+        return Err(invalid("client_group", "too many client groups"));
     }
+    for (i, g) in raw.into_iter().enumerate() {
+        label_name(&format!("client_group[{i}].name"), &g.name)?;
+        let label = format!("client_group {:?}", g.name);
+        let field = |k: &str| format!("{label}.{k}");
+        if groups.iter().any(|x| x.name == g.name) {
+            return Err(invalid(
+                field("name"),
+                format!("{:?} is used twice (client_group[{i}])", g.name),
+            ));
+        }
+        if g.networks.is_empty() {
+            return Err(invalid(
+                field("networks"),
+                "is empty: the group would hold no client",
+            ));
+        }
+        let networks = g
+            .networks
+            .iter()
+            .map(|n| parse_net(&field("networks"), n))
+            .collect::<Result<Vec<_>, _>>()?;
+        let log_only = match g.action.as_deref() {
+            None => false,
+            Some("log-only") => true,
+            Some(other) => {
+                return Err(invalid(
+                    field("action"),
+                    format!(
+                        "{other:?}: only \"log-only\" (leave it out for the feeds' own actions)"
+                    ),
+                ));
+            }
+        };
+        let allow_only: Vec<PathBuf> = g
+            .allow_only
+            .iter()
+            .flatten()
+            .map(|p| resolve(base, p))
+            .collect();
+        if g.allow_only.as_ref().is_some_and(Vec::is_empty) {
+            return Err(invalid(
+                field("allow_only"),
+                "is empty: no name would resolve for the group (leave it out for no restriction)",
+            ));
+        }
+        if log_only && !allow_only.is_empty() {
+            return Err(invalid(
+                field("action"),
+                "\"log-only\" with allow_only: a default-deny group cannot also be log-only",
+            ));
+        }
+        if let Some(fs) = &g.feeds {
+            for (k, f) in fs.iter().enumerate() {
+                if !feeds.iter().any(|x| &x.name == f) {
+                    return Err(invalid(
+                        format!("{label}.feeds[{k}]"),
+                        format!("{f:?} is not a configured feed"),
+                    ));
+                }
+            }
+        }
+        groups.push(ClientGroupConfig {
+            name: g.name,
+            networks,
+            allow_only,
+            log_only,
+            feeds: g.feeds,
+        });
+    }
+    Ok(groups)
 }
 
 fn feed(
@@ -429,17 +542,7 @@ fn feed(
     http: &TlsClient,
 ) -> Result<FeedConfig, ConfigError> {
     {
-        if f.name.is_empty()
-            || !f
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(invalid(
-                format!("feed[{i}].name"),
-                format!("{:?}: use letters, digits, - and _", f.name),
-            ));
-        }
+        label_name(&format!("feed[{i}].name"), &f.name)?;
         // Named by its name from here on: `feed "zdn".location`.
         let label = format!("feed {:?}", f.name);
         let field = |k: &str| format!("{label}.{k}");

@@ -168,6 +168,31 @@ impl Policy {
     where
         I: DoubleEndedIterator<Item = &'a [u8]>,
     {
+        self.lookup_labels_by(labels, |set| Some(self.set_meta(set)))
+    }
+
+    /// [`Policy::lookup_labels`] with only the feeds `keep` accepts: a
+    /// listed name counts when one of its indicators comes from a kept
+    /// feed (so a name two feeds list is still blocked for a group that
+    /// uses one of them), and that feed decides the action (an enforcing
+    /// feed over a log-only one, then the first in the configuration). The
+    /// allowlist still wins. Allocation-free, like the plain lookup.
+    pub fn lookup_labels_where<'a, I>(&self, labels: I, keep: impl Fn(FeedId) -> bool) -> Verdict
+    where
+        I: DoubleEndedIterator<Item = &'a [u8]>,
+    {
+        self.lookup_labels_by(labels, |set| self.decide_among(set, &keep))
+    }
+
+    #[inline]
+    fn lookup_labels_by<'a, I>(
+        &self,
+        labels: I,
+        decide: impl Fn(u32) -> Option<(FeedId, Action)>,
+    ) -> Verdict
+    where
+        I: DoubleEndedIterator<Item = &'a [u8]>,
+    {
         let mut buf = [0u8; MAX_NAME_LEN + 2];
         let mut n = 0;
         for (i, label) in labels.rev().enumerate() {
@@ -187,7 +212,7 @@ impl Policy {
             }
             n += label.len();
         }
-        self.lookup_reversed(&buf[..n])
+        self.lookup_reversed_by(&buf[..n], decide)
     }
 
     /// Look up a name in presentation form (`www.Evil.example.`). Case and a
@@ -210,6 +235,15 @@ impl Policy {
 
     /// Look up a reversed, lower-case key (`moc.live.www`).
     pub fn lookup_reversed(&self, key: &[u8]) -> Verdict {
+        self.lookup_reversed_by(key, |set| Some(self.set_meta(set)))
+    }
+
+    #[inline]
+    fn lookup_reversed_by(
+        &self,
+        key: &[u8],
+        decide: impl Fn(u32) -> Option<(FeedId, Action)>,
+    ) -> Verdict {
         if !self.may_match(key) {
             return Verdict::Pass;
         }
@@ -218,7 +252,7 @@ impl Policy {
         // Every final state at a label boundary is a listed parent domain;
         // the walk ends at the query name itself.
         self.index().walk(key, |len, v| {
-            self.consider(v, len == key.len(), len, &mut block, &mut allow);
+            self.consider(v, len == key.len(), len, &decide, &mut block, &mut allow);
         });
         finish(block, allow)
     }
@@ -272,6 +306,7 @@ impl Policy {
         v: u64,
         exact: bool,
         len: usize,
+        decide: &impl Fn(u32) -> Option<(FeedId, Action)>,
         block: &mut Option<Hit>,
         allow: &mut Option<AllowHit>,
     ) {
@@ -302,7 +337,9 @@ impl Policy {
             return;
         }
         let set = set as u32;
-        let (feed, action) = self.set_meta(set);
+        let Some((feed, action)) = decide(set) else {
+            return;
+        };
         // Deeper matches come later in the walk: the most specific wins.
         *block = Some(Hit {
             set,
@@ -336,6 +373,39 @@ impl Policy {
         self.set_meta(set)
     }
 
+    /// The deciding feed and action of a set among the feeds `keep`
+    /// accepts (the compiler's rule: an enforcing feed beats a log-only
+    /// one, then the first in the configuration); `None` when no indicator
+    /// of the set comes from a kept feed.
+    pub fn decide_among(
+        &self,
+        set: u32,
+        keep: impl Fn(FeedId) -> bool,
+    ) -> Option<(FeedId, Action)> {
+        let (feed, action) = self.set_meta(set);
+        if keep(feed) {
+            return Some((feed, action));
+        }
+        let mut best: Option<(bool, FeedId, Action)> = None;
+        for p in self.provenance_of(set) {
+            if !keep(p.feed) {
+                continue;
+            }
+            let Some(info) = self.feed(p.feed) else {
+                continue;
+            };
+            let enforces = info.action.enforces();
+            let better = match best {
+                None => true,
+                Some((be, bf, _)) => (enforces && !be) || (enforces == be && p.feed < bf),
+            };
+            if better {
+                best = Some((enforces, p.feed, info.action));
+            }
+        }
+        best.map(|(_, f, a)| (f, a))
+    }
+
     fn set_meta(&self, set: u32) -> (FeedId, Action) {
         let m = u32::from_le_bytes(read4(self.parts.set_meta.as_ref(), set as usize * 4));
         ((m & 0xffff) as FeedId, Action::from_u8((m >> 16) as u8))
@@ -343,6 +413,21 @@ impl Policy {
 
     /// Look up an address from an answer (A/AAAA) against the IP triggers.
     pub fn lookup_ip(&self, ip: IpAddr) -> Option<Hit> {
+        self.lookup_ip_by(ip, |set| Some(self.set_meta(set)))
+    }
+
+    /// [`Policy::lookup_ip`] with only the feeds `keep` accepts (see
+    /// [`Policy::lookup_labels_where`]): the most specific network a kept
+    /// feed lists.
+    pub fn lookup_ip_where(&self, ip: IpAddr, keep: impl Fn(FeedId) -> bool) -> Option<Hit> {
+        self.lookup_ip_by(ip, |set| self.decide_among(set, &keep))
+    }
+
+    fn lookup_ip_by(
+        &self,
+        ip: IpAddr,
+        decide: impl Fn(u32) -> Option<(FeedId, Action)>,
+    ) -> Option<Hit> {
         let ip = match ip {
             IpAddr::V6(v6) => v6
                 .to_ipv4_mapped()
@@ -363,7 +448,10 @@ impl Policy {
                         .v4
                         .binary_search_by(|e| (e.0, e.1).cmp(&(len, net)))
                         .ok()
-                        .map(|i| self.ips.v4[i].2)
+                        .and_then(|i| {
+                            let set = self.ips.v4[i].2;
+                            decide(set).map(|d| (set, d))
+                        })
                 })
             }
             IpAddr::V6(a) => {
@@ -378,11 +466,14 @@ impl Policy {
                         .v6
                         .binary_search_by(|e| (e.0, e.1).cmp(&(len, net)))
                         .ok()
-                        .map(|i| self.ips.v6[i].2)
+                        .and_then(|i| {
+                            let set = self.ips.v6[i].2;
+                            decide(set).map(|d| (set, d))
+                        })
                 })
             }
         }?;
-        let (feed, action) = self.set_meta(set);
+        let (set, (feed, action)) = set;
         Some(Hit {
             set,
             action,

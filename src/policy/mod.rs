@@ -8,6 +8,7 @@
 pub mod artifact;
 pub mod compile;
 mod filter;
+pub mod groups;
 pub(crate) mod index;
 pub mod ioc;
 pub mod matcher;

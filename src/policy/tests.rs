@@ -392,3 +392,67 @@ fn a_damaged_index_root_neither_panics_at_load_nor_after() {
         }
     }
 }
+
+#[test]
+fn a_feed_restriction_keeps_only_the_kept_feeds_hits() {
+    let mut c = Compiler::new(vec![
+        feed("first", Action::Nxdomain),
+        feed("second", Action::Sinkhole),
+        feed("trial", Action::LogOnly),
+    ]);
+    // Both feeds list both.example; only the first lists one.example
+    // (and with its subdomains, parent.example); the second lists
+    // deep.parent.example.
+    c.add(0, &IocRecord::plain("domain", "both.example"));
+    c.add(1, &IocRecord::plain("domain", "both.example"));
+    c.add(0, &IocRecord::plain("domain", "one.example"));
+    c.add(0, &IocRecord::plain("domain", "parent.example"));
+    c.add(1, &IocRecord::plain("domain", "deep.parent.example"));
+    c.add(2, &IocRecord::plain("domain", "trial.example"));
+    c.add(1, &IocRecord::plain("ip-dst", "198.51.100.0/24"));
+    c.add(0, &IocRecord::plain("ip-dst", "198.51.0.0/16"));
+    let p = Policy::from_bytes(c.finish().expect("compiles")).expect("loads");
+    let labels = |n: &'static str| n.split('.').map(str::as_bytes);
+    let only = |id: FeedId| move |f: FeedId| f == id;
+    // A name two feeds list is blocked for a group that has either one,
+    // with the kept feed's action.
+    let hit = p
+        .lookup_labels_where(labels("www.both.example"), only(1))
+        .hit()
+        .expect("blocked");
+    assert_eq!((hit.feed, hit.action), (1, Action::Sinkhole));
+    let hit = p
+        .lookup_labels_where(labels("www.both.example"), only(0))
+        .hit()
+        .expect("blocked");
+    assert_eq!((hit.feed, hit.action), (0, Action::Nxdomain));
+    // Listed by another feed only: passes.
+    assert_eq!(
+        p.lookup_labels_where(labels("one.example"), only(1)),
+        Verdict::Pass
+    );
+    // The most specific listing of a kept feed wins, a parent included.
+    let hit = p
+        .lookup_labels_where(labels("x.deep.parent.example"), only(0))
+        .hit()
+        .expect("parent");
+    assert_eq!(
+        (hit.feed, hit.matched_len),
+        (0, "parent.example".len() as u8)
+    );
+    let hit = p
+        .lookup_labels_where(labels("x.deep.parent.example"), |_| true)
+        .hit()
+        .expect("deep");
+    assert_eq!(hit.feed, 1);
+    assert_eq!(
+        p.lookup_labels_where(labels("trial.example"), only(0)),
+        Verdict::Pass
+    );
+    // Addresses: the most specific network of a kept feed.
+    let ip: IpAddr = "198.51.100.7".parse().expect("ip");
+    assert_eq!(p.lookup_ip_where(ip, only(1)).map(|h| h.feed), Some(1));
+    assert_eq!(p.lookup_ip_where(ip, only(0)).map(|h| h.feed), Some(0));
+    assert_eq!(p.lookup_ip_where(ip, only(2)), None);
+    assert_eq!(p.lookup_ip(ip), p.lookup_ip_where(ip, |_| true));
+}

@@ -27,10 +27,12 @@ use ipnet::IpNet;
 use tokio::sync::Notify;
 
 use super::answer::{self, ede};
+use super::groups::PerNetwork;
 use super::hits::HitSink;
 use super::metrics::{Metrics, Transport, UpstreamError};
 use super::ratelimit::{RateLimiter, Verdict as Rate};
 use super::resolve::{Flags, Resolved, Resolver};
+use crate::policy::groups::{ClientGroup, GroupAction, is_private_answer};
 use crate::policy::{Action, Hit, Policy, Verdict, matched_suffix};
 use crate::rpz::xfr::RpzPrimary;
 use crate::sightings::{HitEvent, Trigger};
@@ -101,6 +103,8 @@ pub struct Shared {
     pub dnstap: Option<super::dnstap::Tap>,
     /// `server.client_qps` (UDP only); `None` when off.
     pub ratelimit: Option<RateLimiter>,
+    /// `[[client_group]]`s, `rebind_protection`, `block_bypass`.
+    pub groups: PerNetwork,
 }
 
 /// The `RequestHandler` our own UDP, TCP and TLS loops (`server::listen`)
@@ -252,6 +256,7 @@ impl Shared {
             qname: lower,
             qtype,
             transport: transport.as_str(),
+            group: self.groups.group_of(request.src().ip()),
         };
 
         if let Some((verdict, slot)) = rate {
@@ -299,9 +304,7 @@ impl Shared {
         if !exempt {
             let block = {
                 let guard = self.policy.load();
-                guard
-                    .as_ref()
-                    .and_then(|p| self.check_answer(p, &resolved, qname, &hit_ctx))
+                self.check_answer(guard.as_ref(), &resolved, qname, &hit_ctx)
             };
             if let Some(b) = block {
                 return self
@@ -421,38 +424,148 @@ impl Shared {
         self.send(request, rh, msg).await
     }
 
-    /// The policy on the query name.
+    /// The policy on the query name: the client group's `allow_only`,
+    /// the allowlist, the IOC lists (as the group sees them), the
+    /// resolver-bypass names.
     fn policy_on_question(&self, qname: &Name, ctx: &HitCtx<'_>) -> OnQuestion {
-        let guard = self.policy.load();
-        let Some(p) = guard.as_ref() else {
-            return OnQuestion::Pass;
-        };
-        match p.lookup_labels(qname.iter()) {
-            Verdict::Blocked(hit) => {
-                let listed = matched_suffix(&plain_lower(qname), hit.matched_len).to_string();
-                let owner = qname.trim_to(answer::suffix_labels(qname, hit.matched_len));
-                let text = block_text(p, &hit, &listed, "");
-                self.hit(p, &hit, Trigger::Name(listed), ctx);
-                if hit.action.enforces() {
-                    OnQuestion::Block(Block {
-                        action: hit.action,
-                        soa_owner: owner,
-                        serial: p.serial(),
-                        text,
-                    })
-                } else {
-                    OnQuestion::Pass
-                }
-            }
-            Verdict::Allowed { .. } => {
-                self.metrics.allowlist_overrides.inc();
-                OnQuestion::Exempt
-            }
-            // Like RPZ-PASSTHRU: an allowlisted query name exempts its
-            // whole answer, CNAME targets and addresses included.
-            Verdict::AllowOnly(_) => OnQuestion::Exempt,
-            Verdict::Pass => OnQuestion::Pass,
+        if let Some((i, _)) = ctx.group {
+            self.groups.count_query(i);
         }
+        let guard = self.policy.load();
+        let p = guard.as_ref();
+        // Default-deny: outside the group's names nothing resolves, not
+        // even an allowlisted name (the allowlist spares names from the
+        // feeds; it does not open a closed group).
+        if let Some((i, g)) = ctx.group
+            && let Some(names) = &g.allow_only
+            && names.matches_labels(qname.iter()).is_none()
+        {
+            self.groups.count_denied(i);
+            if let Some(p) = p {
+                self.denied(p, ctx);
+            }
+            return OnQuestion::Block(Block {
+                action: Action::Nxdomain,
+                soa_owner: qname.clone(),
+                serial: p.map_or(0, |p| p.serial()),
+                text: format!(
+                    "blocked by schild: client group {} allows only the names of its allow_only list",
+                    g.name
+                ),
+            });
+        }
+        if let Some(p) = p {
+            match self.lookup_name(p, qname, ctx) {
+                Verdict::Blocked(hit) => {
+                    let listed = matched_suffix(&plain_lower(qname), hit.matched_len).to_string();
+                    let owner = qname.trim_to(answer::suffix_labels(qname, hit.matched_len));
+                    let text = block_text(p, &hit, &listed, "", ctx);
+                    self.hit(p, &hit, Trigger::Name(listed), ctx);
+                    if hit.action.enforces() {
+                        return OnQuestion::Block(Block {
+                            action: hit.action,
+                            soa_owner: owner,
+                            serial: p.serial(),
+                            text,
+                        });
+                    }
+                }
+                Verdict::Allowed { .. } => {
+                    self.metrics.allowlist_overrides.inc();
+                    return OnQuestion::Exempt;
+                }
+                // Like RPZ-PASSTHRU: an allowlisted query name exempts its
+                // whole answer, CNAME targets and addresses included.
+                Verdict::AllowOnly(_) => return OnQuestion::Exempt,
+                Verdict::Pass => {}
+            }
+        }
+        if let Some(bypass) = &self.groups.bypass
+            && let Some(len) = bypass.matches_labels(qname.iter())
+        {
+            self.groups.count_bypass();
+            let owner = qname.trim_to(answer::suffix_labels(qname, len));
+            let listed = matched_suffix(&plain_lower(qname), len).to_string();
+            return OnQuestion::Block(Block {
+                action: Action::Nxdomain,
+                soa_owner: owner,
+                serial: p.map_or(0, |p| p.serial()),
+                text: format!(
+                    "blocked by schild: {listed} would let clients bypass this resolver (policy.block_bypass)"
+                ),
+            });
+        }
+        OnQuestion::Pass
+    }
+
+    /// A name lookup as the client's group sees it: only its `feeds`, and
+    /// under `action = "log-only"` every hit recorded only.
+    fn lookup_name(&self, p: &Policy, name: &Name, ctx: &HitCtx<'_>) -> Verdict {
+        let Some((_, g)) = ctx.group else {
+            return p.lookup_labels(name.iter());
+        };
+        let v = if g.feeds.is_some() {
+            p.lookup_labels_where(name.iter(), |id| {
+                p.feed(id).is_some_and(|f| g.uses_feed(&f.name))
+            })
+        } else {
+            p.lookup_labels(name.iter())
+        };
+        match v {
+            Verdict::Blocked(hit) => Verdict::Blocked(group_hit(g, hit)),
+            other => other,
+        }
+    }
+
+    /// An address lookup as the client's group sees it.
+    fn lookup_addr(&self, p: &Policy, ip: IpAddr, ctx: &HitCtx<'_>) -> Option<Hit> {
+        let Some((_, g)) = ctx.group else {
+            return p.lookup_ip(ip);
+        };
+        let hit = if g.feeds.is_some() {
+            p.lookup_ip_where(ip, |id| p.feed(id).is_some_and(|f| g.uses_feed(&f.name)))
+        } else {
+            p.lookup_ip(ip)
+        };
+        hit.map(|h| group_hit(g, h))
+    }
+
+    /// `policy.rebind_protection`: the first private, loopback or
+    /// link-local address in the answer of a public name (not under
+    /// `rebind_allow`, not from an internal route).
+    fn rebinding(&self, resolved: &Resolved, qname: &Name) -> Option<Block> {
+        let exempt = self.groups.rebind_allow.as_ref()?;
+        if resolved.internal || exempt.matches_labels(qname.iter()).is_some() {
+            return None;
+        }
+        for r in &resolved.answer.answers {
+            let ip = match &r.data {
+                RData::A(a) => IpAddr::V4(a.0),
+                RData::AAAA(a) => IpAddr::V6(a.0),
+                _ => continue,
+            };
+            if !is_private_answer(ip) || exempt.matches_labels(r.name.iter()).is_some() {
+                continue;
+            }
+            self.groups.count_rebind();
+            return Some(Block {
+                action: Action::Nxdomain,
+                soa_owner: qname.clone(),
+                serial: self.policy.load().as_ref().map_or(0, |p| p.serial()),
+                text: format!(
+                    "blocked by schild: a public name answered with the private address {ip} (policy.rebind_protection)"
+                ),
+            });
+        }
+        None
+    }
+
+    /// A name outside an `allow_only` group's list: recorded like a hit,
+    /// with no feed behind it (so nothing is reported to a feed).
+    fn denied(&self, p: &Arc<Policy>, ctx: &HitCtx<'_>) {
+        tracing::debug!(qname = %ctx.qname, "denied by the client group's allow_only");
+        let trigger = Trigger::Name(plain_lower(&Name::from(ctx.qname)));
+        self.record(p, Action::Nxdomain, trigger, crate::sightings::NO_SET, ctx);
     }
 
     /// RFC 8482: a minimal answer to ANY instead of everything we have.
@@ -484,14 +597,17 @@ impl Shared {
     /// addresses; `log-only` hits on the way are recorded.
     fn check_answer(
         &self,
-        p: &Arc<Policy>,
+        p: Option<&Arc<Policy>>,
         resolved: &Resolved,
         qname: &Name,
         ctx: &HitCtx<'_>,
     ) -> Option<Block> {
+        let Some(p) = p else {
+            return self.rebinding(resolved, qname);
+        };
         for r in &resolved.answer.answers {
             let (hit, trigger, what) = match &r.data {
-                RData::CNAME(target) => match p.lookup_labels(target.0.iter()) {
+                RData::CNAME(target) => match self.lookup_name(p, &target.0, ctx) {
                     Verdict::Blocked(hit) => {
                         let listed =
                             matched_suffix(&plain_lower(&target.0), hit.matched_len).to_string();
@@ -503,17 +619,17 @@ impl Shared {
                     }
                     _ => continue,
                 },
-                RData::A(a) => match p.lookup_ip(IpAddr::V4(a.0)) {
+                RData::A(a) => match self.lookup_addr(p, IpAddr::V4(a.0), ctx) {
                     Some(hit) => (hit, Trigger::Ip(IpAddr::V4(a.0)), " (address in answer)"),
                     None => continue,
                 },
-                RData::AAAA(a) => match p.lookup_ip(IpAddr::V6(a.0)) {
+                RData::AAAA(a) => match self.lookup_addr(p, IpAddr::V6(a.0), ctx) {
                     Some(hit) => (hit, Trigger::Ip(IpAddr::V6(a.0)), " (address in answer)"),
                     None => continue,
                 },
                 _ => continue,
             };
-            let text = block_text(p, &hit, &trigger.to_string(), what);
+            let text = block_text(p, &hit, &trigger.to_string(), what, ctx);
             self.hit(p, &hit, trigger, ctx);
             if hit.action.enforces() {
                 return Some(Block {
@@ -526,23 +642,39 @@ impl Shared {
                 });
             }
         }
-        None
+        self.rebinding(resolved, qname)
     }
 
     fn hit(&self, p: &Arc<Policy>, hit: &Hit, trigger: Trigger, ctx: &HitCtx<'_>) {
         let feed = p.feed(hit.feed).map(|f| f.name.as_str());
         self.metrics.blocked(hit.feed, feed, hit.action);
+        if let Some((i, _)) = ctx.group {
+            self.groups.count_hit(i);
+        }
         tracing::debug!(qname = %ctx.qname, feed, action = hit.action.as_str(), "policy hit");
+        self.record(p, hit.action, trigger, hit.set, ctx);
+    }
+
+    /// Hand a hit to the sightings queue.
+    fn record(
+        &self,
+        p: &Arc<Policy>,
+        action: Action,
+        trigger: Trigger,
+        set: u32,
+        ctx: &HitCtx<'_>,
+    ) {
         self.hits.record(HitEvent {
             at: SystemTime::now(),
             client: ctx.client,
             qname: plain_lower(&Name::from(ctx.qname)),
             qtype: u16::from(ctx.qtype),
             transport: ctx.transport,
-            action: hit.action,
+            action,
             trigger,
-            set: hit.set,
+            set,
             policy: p.clone(),
+            client_group: ctx.group.map(|(_, g)| g.name.clone()),
         });
     }
 
@@ -688,10 +820,31 @@ struct HitCtx<'a> {
     qname: &'a LowerName,
     qtype: RecordType,
     transport: &'static str,
+    /// The client's `[[client_group]]` (its index and the group).
+    group: Option<(usize, &'a ClientGroup)>,
+}
+
+/// A hit as a group acts on it: under `action = "log-only"`, recorded only.
+fn group_hit(g: &ClientGroup, hit: Hit) -> Hit {
+    match g.action {
+        GroupAction::LogOnly => Hit {
+            action: Action::LogOnly,
+            ..hit
+        },
+        GroupAction::Feed => hit,
+    }
 }
 
 /// The Extended DNS Error text of a block: names the feed and the indicator.
-fn block_text(p: &Policy, hit: &Hit, listed: &str, what: &str) -> String {
+fn block_text(p: &Policy, hit: &Hit, listed: &str, what: &str, ctx: &HitCtx<'_>) -> String {
     let feed = p.feed(hit.feed).map(|f| f.name.as_str()).unwrap_or("?");
-    format!("blocked by schild: feed {feed} lists {listed}{what}")
+    match ctx.group {
+        Some((_, g)) => {
+            format!(
+                "blocked by schild: feed {feed} lists {listed}{what} (client group {})",
+                g.name
+            )
+        }
+        None => format!("blocked by schild: feed {feed} lists {listed}{what}"),
+    }
 }

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod answer;
 pub mod dnstap;
+pub mod groups;
 pub mod handler;
 pub mod hits;
 pub mod listen;
@@ -246,6 +247,15 @@ pub async fn run(mut config: Config) -> i32 {
         }
     };
 
+    // 3c. Client groups and the [policy] extras (their files read now).
+    let per_network = match crate::config::groups::PerNetworkPolicy::load(&config) {
+        Ok(g) => groups::PerNetwork::new(g, metrics.registry()),
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "cannot load the client groups");
+            return exit::CONFIG;
+        }
+    };
+
     let shared = Arc::new(Shared {
         config: HandlerConfig {
             allow: config.server.allow.clone(),
@@ -266,6 +276,7 @@ pub async fn run(mut config: Config) -> i32 {
             config.server.client_qps,
             config.server.client_qps_slip,
         ),
+        groups: per_network,
     });
     let handler = Handler(shared.clone());
 

@@ -86,6 +86,10 @@ pub struct Resolved {
     pub age: u32,
     /// Served stale because the upstream failed.
     pub stale: bool,
+    /// The answer came from an internal route (a forward_zone, stub_zone
+    /// or local data), not from the public DNS: `policy.rebind_protection`
+    /// does not apply to it. Zone routing sets it; the global modes never do.
+    pub internal: bool,
 }
 
 impl Resolved {
@@ -940,6 +944,7 @@ impl Resolver {
                     answer: e.answer.clone(),
                     age: age as u32,
                     stale: false,
+                    internal: false,
                 });
             }
         }
@@ -957,6 +962,7 @@ impl Resolver {
                 answer,
                 age: 0,
                 stale: false,
+                internal: false,
             }),
             Err(failure) => self.failed(failure, cached),
         }
@@ -978,6 +984,7 @@ impl Resolver {
                 answer: e.answer.clone(),
                 age: 0,
                 stale: true,
+                internal: false,
             });
         }
         Err(failure)

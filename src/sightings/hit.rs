@@ -41,7 +41,13 @@ pub struct HitEvent {
     pub set: u32,
     /// The policy that matched, so provenance can be read after a reload.
     pub policy: Arc<Policy>,
+    /// The client's `[[client_group]]`, if it is in one.
+    pub client_group: Option<Arc<str>>,
 }
+
+/// The `set` of a hit with no feed behind it (a name outside a client
+/// group's `allow_only` list): logged locally, reported to no feed.
+pub const NO_SET: u32 = u32::MAX;
 
 impl std::fmt::Debug for HitEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,6 +58,7 @@ impl std::fmt::Debug for HitEvent {
             .field("action", &self.action)
             .field("trigger", &self.trigger)
             .field("set", &self.set)
+            .field("client_group", &self.client_group)
             .finish_non_exhaustive()
     }
 }

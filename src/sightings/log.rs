@@ -135,6 +135,9 @@ pub struct LogLine<'a> {
     pub attribute_uuid: Option<&'a str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub tags: &'a [String],
+    /// The client's `[[client_group]]`, if it is in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_group: Option<&'a str>,
     /// Identical hits (same client, name and type) folded into this line
     /// within one second; the time is the first one's.
     pub count: u32,
@@ -362,6 +365,7 @@ mod tests {
                 event_info: None,
                 attribute_uuid: None,
                 tags: &[],
+                client_group: None,
                 count: 1,
             })
             .expect("write");

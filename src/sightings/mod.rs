@@ -23,7 +23,7 @@ use prometheus::{IntCounter, IntGauge, Registry};
 
 use crate::config::{Config, FeedKind};
 pub use allow::{AllowError, AllowOutcome, allow};
-pub use hit::{HitEvent, Trigger};
+pub use hit::{HitEvent, NO_SET, Trigger};
 use report::Target;
 pub use task::Sightings;
 

@@ -195,7 +195,11 @@ impl Sightings {
                 Trigger::Name(n) => n.clone(),
                 Trigger::Ip(ip) => ip.to_string(),
             };
-            for p in hit.policy.provenance_of(hit.set) {
+            for p in hit
+                .policy
+                .provenance_of(hit.set)
+                .take_while(|_| hit.set != super::NO_SET)
+            {
                 let Some(feed) = hit.policy.feed(p.feed) else {
                     continue;
                 };
@@ -278,7 +282,11 @@ impl Sightings {
     }
 
     fn write_log(&mut self, hit: &HitEvent, count: u32) {
-        let prov = hit.policy.provenance_of(hit.set).next();
+        let prov = hit
+            .policy
+            .provenance_of(hit.set)
+            .next()
+            .filter(|_| hit.set != super::NO_SET);
         let feed = prov
             .and_then(|p| hit.policy.feed(p.feed))
             .map(|f| f.name.as_str())
@@ -301,6 +309,7 @@ impl Sightings {
             event_info: event.map(|e| e.info.as_str()),
             attribute_uuid: prov.and_then(|p| p.attribute_uuid.as_deref()),
             tags: prov.map(|p| p.tags.as_slice()).unwrap_or(&[]),
+            client_group: hit.client_group.as_deref(),
             count,
         };
         match self.log.write(&line) {
