@@ -1,7 +1,7 @@
 //! A small DNS client over real sockets for the tests.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, OpCode, Query};
@@ -30,12 +30,23 @@ pub fn query_no_edns(name: &str, qtype: RecordType) -> Message {
 
 /// Send raw bytes over UDP; `None` on timeout.
 pub fn udp_raw(server: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Vec<u8>> {
-    let local = if server.is_ipv6() {
-        "[::1]:0"
+    let local: IpAddr = if server.is_ipv6() {
+        Ipv6Addr::LOCALHOST.into()
     } else {
-        "127.0.0.1:0"
+        Ipv4Addr::LOCALHOST.into()
     };
-    let s = UdpSocket::bind(local).expect("bind");
+    udp_raw_from(local, server, bytes, timeout)
+}
+
+/// [`udp_raw`] from a given source address (another loopback address, to
+/// play a client of another network).
+pub fn udp_raw_from(
+    local: IpAddr,
+    server: SocketAddr,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Option<Vec<u8>> {
+    let s = UdpSocket::bind(SocketAddr::new(local, 0)).expect("bind");
     s.set_read_timeout(Some(timeout)).expect("timeout");
     s.send_to(bytes, server).expect("send");
     let mut buf = vec![0u8; 65_535];
@@ -73,6 +84,14 @@ pub fn udp_timeout(server: SocketAddr, q: &Message, timeout: Duration) -> Option
     let answer = udp_raw(server, &bytes, timeout)?;
     let len = answer.len();
     Some((Message::from_vec(&answer).expect("decode"), len))
+}
+
+/// Ask over UDP from `local` (5 s timeout) and decode; panics without an answer.
+pub fn udp_from(local: IpAddr, server: SocketAddr, q: &Message) -> Message {
+    let bytes = q.to_vec().expect("encode");
+    let answer =
+        udp_raw_from(local, server, &bytes, Duration::from_secs(5)).expect("an answer over UDP");
+    Message::from_vec(&answer).expect("decode")
 }
 
 /// Ask over UDP (5 s timeout) and decode; panics without an answer.

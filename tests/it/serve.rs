@@ -297,7 +297,7 @@ fn clients_outside_server_allow_are_refused() {
 }
 
 /// The UDP listener whose address the log gives as starting with `prefix`.
-fn udp_listener(log: &str, prefix: &str) -> Option<SocketAddr> {
+pub fn udp_listener(log: &str, prefix: &str) -> Option<SocketAddr> {
     let marker = "listening proto=udp addr=";
     log.match_indices(marker).find_map(|(at, _)| {
         let rest = &log[at + marker.len()..];

@@ -1,0 +1,314 @@
+//! Per-network policy (issue 12): `[[client_group]]`s over IPv4 and IPv6
+//! sources (clients bound to 127.0.0.2, 127.0.0.3, 127.0.0.4 and ::1),
+//! `policy.rebind_protection` with an exempt name, `policy.block_bypass`,
+//! and `schild check --client`. Recursion goes through the fake hierarchy
+//! (zones/test/example.test.zone has the private-address names).
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RecordType;
+
+use crate::dns::{addresses, ede, query, udp_from};
+use crate::harness::{Schild, wait_until};
+use crate::hierarchy;
+use crate::serve::udp_listener;
+
+const DEVICES: &str = "127.0.0.2";
+const SOC: &str = "127.0.0.3";
+const ZDN_ONLY: &str = "127.0.0.4";
+const NO_GROUP: &str = "127.0.0.1";
+
+const GROUPS: &str = r#"
+[[feed]]
+name = "ioc"
+type = "domains"
+location = "ioc.txt"
+
+[[feed]]
+name = "zdn"
+type = "domains"
+location = "zdn.txt"
+
+[allowlist]
+files = ["allow.txt"]
+
+[[client_group]]
+name = "devices"
+networks = ["127.0.0.2/32"]
+allow_only = ["devices.txt"]
+
+[[client_group]]
+name = "soc"
+networks = ["127.0.0.3/32", "::1/128"]
+action = "log-only"
+
+[[client_group]]
+name = "zdn-only"
+networks = ["127.0.0.4/32"]
+feeds = ["zdn"]
+
+# Never reached: 127.0.0.2 and .3 are in the groups above.
+[[client_group]]
+name = "shadowed"
+networks = ["127.0.0.2/31"]
+feeds = []
+"#;
+
+const FILES: &[(&str, &str)] = &[
+    // Both feeds list v4only.example.test; each lists one name alone.
+    ("ioc.txt", "www.example.test\nv4only.example.test\n"),
+    ("zdn.txt", "v4only.example.test\nlate.example.test\n"),
+    ("allow.txt", "ok.shady.example.test\n"),
+    // The devices may ask these (and their subdomains) only.
+    (
+        "devices.txt",
+        "# vendor cloud\nexact.example.test\nlate.example.test\n",
+    ),
+];
+
+fn config(policy: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\nallow = [\"127.0.0.0/8\", \"::1/128\"]\n\n{}dnssec = false\n\n[policy]\n{policy}\n{GROUPS}",
+        hierarchy::get().recursive_section()
+    )
+}
+
+fn ask(server: SocketAddr, from: &str, name: &str, qtype: RecordType) -> Message {
+    let src: IpAddr = from.parse().expect("source address");
+    udp_from(src, server, &query(name, qtype))
+}
+
+fn a(server: SocketAddr, from: &str, name: &str) -> Message {
+    ask(server, from, name, RecordType::A)
+}
+
+/// NXDOMAIN with EDE 15 (Blocked) whose text holds `says`.
+fn assert_blocked(m: &Message, says: &str) {
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+    assert!(m.answers.is_empty(), "{m:?}");
+    let (code, text) = ede(m).expect("an Extended DNS Error");
+    assert_eq!(code, 15, "EDE Blocked: {text}");
+    assert!(text.contains(says), "{text:?} should say {says:?}");
+}
+
+fn assert_resolves(m: &Message, address: &str) {
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert_eq!(addresses(m), [address], "{m:?}");
+    assert!(ede(m).is_none(), "{m:?}");
+}
+
+/// The sightings log's lines (JSON), once one matches `want`.
+fn log_line(s: &Schild, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    wait_until("the sightings log line", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(s.path("state/sightings.jsonl")).ok()?;
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| want(v))
+    })
+}
+
+#[test]
+fn allow_only_resolves_its_names_and_denies_the_rest() {
+    let s = Schild::start(&config(""), FILES);
+    // Listed names and their subdomains resolve.
+    assert_resolves(&a(s.dns, DEVICES, "exact.example.test."), "192.0.2.94");
+    assert_resolves(&a(s.dns, DEVICES, "sub.exact.example.test."), "192.0.2.93");
+    // Every other name: NXDOMAIN, EDE 15 naming the group; an allowlisted
+    // name does not open the group.
+    for name in [
+        "v4only.example.test.",
+        "alias.example.test.",
+        "ok.shady.example.test.",
+    ] {
+        assert_blocked(&a(s.dns, DEVICES, name), "client group devices");
+    }
+    let m = ask(s.dns, DEVICES, "www.example.test.", RecordType::AAAA);
+    assert_blocked(&m, "allow_only");
+    // The IOC lists still apply inside the group's names.
+    assert_blocked(
+        &a(s.dns, DEVICES, "late.example.test."),
+        "feed zdn lists late.example.test",
+    );
+    // A client in no group gets the global policy.
+    assert_resolves(&a(s.dns, NO_GROUP, "bad.shady.example.test."), "192.0.2.95");
+    assert_blocked(&a(s.dns, NO_GROUP, "www.example.test."), "feed ioc");
+    // The denial is a hit in the sightings log, with the group.
+    let line = log_line(&s, |v| {
+        v["qname"] == "alias.example.test" && v["client_group"] == "devices"
+    });
+    assert_eq!(line["action"], "nxdomain", "{line}");
+    assert_eq!(
+        line["client"].as_str().map(str::is_empty),
+        Some(false),
+        "{line}"
+    );
+    assert!(
+        s.metric("schild_client_group_denied_total{group=\"devices\"}")
+            .is_some_and(|n| n >= 4.0),
+        "{}",
+        s.http("GET", "/metrics").1
+    );
+    assert!(
+        s.metric("schild_client_group_queries_total{group=\"devices\"}")
+            .is_some_and(|n| n >= 7.0)
+    );
+    assert_eq!(
+        s.metric("schild_client_group_queries_total{group=\"shadowed\"}"),
+        Some(0.0),
+        "the first group that holds the client applies"
+    );
+}
+
+#[test]
+fn log_only_groups_resolve_iocs_and_record_them_over_ipv4_and_ipv6() {
+    let s = Schild::start(&config(""), FILES);
+    assert_resolves(&a(s.dns, SOC, "www.example.test."), "192.0.2.80");
+    // The same name is blocked for everybody else.
+    assert_blocked(&a(s.dns, NO_GROUP, "www.example.test."), "feed ioc");
+    let line = log_line(&s, |v| {
+        v["qname"] == "www.example.test" && v["client_group"] == "soc"
+    });
+    assert_eq!(line["action"], "log-only", "{line}");
+    assert_eq!(line["feed"], "ioc", "{line}");
+    // Over IPv6, from ::1 (in the same group).
+    let v6 = udp_listener(&s.log(), "[::1]:").expect("a UDP listener on [::1]");
+    let m = udp_from(
+        "::1".parse().expect("ip"),
+        v6,
+        &query("v4only.example.test.", RecordType::A),
+    );
+    assert_resolves(&m, "192.0.2.81");
+    let line = log_line(&s, |v| {
+        v["qname"] == "v4only.example.test" && v["client_group"] == "soc"
+    });
+    assert_eq!(line["action"], "log-only", "{line}");
+    assert_eq!(
+        s.metric("schild_client_group_hits_total{group=\"soc\"}"),
+        Some(2.0)
+    );
+    // A client in no group leaves no client_group in its lines.
+    let line = log_line(&s, |v| {
+        v["qname"] == "www.example.test" && v["action"] == "nxdomain"
+    });
+    assert!(line.get("client_group").is_none(), "{line}");
+}
+
+#[test]
+fn feeds_restrict_which_lists_apply_to_a_group() {
+    let s = Schild::start(&config(""), FILES);
+    // Listed by ioc only: not for this group.
+    assert_resolves(&a(s.dns, ZDN_ONLY, "www.example.test."), "192.0.2.80");
+    // Listed by both: still blocked, by the group's feed.
+    let m = a(s.dns, ZDN_ONLY, "v4only.example.test.");
+    assert_blocked(&m, "feed zdn lists v4only.example.test");
+    assert_blocked(&m, "client group zdn-only");
+    // For everybody else ioc decides (the first feed).
+    assert_blocked(&a(s.dns, NO_GROUP, "v4only.example.test."), "feed ioc");
+    assert_blocked(&a(s.dns, ZDN_ONLY, "late.example.test."), "feed zdn");
+}
+
+#[test]
+fn rebind_protection_blocks_private_answers_of_public_names() {
+    // Off (the default): private answers pass.
+    let off = Schild::start(&config(""), FILES);
+    assert_resolves(&a(off.dns, NO_GROUP, "rebind.example.test."), "10.1.2.3");
+    drop(off);
+
+    let s = Schild::start(
+        &config("rebind_protection = true\nrebind_allow = [\"vpn.example.test\"]"),
+        FILES,
+    );
+    for (name, qtype, addr) in [
+        ("rebind.example.test.", RecordType::A, "10.1.2.3"),
+        ("linklocal.example.test.", RecordType::A, "169.254.0.7"),
+        ("rebind6.example.test.", RecordType::AAAA, "fd00::53"),
+        (
+            "mapped.example.test.",
+            RecordType::AAAA,
+            "::ffff:192.168.1.1",
+        ),
+    ] {
+        let m = ask(s.dns, NO_GROUP, name, qtype);
+        assert_blocked(&m, "rebind_protection");
+        assert_blocked(&m, addr);
+    }
+    // The exempt name, and public answers, pass.
+    assert_resolves(&a(s.dns, NO_GROUP, "vpn.example.test."), "10.9.9.9");
+    assert_resolves(&a(s.dns, NO_GROUP, "exact.example.test."), "192.0.2.94");
+    assert_eq!(s.metric("schild_rebind_blocked_total"), Some(4.0));
+}
+
+#[test]
+fn resolver_bypass_names_get_nxdomain_unless_turned_off() {
+    let s = Schild::start(&config(""), FILES);
+    for name in [
+        "use-application-dns.net.",
+        "mask.icloud.com.",
+        "MASK-H2.icloud.com.",
+    ] {
+        assert_blocked(&a(s.dns, NO_GROUP, name), "policy.block_bypass");
+        assert_blocked(&a(s.dns, ZDN_ONLY, name), "policy.block_bypass");
+    }
+    assert_eq!(s.metric("schild_bypass_blocked_total"), Some(6.0));
+    drop(s);
+    let s = Schild::start(&config("block_bypass = false"), FILES);
+    // Resolved as any name (the fake root has no net.: NXDOMAIN, no EDE).
+    let m = a(s.dns, NO_GROUP, "use-application-dns.net.");
+    assert!(ede(&m).is_none(), "{m:?}");
+}
+
+fn check(s: &Schild, args: &[&str]) -> (i32, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_schild"))
+        .args(["check", "--config"])
+        .arg(s.path("schild.toml"))
+        .args(args)
+        .env("SCHILD_LOG", "warn")
+        .output()
+        .expect("run schild check");
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
+#[test]
+fn check_says_which_group_and_policy_decide() {
+    let s = Schild::start(&config("rebind_protection = true"), FILES);
+    let (code, out) = check(&s, &["alias.example.test", "--client", DEVICES]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("client 127.0.0.2: client group devices"),
+        "{out}"
+    );
+    assert!(
+        out.contains("BLOCKED (nxdomain) by client group devices"),
+        "{out}"
+    );
+    let (code, out) = check(&s, &["sub.exact.example.test", "--client", DEVICES]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("not blocked"), "{out}");
+    assert!(out.contains("rebind protection: on"), "{out}");
+    let (code, out) = check(&s, &["www.example.test", "--client", SOC]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("client group soc"), "{out}");
+    assert!(out.contains("LOGGED (log-only, not blocked)"), "{out}");
+    let (code, out) = check(&s, &["www.example.test", "--client", ZDN_ONLY]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("feeds: zdn"), "{out}");
+    let (code, out) = check(&s, &["v4only.example.test", "--client", ZDN_ONLY]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("BLOCKED (nxdomain) by feed zdn"), "{out}");
+    let (code, out) = check(&s, &["www.example.test", "--client", "192.0.2.1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("in no client group: the global policy applies"),
+        "{out}"
+    );
+    assert!(out.contains("BLOCKED (nxdomain) by feed ioc"), "{out}");
+    let (code, out) = check(&s, &["mask.icloud.com"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("policy.block_bypass"), "{out}");
+}
