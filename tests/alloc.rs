@@ -156,3 +156,98 @@ fn lookups_do_not_allocate() {
     // …and allocated nothing.
     assert_eq!(allocations, 0, "allocations on the lookup path");
 }
+
+#[test]
+fn client_group_lookups_do_not_allocate() {
+    use schild::policy::groups::{
+        ClientGroup, GroupAction, GroupTable, NameSet, is_private_answer,
+    };
+    let mut c = Compiler::new(vec![
+        FeedInfo {
+            name: "first".into(),
+            kind: "domains".into(),
+            action: Action::Nxdomain,
+            location: "generated".into(),
+        },
+        FeedInfo {
+            name: "second".into(),
+            kind: "domains".into(),
+            action: Action::Sinkhole,
+            location: "generated".into(),
+        },
+    ]);
+    c.add(0, &IocRecord::plain("domain", "both.example"));
+    c.add(1, &IocRecord::plain("domain", "both.example"));
+    c.add(0, &IocRecord::plain("domain", "first.example"));
+    c.add(1, &IocRecord::plain("ip-dst", "198.51.100.0/24"));
+    let policy = Policy::from_bytes(c.finish().expect("compiles")).expect("loads");
+    let group = |name: &str, allow: Option<NameSet>, feeds: Option<Vec<String>>| ClientGroup {
+        name: name.into(),
+        allow_only: allow,
+        action: GroupAction::Feed,
+        feeds,
+    };
+    let table = GroupTable::new(vec![
+        (
+            group(
+                "devices",
+                Some(NameSet::new(["vendor.example", "time.example"])),
+                None,
+            ),
+            vec![
+                "10.20.0.0/16".parse().expect("net"),
+                "fd00:20::/48".parse().expect("net"),
+            ],
+        ),
+        (
+            group("second-only", None, Some(vec!["second".into()])),
+            vec!["10.30.0.0/16".parse().expect("net")],
+        ),
+    ]);
+    let clients: Vec<IpAddr> = [
+        "10.20.1.1",
+        "fd00:20::7",
+        "10.30.4.4",
+        "192.0.2.1",
+        "::ffff:10.20.0.9",
+    ]
+    .iter()
+    .map(|s| s.parse().expect("address"))
+    .collect();
+    let names = [
+        "www.vendor.example",
+        "evil.example",
+        "a.b.time.example",
+        "both.example",
+        "x.first.example",
+    ];
+    let (counts, allocations) = allocations_in(|| {
+        let mut counts = [0usize; 4];
+        for _ in 0..100 {
+            for &client in &clients {
+                let Some(g) = table.group_of(client) else {
+                    continue;
+                };
+                counts[0] += 1;
+                for n in names {
+                    let labels = || n.split('.').map(str::as_bytes);
+                    if let Some(allow) = &g.allow_only {
+                        counts[1] += usize::from(allow.matches_labels(labels()).is_some());
+                    }
+                    let keep = |id: u16| policy.feed(id).is_some_and(|f| g.uses_feed(&f.name));
+                    counts[2] +=
+                        usize::from(policy.lookup_labels_where(labels(), keep).hit().is_some());
+                }
+                let ip: IpAddr = "198.51.100.9".parse().expect("address");
+                let keep = |id: u16| policy.feed(id).is_some_and(|f| g.uses_feed(&f.name));
+                counts[3] += usize::from(policy.lookup_ip_where(ip, keep).is_some())
+                    + usize::from(is_private_answer(client));
+            }
+        }
+        counts
+    });
+    // 4 grouped clients; 3 of them devices (2 names each allowed); both
+    // groups see both.example, only devices x.first.example.
+    assert_eq!(counts, [400, 600, 700, 800]);
+    assert_eq!(allocations, 0, "allocations on the client-group path");
+}

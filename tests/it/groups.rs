@@ -12,7 +12,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 
 use crate::dns::{addresses, ede, query, udp_from};
-use crate::harness::{Schild, wait_until};
+use crate::harness::{Daemon, Schild, have, until, wait_until};
 use crate::hierarchy;
 use crate::serve::udp_listener;
 
@@ -311,4 +311,110 @@ fn check_says_which_group_and_policy_decide() {
     let (code, out) = check(&s, &["mask.icloud.com"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("policy.block_bypass"), "{out}");
+}
+
+/// The same names through Unbound with its equivalent, `private-address`
+/// (the ranges schild's `rebind_protection` covers) and `private-domain`
+/// for the exempt name, stub-resolving the same example.test server.
+/// Both keep the private addresses of public names from the client and
+/// both let the exempt name through; they differ in how (see README,
+/// "Rebind protection"): Unbound strips the addresses and answers NOERROR
+/// with what is left (here nothing: NODATA), schild answers NXDOMAIN with
+/// EDE 15 saying why.
+#[test]
+fn rebind_protection_agrees_with_unbounds_private_address() {
+    if !have("unbound") {
+        return;
+    }
+    let h = hierarchy::get();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = crate::rpz::free_port();
+    let example = h.example_server();
+    let conf = format!(
+        r#"server:
+    interface: 127.0.0.1@{port}
+    do-daemonize: no
+    use-syslog: no
+    logfile: ""
+    username: ""
+    chroot: ""
+    directory: "{dir}"
+    pidfile: "{dir}/unbound.pid"
+    do-ip6: no
+    num-threads: 1
+    so-reuseport: no
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    module-config: "iterator"
+    local-zone: "test." nodefault
+    private-address: 10.0.0.0/8
+    private-address: 172.16.0.0/12
+    private-address: 192.168.0.0/16
+    private-address: 169.254.0.0/16
+    private-address: 127.0.0.0/8
+    private-address: 0.0.0.0/8
+    private-address: fc00::/7
+    private-address: fe80::/10
+    private-address: ::1/128
+    private-address: ::ffff:0:0/96
+    private-domain: "vpn.example.test"
+remote-control:
+    control-enable: no
+stub-zone:
+    name: "example.test"
+    stub-addr: {}@{}
+"#,
+        example.ip(),
+        example.port(),
+        dir = dir.path().display(),
+    );
+    let path = dir.path().join("unbound.conf");
+    std::fs::write(&path, conf).expect("unbound.conf");
+    let mut daemon = Daemon::start(
+        Command::new("unbound").arg("-d").arg("-c").arg(&path),
+        dir.path().join("unbound.log"),
+    );
+    let unbound: SocketAddr = ([127, 0, 0, 1], port).into();
+    let up = until(Duration::from_secs(20), || {
+        !daemon.running() || hierarchy::answers(unbound, "example.test.")
+    });
+    assert!(
+        up && daemon.running(),
+        "unbound did not come up:\n{}",
+        daemon.log()
+    );
+
+    let s = Schild::start(
+        &config("rebind_protection = true\nrebind_allow = [\"vpn.example.test\"]"),
+        FILES,
+    );
+    for (name, qtype, private) in [
+        ("rebind.example.test.", RecordType::A, true),
+        ("linklocal.example.test.", RecordType::A, true),
+        ("rebind6.example.test.", RecordType::AAAA, true),
+        ("mapped.example.test.", RecordType::AAAA, true),
+        ("vpn.example.test.", RecordType::A, false),
+        ("exact.example.test.", RecordType::A, false),
+    ] {
+        let ours = ask(s.dns, NO_GROUP, name, qtype);
+        let theirs = ask(unbound, NO_GROUP, name, qtype);
+        if private {
+            assert!(addresses(&theirs).is_empty(), "unbound {name}: {theirs:?}");
+            assert_ne!(
+                theirs.metadata.response_code,
+                ResponseCode::ServFail,
+                "{theirs:?}"
+            );
+            assert_blocked(&ours, "rebind_protection");
+        } else {
+            assert_eq!(
+                theirs.metadata.response_code,
+                ResponseCode::NoError,
+                "{theirs:?}"
+            );
+            assert_eq!(addresses(&ours), addresses(&theirs), "{name}");
+            assert!(!addresses(&ours).is_empty(), "{name}");
+        }
+    }
+    assert!(daemon.running(), "unbound exited:\n{}", daemon.log());
 }
