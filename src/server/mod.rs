@@ -157,7 +157,7 @@ pub async fn run(mut config: Config) -> i32 {
     raise_open_file_limit();
     fit_to_open_file_limit(&mut config);
     if let Some(path) = config.rpz.as_ref().and_then(|r| r.tsig_key_file.as_ref()) {
-        let usable = crate::rpz::tsig::TsigKey::load(path)
+        let usable = crate::tsig::TsigKey::load(path)
             .map_err(|e| error_chain(&e))
             .and_then(|k| k.signer().map(|_| ()).map_err(|e| error_chain(&e)));
         if let Err(error) = usable {
