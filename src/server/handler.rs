@@ -48,6 +48,18 @@ pub struct HandlerConfig {
     pub sinkhole_ipv6: Vec<Ipv6Addr>,
 }
 
+impl HandlerConfig {
+    pub fn new(config: &crate::config::Config) -> HandlerConfig {
+        HandlerConfig {
+            allow: config.server.allow.clone(),
+            edns_payload: config.server.edns_payload,
+            block_ttl: config.policy.block_ttl,
+            sinkhole_ipv4: config.policy.sinkhole_ipv4.clone(),
+            sinkhole_ipv6: config.policy.sinkhole_ipv6.clone(),
+        }
+    }
+}
+
 /// Counts queries being answered, so shutdown can wait for them.
 #[derive(Default)]
 pub struct InFlight {
@@ -89,9 +101,12 @@ impl Drop for InFlightGuard<'_> {
 
 /// Everything the handler shares with the rest of the server.
 pub struct Shared {
-    pub config: HandlerConfig,
+    /// Swapped whole by a configuration reload.
+    pub config: arc_swap::ArcSwap<HandlerConfig>,
     pub policy: Arc<ArcSwapOption<Policy>>,
-    pub resolver: Resolver,
+    /// Swapped by a configuration reload that changed `[resolver]`;
+    /// a query in flight finishes on the one it started with.
+    pub resolver: arc_swap::ArcSwap<Resolver>,
     pub metrics: Arc<Metrics>,
     pub hits: HitSink,
     /// The RPZ primary, once `[rpz]` is configured and a list is loaded.
@@ -157,7 +172,7 @@ fn plain_lower(name: &Name) -> String {
 impl Shared {
     pub(crate) fn is_allowed(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.config.allow.iter().any(|n| n.contains(&ip))
+        self.config.load().allow.iter().any(|n| n.contains(&ip))
     }
 
     /// May open a TCP/TLS connection: a resolver client, or an RPZ
@@ -283,8 +298,8 @@ impl Shared {
             dnssec_ok,
             checking_disabled: request.metadata.checking_disabled,
         };
-        let resolved = match self
-            .resolver
+        let resolver = self.resolver.load_full();
+        let resolved = match resolver
             .resolve(lower, qtype, flags, request.src().ip())
             .await
         {
@@ -321,7 +336,10 @@ impl Shared {
     fn response_edns(&self, request: &Request) -> Option<Edns> {
         request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().clamp(512, self.config.edns_payload));
+            e.set_max_payload(
+                req.max_payload()
+                    .clamp(512, self.config.load().edns_payload),
+            );
             e.set_version(0);
             e.set_dnssec_ok(req.flags().dnssec_ok);
             e
@@ -697,7 +715,8 @@ impl Shared {
         }
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.recursion_available = true;
-        let ttl = self.config.block_ttl;
+        let config = self.config.load();
+        let ttl = config.block_ttl;
         let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
         let soa = answer::policy_soa(b.soa_owner, b.serial, ttl);
         match b.action {
@@ -711,8 +730,8 @@ impl Shared {
                     qname,
                     qtype,
                     ttl,
-                    &self.config.sinkhole_ipv4,
-                    &self.config.sinkhole_ipv6,
+                    &config.sinkhole_ipv4,
+                    &config.sinkhole_ipv6,
                 );
                 let soa_part: &[Record] = if records.is_empty() {
                     std::slice::from_ref(&soa)

@@ -4,7 +4,8 @@
 //! is none, compiled) *before* any listener opens, so the first answer is
 //! already filtered. Without a policy, `policy.fail_closed = true` refuses
 //! to start; otherwise schild starts unfiltered and says so in the log, in
-//! `schild_policy_loaded 0` and in `/ready`. SIGHUP refreshes the feeds;
+//! `schild_policy_loaded 0` and in `/ready`. SIGHUP re-reads the
+//! configuration file ([`reconfigure`]) and refreshes the feeds;
 //! SIGTERM (or SIGINT) stops answering new queries, lets the ones in flight
 //! finish (up to `server.drain_secs`) and exits 0. Under systemd
 //! (`Type=notify`) each step is told to the service manager ([`notify`]).
@@ -19,6 +20,7 @@ pub mod listen;
 pub mod metrics;
 pub mod notify;
 pub mod ratelimit;
+pub mod reconfigure;
 pub mod reload;
 pub mod resolve;
 
@@ -128,7 +130,7 @@ pub fn fd_budget(limit: u64, config: &Config) -> FdBudget {
 /// Lower the TCP and upstream caps to what the open-file limit allows
 /// (said in the log), so the admin listener and TCP still accept when
 /// a dead upstream holds every lookup open.
-fn fit_to_open_file_limit(config: &mut Config) {
+pub(crate) fn fit_to_open_file_limit(config: &mut Config) {
     let limit = open_file_limit();
     let budget = fd_budget(limit, config);
     let (tcp, upstream) = (
@@ -156,7 +158,7 @@ pub async fn run(mut config: Config) -> i32 {
     raise_open_file_limit();
     fit_to_open_file_limit(&mut config);
     if let Some(path) = config.rpz.as_ref().and_then(|r| r.tsig_key_file.as_ref()) {
-        let usable = crate::rpz::tsig::TsigKey::load(path)
+        let usable = crate::tsig::TsigKey::load(path)
             .map_err(|e| error_chain(&e))
             .and_then(|k| k.signer().map(|_| ()).map_err(|e| error_chain(&e)));
         if let Err(error) = usable {
@@ -257,15 +259,9 @@ pub async fn run(mut config: Config) -> i32 {
     };
 
     let shared = Arc::new(Shared {
-        config: HandlerConfig {
-            allow: config.server.allow.clone(),
-            edns_payload: config.server.edns_payload,
-            block_ttl: config.policy.block_ttl,
-            sinkhole_ipv4: config.policy.sinkhole_ipv4.clone(),
-            sinkhole_ipv6: config.policy.sinkhole_ipv6.clone(),
-        },
+        config: arc_swap::ArcSwap::from_pointee(HandlerConfig::new(&config)),
         policy: store.clone(),
-        resolver,
+        resolver: arc_swap::ArcSwap::from_pointee(resolver),
         metrics: metrics.clone(),
         hits: sink,
         rpz: refresher.rpz(),
@@ -387,7 +383,7 @@ pub async fn run(mut config: Config) -> i32 {
     ));
     listening.store(true, Ordering::Release);
     tracing::info!(
-        mode = shared.resolver.mode(),
+        mode = shared.resolver.load().mode(),
         policy = if store.load().is_some() {
             "loaded"
         } else {
@@ -411,7 +407,7 @@ pub async fn run(mut config: Config) -> i32 {
     tokio::spawn(refresher.clone().watch_allowlist(stop_refresh.clone()));
 
     // 7. Signals.
-    wait_for_stop(refresher.clone(), notify.clone()).await;
+    wait_for_stop(shared.clone(), refresher.clone(), notify.clone()).await;
 
     // 8. Drain.
     notify.stopping();
@@ -453,7 +449,11 @@ pub async fn run(mut config: Config) -> i32 {
 }
 
 #[cfg(unix)]
-async fn wait_for_stop(refresher: Arc<Refresher>, notify: Arc<notify::Notifier>) {
+async fn wait_for_stop(
+    shared: Arc<Shared>,
+    refresher: Arc<Refresher>,
+    notify: Arc<notify::Notifier>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -469,9 +469,14 @@ async fn wait_for_stop(refresher: Arc<Refresher>, notify: Arc<notify::Notifier>)
             _ = term.recv() => return,
             _ = int.recv() => return,
             _ = hup.recv() => {
-                let (r, n) = (refresher.clone(), notify.clone());
+                let (s, r, n) = (shared.clone(), refresher.clone(), notify.clone());
                 tokio::spawn(async move {
                     n.reloading();
+                    // The file first: a refresh then compiles with it.
+                    if let Err(e) = reconfigure::reconfigure(&s, &r) {
+                        s.metrics.config_reload_failures.inc();
+                        tracing::error!(error = %error_chain(&e), "the configuration file was not reloaded; the running configuration stays");
+                    }
                     let _ = r.refresh("SIGHUP").await;
                     n.ready();
                 });
@@ -481,7 +486,11 @@ async fn wait_for_stop(refresher: Arc<Refresher>, notify: Arc<notify::Notifier>)
 }
 
 #[cfg(not(unix))]
-async fn wait_for_stop(_refresher: Arc<Refresher>, _notify: Arc<notify::Notifier>) {
+async fn wait_for_stop(
+    _shared: Arc<Shared>,
+    _refresher: Arc<Refresher>,
+    _notify: Arc<notify::Notifier>,
+) {
     let _ = tokio::signal::ctrl_c().await;
 }
 
