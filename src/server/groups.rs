@@ -5,11 +5,12 @@
 //! policy step; the pure parts are `policy::groups`.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 
 use crate::config::groups::PerNetworkPolicy;
-use crate::policy::groups::{ClientGroup, NameSet};
+use crate::policy::groups::{ClientGroup, GroupTable, NameSet};
 
 /// Counters of one group, fetched once.
 struct GroupCounters {
@@ -18,27 +19,20 @@ struct GroupCounters {
     hits: IntCounter,
 }
 
-/// The client groups and the `[policy]` extras, with their counters.
-pub struct PerNetwork {
-    table: crate::policy::groups::GroupTable,
-    /// `Some` with `rebind_protection`: the names exempt from it.
-    pub rebind_allow: Option<NameSet>,
-    /// `Some` with `block_bypass`.
-    pub bypass: Option<NameSet>,
-    counters: Vec<GroupCounters>,
+/// The metrics of the groups, registered once at start; a reload takes
+/// the counters of its groups from them (a group dropped by a reload
+/// keeps its last values).
+pub struct GroupMetrics {
+    queries: IntCounterVec,
+    denied: IntCounterVec,
+    hits: IntCounterVec,
     rebind_blocked: IntCounter,
     bypass_blocked: IntCounter,
 }
 
-impl PerNetwork {
-    /// Register the metrics in `registry` (labels are the configured
-    /// group names only).
-    pub fn new(p: PerNetworkPolicy, registry: &Registry) -> PerNetwork {
-        let PerNetworkPolicy {
-            table,
-            rebind_allow,
-            bypass,
-        } = p;
+impl GroupMetrics {
+    /// Register in `registry`; labels are the configured group names only.
+    pub fn register(registry: &Registry) -> Arc<GroupMetrics> {
         let vec = |name: &str, help: &str| {
             let v = IntCounterVec::new(Opts::new(name, help), &["group"]).expect(LITERAL);
             if let Err(e) = registry.register(Box::new(v.clone())) {
@@ -46,27 +40,6 @@ impl PerNetwork {
             }
             v
         };
-        let queries = vec(
-            "schild_client_group_queries_total",
-            "Queries from the clients of each [[client_group]].",
-        );
-        let denied = vec(
-            "schild_client_group_denied_total",
-            "Queries a group's allow_only list denied (NXDOMAIN).",
-        );
-        let hits = vec(
-            "schild_client_group_hits_total",
-            "IOC hits of each group's clients (blocked, or recorded under action = \"log-only\").",
-        );
-        let counters = table
-            .groups()
-            .iter()
-            .map(|g| GroupCounters {
-                queries: queries.with_label_values(&[&*g.name]),
-                denied: denied.with_label_values(&[&*g.name]),
-                hits: hits.with_label_values(&[&*g.name]),
-            })
-            .collect();
         let one = |name: &str, help: &str| {
             let c = IntCounter::with_opts(Opts::new(name, help)).expect(LITERAL);
             if let Err(e) = registry.register(Box::new(c.clone())) {
@@ -74,11 +47,19 @@ impl PerNetwork {
             }
             c
         };
-        PerNetwork {
-            table,
-            rebind_allow,
-            bypass,
-            counters,
+        Arc::new(GroupMetrics {
+            queries: vec(
+                "schild_client_group_queries_total",
+                "Queries from the clients of each [[client_group]].",
+            ),
+            denied: vec(
+                "schild_client_group_denied_total",
+                "Queries a group's allow_only list denied (NXDOMAIN).",
+            ),
+            hits: vec(
+                "schild_client_group_hits_total",
+                "IOC hits of each group's clients (blocked, or recorded under action = \"log-only\").",
+            ),
             rebind_blocked: one(
                 "schild_rebind_blocked_total",
                 "Answers blocked by policy.rebind_protection (a public name with a private address).",
@@ -87,7 +68,50 @@ impl PerNetwork {
                 "schild_bypass_blocked_total",
                 "Resolver-bypass names answered NXDOMAIN (policy.block_bypass).",
             ),
+        })
+    }
+}
+
+/// The client groups and the `[policy]` extras, with their counters:
+/// behind an `ArcSwap` in the handler, swapped whole by a SIGHUP.
+pub struct PerNetwork {
+    table: GroupTable,
+    /// `Some` with `rebind_protection`: the names exempt from it.
+    pub rebind_allow: Option<NameSet>,
+    /// `Some` with `block_bypass`.
+    pub bypass: Option<NameSet>,
+    counters: Vec<GroupCounters>,
+    metrics: Arc<GroupMetrics>,
+}
+
+impl PerNetwork {
+    pub fn new(p: PerNetworkPolicy, metrics: Arc<GroupMetrics>) -> PerNetwork {
+        let PerNetworkPolicy {
+            table,
+            rebind_allow,
+            bypass,
+        } = p;
+        let counters = table
+            .groups()
+            .iter()
+            .map(|g| GroupCounters {
+                queries: metrics.queries.with_label_values(&[&*g.name]),
+                denied: metrics.denied.with_label_values(&[&*g.name]),
+                hits: metrics.hits.with_label_values(&[&*g.name]),
+            })
+            .collect();
+        PerNetwork {
+            table,
+            rebind_allow,
+            bypass,
+            counters,
+            metrics,
         }
+    }
+
+    /// The metrics, for the next [`PerNetwork::new`].
+    pub fn metrics(&self) -> Arc<GroupMetrics> {
+        self.metrics.clone()
     }
 
     /// The client's group (index into `table.groups()` and the group).
@@ -116,11 +140,11 @@ impl PerNetwork {
     }
 
     pub fn count_rebind(&self) {
-        self.rebind_blocked.inc();
+        self.metrics.rebind_blocked.inc();
     }
 
     pub fn count_bypass(&self) {
-        self.bypass_blocked.inc();
+        self.metrics.bypass_blocked.inc();
     }
 }
 

@@ -118,8 +118,9 @@ pub struct Shared {
     pub dnstap: Option<super::dnstap::Tap>,
     /// `server.client_qps` (UDP only); `None` when off.
     pub ratelimit: Option<RateLimiter>,
-    /// `[[client_group]]`s, `rebind_protection`, `block_bypass`.
-    pub groups: PerNetwork,
+    /// `[[client_group]]`s, `rebind_protection`, `block_bypass`; swapped
+    /// whole by a configuration reload. Each policy step loads it once.
+    pub groups: arc_swap::ArcSwap<PerNetwork>,
 }
 
 /// The `RequestHandler` our own UDP, TCP and TLS loops (`server::listen`)
@@ -271,7 +272,8 @@ impl Shared {
             qname: lower,
             qtype,
             transport: transport.as_str(),
-            group: self.groups.group_of(request.src().ip()),
+            group: None,
+            per: None,
         };
 
         if let Some((verdict, slot)) = rate {
@@ -405,6 +407,8 @@ impl Shared {
     /// seen without flooding the sightings path.
     fn sighting_while_limited(&self, qname: &Name, ctx: &HitCtx<'_>, slot: usize) {
         let Some(rl) = &self.ratelimit else { return };
+        let per = self.groups.load();
+        let ctx = &ctx.in_group(&per);
         let guard = self.policy.load();
         if let Some(p) = guard.as_ref()
             && let Verdict::Blocked(hit) = p.lookup_labels(qname.iter())
@@ -446,8 +450,10 @@ impl Shared {
     /// the allowlist, the IOC lists (as the group sees them), the
     /// resolver-bypass names.
     fn policy_on_question(&self, qname: &Name, ctx: &HitCtx<'_>) -> OnQuestion {
+        let per = self.groups.load();
+        let ctx = &ctx.in_group(&per);
         if let Some((i, _)) = ctx.group {
-            self.groups.count_query(i);
+            per.count_query(i);
         }
         let guard = self.policy.load();
         let p = guard.as_ref();
@@ -458,7 +464,7 @@ impl Shared {
             && let Some(names) = &g.allow_only
             && names.matches_labels(qname.iter()).is_none()
         {
-            self.groups.count_denied(i);
+            per.count_denied(i);
             if let Some(p) = p {
                 self.denied(p, ctx);
             }
@@ -498,10 +504,10 @@ impl Shared {
                 Verdict::Pass => {}
             }
         }
-        if let Some(bypass) = &self.groups.bypass
+        if let Some(bypass) = &per.bypass
             && let Some(len) = bypass.matches_labels(qname.iter())
         {
-            self.groups.count_bypass();
+            per.count_bypass();
             let owner = qname.trim_to(answer::suffix_labels(qname, len));
             let listed = matched_suffix(&plain_lower(qname), len).to_string();
             return OnQuestion::Block(Block {
@@ -551,8 +557,8 @@ impl Shared {
     /// `policy.rebind_protection`: the first private, loopback or
     /// link-local address in the answer of a public name (not under
     /// `rebind_allow`, not from an internal route).
-    fn rebinding(&self, resolved: &Resolved, qname: &Name) -> Option<Block> {
-        let exempt = self.groups.rebind_allow.as_ref()?;
+    fn rebinding(&self, per: &PerNetwork, resolved: &Resolved, qname: &Name) -> Option<Block> {
+        let exempt = per.rebind_allow.as_ref()?;
         if resolved.internal || exempt.matches_labels(qname.iter()).is_some() {
             return None;
         }
@@ -565,7 +571,7 @@ impl Shared {
             if !is_private_answer(ip) || exempt.matches_labels(r.name.iter()).is_some() {
                 continue;
             }
-            self.groups.count_rebind();
+            per.count_rebind();
             return Some(Block {
                 action: Action::Nxdomain,
                 soa_owner: qname.clone(),
@@ -620,8 +626,10 @@ impl Shared {
         qname: &Name,
         ctx: &HitCtx<'_>,
     ) -> Option<Block> {
+        let per = self.groups.load();
+        let ctx = &ctx.in_group(&per);
         let Some(p) = p else {
-            return self.rebinding(resolved, qname);
+            return self.rebinding(&per, resolved, qname);
         };
         for r in &resolved.answer.answers {
             let (hit, trigger, what) = match &r.data {
@@ -660,14 +668,14 @@ impl Shared {
                 });
             }
         }
-        self.rebinding(resolved, qname)
+        self.rebinding(&per, resolved, qname)
     }
 
     fn hit(&self, p: &Arc<Policy>, hit: &Hit, trigger: Trigger, ctx: &HitCtx<'_>) {
         let feed = p.feed(hit.feed).map(|f| f.name.as_str());
         self.metrics.blocked(hit.feed, feed, hit.action);
-        if let Some((i, _)) = ctx.group {
-            self.groups.count_hit(i);
+        if let (Some(per), Some((i, _))) = (ctx.per, ctx.group) {
+            per.count_hit(i);
         }
         tracing::debug!(qname = %ctx.qname, feed, action = hit.action.as_str(), "policy hit");
         self.record(p, hit.action, trigger, hit.set, ctx);
@@ -839,8 +847,27 @@ struct HitCtx<'a> {
     qname: &'a LowerName,
     qtype: RecordType,
     transport: &'static str,
-    /// The client's `[[client_group]]` (its index and the group).
+    /// The client's `[[client_group]]` (its index and the group), and the
+    /// table it is from: set by each policy step ([`HitCtx::in_group`]).
     group: Option<(usize, &'a ClientGroup)>,
+    per: Option<&'a PerNetwork>,
+}
+
+impl<'a> HitCtx<'a> {
+    /// The same query with the client's group looked up in `per`.
+    fn in_group<'b>(&self, per: &'b PerNetwork) -> HitCtx<'b>
+    where
+        'a: 'b,
+    {
+        HitCtx {
+            client: self.client,
+            qname: self.qname,
+            qtype: self.qtype,
+            transport: self.transport,
+            group: per.group_of(self.client),
+            per: Some(per),
+        }
+    }
 }
 
 /// A hit as a group acts on it: under `action = "log-only"`, recorded only.

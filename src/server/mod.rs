@@ -251,7 +251,7 @@ pub async fn run(mut config: Config) -> i32 {
 
     // 3c. Client groups and the [policy] extras (their files read now).
     let per_network = match crate::config::groups::PerNetworkPolicy::load(&config) {
-        Ok(g) => groups::PerNetwork::new(g, metrics.registry()),
+        Ok(g) => groups::PerNetwork::new(g, groups::GroupMetrics::register(metrics.registry())),
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "cannot load the client groups");
             return exit::CONFIG;
@@ -272,7 +272,7 @@ pub async fn run(mut config: Config) -> i32 {
             config.server.client_qps,
             config.server.client_qps_slip,
         ),
-        groups: per_network,
+        groups: arc_swap::ArcSwap::from_pointee(per_network),
     });
     let handler = Handler(shared.clone());
 

@@ -2,7 +2,9 @@
 //! `rndc reconfig` do, and applies what can change under running queries:
 //! the feeds, allowlists and policy (the next compile uses them), the
 //! resolver (rebuilt when `[resolver]` changed; its cache starts empty)
-//! and the ACL, EDNS size, block TTL and sinkholes. What cannot change
+//! and the ACL, EDNS size, block TTL and sinkholes, the client groups
+//! (their `allow_only` files read again), rebind protection and the
+//! bypass names. What cannot change
 //! without a restart (listen addresses, sockets, TCP limits, the admin
 //! listener, sightings, RPZ, dnstap, `[http]`, `state_dir`) is logged by
 //! key as needing one; the running values stay. A file that does not load
@@ -33,6 +35,8 @@ pub enum ReconfigureError {
     Config(#[from] crate::config::ConfigError),
     #[error("the new [resolver] cannot be set up: {0}")]
     Resolver(String),
+    #[error(transparent)]
+    Groups(#[from] crate::config::groups::GroupsError),
 }
 
 fn changed<T: Debug>(a: &T, b: &T) -> bool {
@@ -98,7 +102,9 @@ pub fn reconfigure(
         restart_needed: restart_needed(&old, &new),
         ..Reconfigured::default()
     };
-    // The resolver first: if it cannot be built, nothing changes.
+    // The client groups' files and the resolver first: if either cannot
+    // be loaded, nothing changes.
+    let groups = crate::config::groups::PerNetworkPolicy::load(&new)?;
     if changed(&old.resolver, &new.resolver) {
         let r = Resolver::new(&new.resolver, shared.metrics.clone())
             .map_err(|e| ReconfigureError::Resolver(error_chain(&e)))?;
@@ -119,6 +125,10 @@ pub fn reconfigure(
     new.dnstap = old.dnstap.clone();
     new.http = old.http.clone();
     shared.config.store(Arc::new(HandlerConfig::new(&new)));
+    let metrics = shared.groups.load().metrics();
+    shared
+        .groups
+        .store(Arc::new(super::groups::PerNetwork::new(groups, metrics)));
     if !done.restart_needed.is_empty() {
         tracing::warn!(
             keys = %done.restart_needed.join(", "),

@@ -14,7 +14,7 @@ use hickory_proto::rr::RecordType;
 use crate::dns::{addresses, ede, query, udp_from};
 use crate::harness::{Daemon, Schild, have, until, wait_until};
 use crate::hierarchy;
-use crate::serve::udp_listener;
+use crate::serve::{edit_config, sighup, udp_listener};
 
 const DEVICES: &str = "127.0.0.2";
 const SOC: &str = "127.0.0.3";
@@ -258,6 +258,52 @@ fn resolver_bypass_names_get_nxdomain_unless_turned_off() {
     // Resolved as any name (the fake root has no net.: NXDOMAIN, no EDE).
     let m = a(s.dns, NO_GROUP, "use-application-dns.net.");
     assert!(ede(&m).is_none(), "{m:?}");
+}
+
+#[test]
+fn sighup_rereads_the_groups_and_their_files() {
+    let s = Schild::start(&config(""), FILES);
+    assert_blocked(
+        &a(s.dns, DEVICES, "bad.shady.example.test."),
+        "client group devices",
+    );
+    assert_resolves(&a(s.dns, NO_GROUP, "rebind.example.test."), "10.1.2.3");
+    // The operator adds a name to the devices' list, turns rebind
+    // protection on and moves 127.0.0.4 into the devices group.
+    std::fs::write(
+        s.path("devices.txt"),
+        "exact.example.test\nlate.example.test\nbad.shady.example.test\n",
+    )
+    .expect("write");
+    edit_config(&s, |t| {
+        t.replace("[policy]\n", "[policy]\nrebind_protection = true\n")
+            .replace(
+                "networks = [\"127.0.0.2/32\"]",
+                "networks = [\"127.0.0.2/32\", \"127.0.0.4/32\"]",
+            )
+    });
+    sighup(&s);
+    wait_until("the new list applies", Duration::from_secs(15), || {
+        let m = a(s.dns, DEVICES, "bad.shady.example.test.");
+        (m.metadata.response_code == ResponseCode::NoError).then_some(())
+    });
+    assert_resolves(&a(s.dns, DEVICES, "bad.shady.example.test."), "192.0.2.95");
+    assert_blocked(
+        &a(s.dns, ZDN_ONLY, "www.example.test."),
+        "client group devices",
+    );
+    assert_blocked(
+        &a(s.dns, NO_GROUP, "rebind.example.test."),
+        "rebind_protection",
+    );
+
+    // A list with a bad line changes nothing and says so.
+    std::fs::write(s.path("devices.txt"), "exact.example.test\nbad..name\n").expect("write");
+    sighup(&s);
+    wait_until("the refusal", Duration::from_secs(10), || {
+        s.log().contains("devices.txt:2").then_some(())
+    });
+    assert_resolves(&a(s.dns, DEVICES, "bad.shady.example.test."), "192.0.2.95");
 }
 
 fn check(s: &Schild, args: &[&str]) -> (i32, String) {

@@ -907,7 +907,7 @@ fn sighup_refreshes_the_feeds() {
     }
 }
 
-fn sighup(s: &Schild) {
+pub fn sighup(s: &Schild) {
     let ok = std::process::Command::new("kill")
         .args(["-HUP", &s.pid().to_string()])
         .status()
@@ -916,7 +916,7 @@ fn sighup(s: &Schild) {
 }
 
 /// Edit the running config file as an operator would.
-fn edit_config(s: &Schild, f: impl FnOnce(String) -> String) {
+pub fn edit_config(s: &Schild, f: impl FnOnce(String) -> String) {
     let path = s.path("schild.toml");
     let text = std::fs::read_to_string(&path).expect("config");
     std::fs::write(&path, f(text)).expect("config");
