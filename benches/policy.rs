@@ -27,6 +27,7 @@ use criterion::{BenchmarkId, Criterion};
 use hickory_proto::rr::Name;
 use schild::config::FeedKind;
 use schild::feeds::plain::push_lines;
+use schild::policy::groups::{ClientGroup, GroupAction, GroupTable, NameSet};
 use schild::policy::{
     Action, AllowScope, AllowSource, Compiler, FeedInfo, IocRecord, Policy, Verdict, artifact,
 };
@@ -257,6 +258,55 @@ fn bench_lookups<M: Measurement>(c: &mut Criterion<M>, fx: &Fixture) {
             })
         });
     }
+    // The same miss as the server now asks it: plus the resolver-bypass
+    // names (`policy.block_bypass`, on by default), and for a client in a
+    // `[[client_group]]` with `feeds`, the group lookup and the
+    // feed-restricted walk.
+    let names: Vec<Name> = fx
+        .miss4
+        .iter()
+        .map(|q| Name::from_ascii(q).expect("generated names are valid"))
+        .collect();
+    let bypass = NameSet::new([
+        "use-application-dns.net",
+        "mask.icloud.com",
+        "mask-h2.icloud.com",
+    ]);
+    g.bench_function("4-label-miss-labels+bypass", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let n = &names[i & (QUERIES - 1)];
+            i = i.wrapping_add(1);
+            let v = fx.policy.lookup_labels(black_box(n).iter());
+            black_box((v, bypass.matches_labels(n.iter())))
+        })
+    });
+    let table = GroupTable::new(
+        (0..16u8)
+            .map(|k| {
+                let g = ClientGroup {
+                    name: format!("group-{k}").into(),
+                    allow_only: None,
+                    action: GroupAction::Feed,
+                    feeds: Some(vec!["synthetic".into()]),
+                };
+                let net = format!("10.{k}.0.0/16").parse().expect("network");
+                (g, vec![net])
+            })
+            .collect(),
+    );
+    let client: IpAddr = "10.15.3.4".parse().expect("address");
+    g.bench_function("4-label-miss-labels-in-group", |b| {
+        let mut i = 0usize;
+        b.iter(|| {
+            let n = &names[i & (QUERIES - 1)];
+            i = i.wrapping_add(1);
+            let g = table.group_of(black_box(client)).expect("in a group");
+            let keep = |id: u16| fx.policy.feed(id).is_some_and(|f| g.uses_feed(&f.name));
+            let v = fx.policy.lookup_labels_where(black_box(n).iter(), keep);
+            black_box((v, bypass.matches_labels(n.iter())))
+        })
+    });
     let ips = &fx.ips;
     g.bench_function("ip", |b| {
         let mut i = 0usize;
