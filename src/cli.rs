@@ -87,6 +87,17 @@ pub fn check_config(path: &Path) -> i32 {
             }
         }
     }
+    // The client groups' name lists must parse, as serve reads them.
+    if unreadable == 0
+        && let Err(e) = crate::config::groups::PerNetworkPolicy::load(&config)
+    {
+        eprintln!(
+            "schild: {}: {}",
+            config.path.display(),
+            crate::error::error_chain(&e)
+        );
+        unreadable += 1;
+    }
     if unreadable > 0 {
         return exit::CONFIG;
     }

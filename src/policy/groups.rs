@@ -21,6 +21,34 @@ use super::name::MAX_NAME_LEN;
 pub struct NameSet {
     /// Reversed, lower-case names (`moc.elpmaxe`), sorted, no duplicates.
     keys: Vec<Box<[u8]>>,
+    /// A 256-bit filter over the last two labels of every key (reversed,
+    /// as they start its key): a name whose last two labels are in no key
+    /// is answered after reversing them, without a search. The bypass set
+    /// is asked by every query, so this is the common path.
+    tails: [u64; 4],
+    /// A key of one label (`nl`): the filter cannot speak for those.
+    single_label: bool,
+}
+
+/// FNV-1a, folded to a bit of [`NameSet::tails`].
+fn tail_bit(reversed_tail: &[u8]) -> (usize, u64) {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in reversed_tail {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let bit = (h ^ (h >> 32)) as usize & 255;
+    (bit / 64, 1u64 << (bit % 64))
+}
+
+/// The reversed key up to (not including) its second dot: its last two labels.
+fn tail_of(key: &[u8]) -> Option<&[u8]> {
+    let mut dots = key.iter().enumerate().filter(|(_, b)| **b == b'.');
+    dots.next()?;
+    Some(match dots.next() {
+        Some((i, _)) => &key[..i],
+        None => key,
+    })
 }
 
 impl NameSet {
@@ -40,7 +68,22 @@ impl NameSet {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        NameSet { keys }
+        let mut tails = [0u64; 4];
+        let mut single_label = false;
+        for k in &keys {
+            match tail_of(k) {
+                Some(t) => {
+                    let (w, bit) = tail_bit(t);
+                    tails[w] |= bit;
+                }
+                None => single_label = true,
+            }
+        }
+        NameSet {
+            keys,
+            tails,
+            single_label,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -65,8 +108,9 @@ impl NameSet {
         let mut n = 0;
         for (i, label) in labels.rev().enumerate() {
             if i > 0 {
-                // A label boundary: the name so far is a parent.
-                if self.has(&buf[..n]) {
+                // A label boundary: the name so far is a parent (of one
+                // label only when some key is a single label).
+                if (i > 1 || self.single_label) && self.has(&buf[..n]) {
                     return Some(n.min(u8::MAX as usize) as u8);
                 }
                 *buf.get_mut(n)? = b'.';
@@ -77,6 +121,13 @@ impl NameSet {
                 *d = b.to_ascii_lowercase();
             }
             n += label.len();
+            if i == 1 && !self.single_label {
+                // The last two labels: in no key, so in no name of the set.
+                let (w, bit) = tail_bit(&buf[..n]);
+                if self.tails[w] & bit == 0 {
+                    return None;
+                }
+            }
         }
         (n > 0 && self.has(&buf[..n])).then_some(n.min(u8::MAX as usize) as u8)
     }
@@ -268,6 +319,23 @@ mod tests {
         assert_eq!(s.matches_str("org"), None);
         assert_eq!(s.matches_str("vendor.nl"), None);
         assert_eq!(NameSet::default().matches_str("example.org"), None);
+        // A single-label key turns the two-label filter off.
+        let tld = NameSet::new(["nl", "mask.icloud.com"]);
+        assert_eq!(tld.matches_str("www.hospital.nl"), Some(2));
+        assert_eq!(tld.matches_str("nl"), Some(2));
+        assert_eq!(tld.matches_str("a.mask.icloud.com"), Some(15));
+        assert_eq!(tld.matches_str("icloud.com"), None);
+        assert_eq!(tld.matches_str("org"), None);
+        // Many names: every one found through the filter, none else.
+        let names: Vec<String> = (0..2000)
+            .map(|i| format!("h{i}.d{}.example", i % 97))
+            .collect();
+        let many = NameSet::new(names.iter().map(String::as_str));
+        for n in &names {
+            assert!(many.matches_str(&format!("x.{n}")).is_some(), "{n}");
+        }
+        assert_eq!(many.matches_str("d5.example"), None);
+        assert_eq!(many.matches_str("h1.d1.other"), None);
         let long = format!("{}.example.org", "a.".repeat(200));
         assert_eq!(s.matches_str(&long), Some(11));
     }

@@ -306,6 +306,44 @@ fn sighup_rereads_the_groups_and_their_files() {
     assert_resolves(&a(s.dns, DEVICES, "bad.shady.example.test."), "192.0.2.95");
 }
 
+#[test]
+fn check_config_reads_the_groups_lists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("schild.toml");
+    std::fs::write(
+        &cfg,
+        "state_dir = \"state\"\n[[client_group]]\nname = \"devices\"\nnetworks = [\"10.20.0.0/16\"]\nallow_only = [\"devices.txt\"]\n",
+    )
+    .expect("config");
+    let run = || {
+        let o = Command::new(env!("CARGO_BIN_EXE_schild"))
+            .args(["check-config", "--config"])
+            .arg(&cfg)
+            .output()
+            .expect("run");
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run();
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("client_group \"devices\".allow_only[0]"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("devices.txt"), "ok.example\nbad..name\n").expect("list");
+    let (code, err) = run();
+    assert_eq!(code, Some(78), "{err}");
+    assert!(
+        err.contains("devices.txt:2") && err.contains("bad..name"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("devices.txt"), "ok.example\n").expect("list");
+    let (code, err) = run();
+    assert_eq!(code, Some(0), "{err}");
+}
+
 fn check(s: &Schild, args: &[&str]) -> (i32, String) {
     let o = Command::new(env!("CARGO_BIN_EXE_schild"))
         .args(["check", "--config"])
