@@ -44,6 +44,17 @@ pub struct HandlerConfig {
     pub block_ttl: u32,
     pub sinkhole_ipv4: Vec<Ipv4Addr>,
     pub sinkhole_ipv6: Vec<Ipv6Addr>,
+    /// `rpz` feeds pulled by zone transfer: a NOTIFY for the zone from its
+    /// primary refreshes the feed.
+    pub xfr_feeds: Vec<XfrFeed>,
+}
+
+/// An `axfr://` feed, as NOTIFY needs it.
+#[derive(Debug, Clone)]
+pub struct XfrFeed {
+    pub feed: String,
+    pub zone: LowerName,
+    pub primary: IpAddr,
 }
 
 impl HandlerConfig {
@@ -54,6 +65,18 @@ impl HandlerConfig {
             block_ttl: config.policy.block_ttl,
             sinkhole_ipv4: config.policy.sinkhole_ipv4.clone(),
             sinkhole_ipv6: config.policy.sinkhole_ipv6.clone(),
+            xfr_feeds: config
+                .feeds
+                .iter()
+                .filter_map(|f| match &f.location {
+                    crate::config::Location::Xfr { server, zone } => Some(XfrFeed {
+                        feed: f.name.clone(),
+                        zone: LowerName::from(Name::from_ascii(format!("{zone}.")).ok()?),
+                        primary: server.ip(),
+                    }),
+                    _ => None,
+                })
+                .collect(),
         }
     }
 }
@@ -112,6 +135,8 @@ pub struct Shared {
     pub in_flight: InFlight,
     /// Set at shutdown: new queries get no answer, as if the socket were closed.
     pub draining: AtomicBool,
+    /// Feeds to refresh because their primary sent a NOTIFY.
+    pub notified: Option<tokio::sync::mpsc::Sender<String>>,
     /// The dnstap query log, when `[dnstap]` is configured.
     pub dnstap: Option<super::dnstap::Tap>,
     /// `server.client_qps` (UDP only); `None` when off.
@@ -240,6 +265,12 @@ impl Shared {
             return rpz.handle(request, rh).await;
         }
 
+        // A NOTIFY from the primary of an `axfr://` feed (which need not
+        // be a resolver client): refresh that feed (RFC 1996).
+        if request.metadata.op_code == OpCode::Notify {
+            return self.notify(request, rh).await;
+        }
+
         // Every UDP answer counts against its client's rate, errors too
         // (a REFUSED is still a reflection), as with BIND's RRL.
         let rate = match &self.ratelimit {
@@ -346,6 +377,35 @@ impl Shared {
     /// The checks before any lookup: the client, the EDNS version, the
     /// opcode and the question. `Err` is the rcode to answer with (an EDE
     /// goes into `resp_edns` where one applies).
+    /// Answer a NOTIFY: NOERROR (AA) and a refresh of the feed when it
+    /// comes from the feed's primary for its zone, REFUSED otherwise, as
+    /// BIND answers a NOTIFY from a server that is not a primary.
+    async fn notify<R: ResponseHandler>(&self, request: &Request, mut rh: R) -> ResponseInfo {
+        let config = self.config.load();
+        let from = request.src().ip().to_canonical();
+        let feed = request.queries.queries().first().and_then(|q| {
+            config
+                .xfr_feeds
+                .iter()
+                .find(|f| f.primary.to_canonical() == from && &f.zone == q.name())
+        });
+        let Some(feed) = feed else {
+            tracing::debug!(%from, "NOTIFY for no axfr:// feed of this primary; refused");
+            return self
+                .error(request, &mut rh, None, ResponseCode::Refused)
+                .await;
+        };
+        if let Some(tx) = &self.notified {
+            // A full queue already holds a refresh to come.
+            let _ = tx.try_send(feed.feed.clone());
+        }
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.authoritative = true;
+        let builder = MessageResponseBuilder::new(&request.queries, None);
+        let msg = builder.build(meta, [], [], [], []);
+        self.send(request, &mut rh, msg).await
+    }
+
     fn admit<'r>(
         &self,
         request: &'r Request,

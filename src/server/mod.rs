@@ -248,6 +248,27 @@ pub async fn run(mut config: Config) -> i32 {
         }
     };
 
+    // NOTIFY from an `axfr://` feed's primary: refresh that feed, one
+    // refresh for any number of NOTIFYs that arrive while one runs.
+    let (notified, mut notify_rx) = tokio::sync::mpsc::channel::<String>(16);
+    {
+        let refresher = refresher.clone();
+        tokio::spawn(async move {
+            while let Some(first) = notify_rx.recv().await {
+                let mut feeds = std::collections::BTreeSet::from([first]);
+                while let Ok(more) = notify_rx.try_recv() {
+                    feeds.insert(more);
+                }
+                for feed in feeds {
+                    tracing::info!(%feed, "NOTIFY from the feed's primary: refreshing it");
+                    if let Err(e) = refresher.refresh_feed(&feed, false).await {
+                        tracing::warn!(%feed, error = %error_chain(&*e), "refresh after NOTIFY failed");
+                    }
+                }
+            }
+        });
+    }
+
     let shared = Arc::new(Shared {
         config: arc_swap::ArcSwap::from_pointee(HandlerConfig::new(&config)),
         policy: store.clone(),
@@ -257,6 +278,7 @@ pub async fn run(mut config: Config) -> i32 {
         rpz: refresher.rpz(),
         in_flight: InFlight::default(),
         draining: AtomicBool::new(false),
+        notified: Some(notified),
         dnstap,
         ratelimit: ratelimit::RateLimiter::new(
             config.server.client_qps,
