@@ -230,6 +230,13 @@ pub async fn run(mut config: Config) -> i32 {
 
     // 3b. The dnstap query log: a bounded queue to one writer task.
     let stop_dnstap = CancellationToken::new();
+    let dnstap_metrics = match dnstap::Metrics::register(metrics.registry()) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the dnstap metrics");
+            return exit::FAILURE;
+        }
+    };
     let (dnstap, dnstap_task) = match &config.dnstap {
         None => (None, None),
         Some(d) => {
@@ -238,13 +245,8 @@ pub async fn run(mut config: Config) -> i32 {
                 config.pseudonym_key_path(),
                 config.sightings.pseudonym_rotate,
             );
-            match dnstap::start(d, privacy, metrics.registry(), stop_dnstap.clone()) {
-                Ok((tap, task)) => (Some(tap), Some(task)),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot set up dnstap");
-                    return exit::FAILURE;
-                }
-            }
+            let (tap, task) = dnstap::start(d, privacy, dnstap_metrics, stop_dnstap.clone());
+            (Some(tap), Some(task))
         }
     };
 
