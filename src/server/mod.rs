@@ -16,6 +16,7 @@ pub mod hits;
 pub mod listen;
 pub mod metrics;
 pub mod notify;
+pub mod recursor;
 pub mod reload;
 pub mod resolve;
 

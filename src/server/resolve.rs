@@ -31,16 +31,17 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig as HickoryConfig, ResolverOpts,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
-use hickory_resolver::recursor::{DnssecConfig, DnssecPolicy, Recursor, RecursorOptions};
-use hickory_resolver::{ConnectionProvider, PoolContext, TokioResolver};
+use hickory_resolver::recursor::Recursor;
 use tokio::sync::watch;
 
 use super::metrics::{Metrics, UpstreamError};
+use super::recursor::Authorities;
 use crate::config::{ResolverConfig, ResolverMode, Upstream as UpstreamAddr};
 
 /// TTL of an answer served stale (RFC 8767 recommends 30 seconds).
@@ -111,45 +112,10 @@ pub struct Flags {
     pub checking_disabled: bool,
 }
 
-/// Rewrites port 53 to a fixed port for every server the recursor dials.
-/// Only used when `resolver.recursion_port` is set: tests run a fake DNS
-/// hierarchy on loopback, where port 53 needs privileges.
-#[derive(Clone, Default)]
-pub struct PortRemap {
-    inner: TokioRuntimeProvider,
-    port: Option<u16>,
-}
-
-impl ConnectionProvider for PortRemap {
-    type Conn = <TokioRuntimeProvider as ConnectionProvider>::Conn;
-    type FutureConn = <TokioRuntimeProvider as ConnectionProvider>::FutureConn;
-    type RuntimeProvider = TokioRuntimeProvider;
-
-    fn new_connection(
-        &self,
-        ip: IpAddr,
-        config: &ConnectionConfig,
-        cx: &PoolContext,
-    ) -> Result<Self::FutureConn, NetError> {
-        match self.port {
-            Some(port) if config.port == 53 => {
-                let mut c = config.clone();
-                c.port = port;
-                self.inner.new_connection(ip, &c, cx)
-            }
-            _ => self.inner.new_connection(ip, config, cx),
-        }
-    }
-
-    fn runtime_provider(&self) -> &TokioRuntimeProvider {
-        &self.inner
-    }
-}
-
 /// The two ways of getting answers.
 pub enum Upstream {
     Forward(Box<TokioResolver>),
-    Recursive(Box<Recursor<PortRemap>>),
+    Recursive(Box<Recursor<Authorities>>),
 }
 
 impl Upstream {
@@ -157,7 +123,9 @@ impl Upstream {
     pub fn new(config: &ResolverConfig) -> Result<Upstream, ResolverSetupError> {
         match config.mode {
             ResolverMode::Forward => forwarder(config).map(|r| Upstream::Forward(Box::new(r))),
-            ResolverMode::Recursive => recursor(config).map(|r| Upstream::Recursive(Box::new(r))),
+            ResolverMode::Recursive => {
+                super::recursor::build(config).map(|r| Upstream::Recursive(Box::new(r)))
+            }
         }
     }
 
@@ -371,32 +339,6 @@ pub fn read_root_hints(path: &Path) -> Result<Vec<IpAddr>, ResolverSetupError> {
         });
     }
     Ok(out)
-}
-
-fn recursor(config: &ResolverConfig) -> Result<Recursor<PortRemap>, ResolverSetupError> {
-    let roots = match &config.root_hints {
-        Some(p) => read_root_hints(p)?,
-        None => hickory_proto::ROOTS.to_vec(),
-    };
-    let mut options = RecursorOptions {
-        response_cache_size: config.cache_entries,
-        ..RecursorOptions::default()
-    };
-    if !config.allow_servers.is_empty() {
-        options.allow_server = config.allow_servers.clone();
-    }
-    let policy = if config.dnssec {
-        // None: hickory's built-in root trust anchors (KSK-2017 and KSK-2024).
-        DnssecPolicy::ValidateWithStaticKey(DnssecConfig::default())
-    } else {
-        DnssecPolicy::SecurityUnaware
-    };
-    let provider = PortRemap {
-        inner: TokioRuntimeProvider::default(),
-        port: config.recursion_port,
-    };
-    Recursor::new(&roots, policy, None, options, provider)
-        .map_err(|e| ResolverSetupError::Recursor(e.to_string()))
 }
 
 /// The upstream lookups outstanding, oldest first: at most `max` in all

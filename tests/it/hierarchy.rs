@@ -355,11 +355,21 @@ impl NsdHierarchy {
 /// A /24 in 127.53.0.0/16 where nothing listens on port 53 yet. `None`
 /// (outside CI) when binding port 53 is not permitted.
 fn pick_net() -> Option<[u8; 3]> {
+    // Taken by an earlier hierarchy of this process (two tests may start
+    // theirs at once, before either has bound its addresses).
+    static CLAIMED: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
     let start = std::process::id() % 200;
     for i in 0..200 {
         let n = u8::try_from(20 + (start + i) % 200).expect("below 220");
+        if claimed.contains(&n) {
+            continue;
+        }
         match net_free(n) {
-            Ok(true) => return Some([127, 53, n]),
+            Ok(true) => {
+                claimed.push(n);
+                return Some([127, 53, n]);
+            }
             Ok(false) => continue,
             Err(e) => {
                 assert!(
