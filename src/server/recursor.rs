@@ -42,12 +42,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, Stream, StreamExt};
-use hickory_proto::op::{DnsRequest, DnsResponse, Query, ResponseCode};
+use std::path::Path;
+
+use hickory_proto::dnssec::TrustAnchors;
+use hickory_proto::op::{DnsRequest, DnsResponse, Message, Query, ResponseCode};
+use hickory_proto::rr::{LowerName, Name};
 use hickory_resolver::config::ConnectionConfig;
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::DnsHandle;
-use hickory_resolver::recursor::{DnssecConfig, DnssecPolicy, Recursor, RecursorOptions};
+use hickory_resolver::recursor::{
+    DnssecConfig, DnssecPolicy, Recursor, RecursorError, RecursorOptions,
+};
 use hickory_resolver::{ConnectionProvider, PoolContext};
 
 use super::resolve::{ResolverSetupError, read_root_hints};
@@ -338,8 +344,125 @@ impl ConnectionProvider for Authorities {
     }
 }
 
-/// The recursor the configuration asks for.
-pub fn build(config: &ResolverConfig) -> Result<Recursor<Authorities>, ResolverSetupError> {
+/// The recursion of `resolver.mode = "recursive"`: hickory's recursor, and
+/// with `resolver.domain_insecure` a second, non-validating one for the
+/// names at and below those domains (as Unbound's `domain-insecure`: their
+/// answers are never bogus and never secure). Both dial through one
+/// [`Authorities`], so they share what is known of every server.
+pub struct Recursive {
+    validating: Recursor<Authorities>,
+    insecure: Option<(Recursor<Authorities>, Vec<LowerName>)>,
+}
+
+impl Recursive {
+    /// One lookup, by the recursor the name belongs to.
+    pub async fn resolve(
+        &self,
+        query: Query,
+        now: Instant,
+        dnssec_ok: bool,
+    ) -> Result<Message, RecursorError> {
+        let recursor = match &self.insecure {
+            Some((r, names)) if insecure_at(names, query.name()) => r,
+            _ => &self.validating,
+        };
+        recursor.resolve(query, now, dnssec_ok).await
+    }
+}
+
+/// Whether `name` is at or below one of `names`.
+pub fn insecure_at(names: &[LowerName], name: &Name) -> bool {
+    let name = LowerName::from(name);
+    names.iter().any(|d| d.zone_of(&name))
+}
+
+/// Why a trust anchor file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustAnchorError {
+    #[error("cannot read {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "{path}: DS trust anchors are not supported (hickory 0.26 anchors on keys): give the zone's key-signing DNSKEY record instead (dig DNSKEY <zone>, or the K*.key file of dnssec-keygen)"
+    )]
+    Ds { path: String },
+    #[error("{path}: not a file of DNSKEY records: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: holds no DNSKEY record")]
+    Empty { path: String },
+}
+
+/// The trust anchors of `resolver.trust_anchor_file`: DNSKEY records in
+/// zone-file syntax. Without a key for the root in the file, the built-in
+/// root keys stay (hickory validates every chain from the root).
+pub fn read_trust_anchors(path: &Path) -> Result<TrustAnchors, TrustAnchorError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| TrustAnchorError::Read {
+        path: shown.clone(),
+        source,
+    })?;
+    parse_trust_anchors(&text).map_err(|e| match e {
+        AnchorText::Ds => TrustAnchorError::Ds { path: shown },
+        AnchorText::Empty => TrustAnchorError::Empty { path: shown },
+        AnchorText::Parse(message) => TrustAnchorError::Parse {
+            path: shown,
+            message,
+        },
+    })
+}
+
+/// Why the text of a trust anchor file is not usable.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AnchorText {
+    Ds,
+    Empty,
+    Parse(String),
+}
+
+/// [`read_trust_anchors`] on the text.
+pub fn parse_trust_anchors(text: &str) -> Result<TrustAnchors, AnchorText> {
+    let has_ds = text.lines().any(|l| {
+        let l = l.split(';').next().unwrap_or("");
+        l.split_whitespace().any(|w| w.eq_ignore_ascii_case("DS"))
+    });
+    if has_ds {
+        return Err(AnchorText::Ds);
+    }
+    use hickory_proto::serialize::txt::trust_anchor::{Entry, Parser};
+    let keys = Parser::new(text)
+        .parse()
+        .map_err(|e| AnchorText::Parse(e.to_string()))?;
+    if keys.is_empty() {
+        return Err(AnchorText::Empty);
+    }
+    // Entry is non-exhaustive: DNSKEY is all hickory 0.26 reads.
+    let keys: Vec<_> = keys
+        .into_iter()
+        .filter_map(|e| match e {
+            Entry::DNSKEY(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if keys.is_empty() {
+        return Err(AnchorText::Empty);
+    }
+    let has_root = keys.iter().any(|r| r.name().is_root());
+    let mut anchors = if has_root {
+        TrustAnchors::empty()
+    } else {
+        TrustAnchors::default()
+    };
+    for record in keys {
+        anchors.insert_with_name(record.data().public_key(), LowerName::from(record.name()));
+    }
+    Ok(anchors)
+}
+
+/// The recursion the configuration asks for.
+pub fn build(config: &ResolverConfig) -> Result<Recursive, ResolverSetupError> {
     let roots = match &config.root_hints {
         Some(p) => read_root_hints(p)?,
         None => hickory_proto::ROOTS.to_vec(),
@@ -351,20 +474,42 @@ pub fn build(config: &ResolverConfig) -> Result<Recursor<Authorities>, ResolverS
     if !config.allow_servers.is_empty() {
         options.allow_server = config.allow_servers.clone();
     }
-    let policy = if config.dnssec {
-        // None: hickory's built-in root trust anchors (KSK-2017 and KSK-2024).
-        DnssecPolicy::ValidateWithStaticKey(DnssecConfig::default())
-    } else {
-        DnssecPolicy::SecurityUnaware
+    let provider = Authorities::new(config.recursion_port);
+    let make = |policy: DnssecPolicy, options: RecursorOptions| {
+        Recursor::new(&roots, policy, None, options, provider.clone())
+            .map_err(|e| ResolverSetupError::Recursor(e.to_string()))
     };
-    Recursor::new(
-        &roots,
-        policy,
-        None,
-        options,
-        Authorities::new(config.recursion_port),
-    )
-    .map_err(|e| ResolverSetupError::Recursor(e.to_string()))
+    if !config.dnssec {
+        return Ok(Recursive {
+            validating: make(DnssecPolicy::SecurityUnaware, options)?,
+            insecure: None,
+        });
+    }
+    let mut dnssec = DnssecConfig::default();
+    // None: hickory's built-in root trust anchors (KSK-2017 and KSK-2024).
+    if let Some(path) = &config.trust_anchor_file {
+        let anchors = read_trust_anchors(path)
+            .map_err(|e| ResolverSetupError::Recursor(crate::error::error_chain(&e)))?;
+        dnssec.trust_anchor = Some(Arc::new(anchors));
+    }
+    let insecure = if config.domain_insecure.is_empty() {
+        None
+    } else {
+        let names = config
+            .domain_insecure
+            .iter()
+            .map(|n| {
+                Name::from_ascii(n)
+                    .map(|n| LowerName::from(&n))
+                    .map_err(|e| ResolverSetupError::Recursor(format!("domain_insecure {n}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Some((make(DnssecPolicy::SecurityUnaware, options.clone())?, names))
+    };
+    Ok(Recursive {
+        validating: make(DnssecPolicy::ValidateWithStaticKey(dnssec), options)?,
+        insecure,
+    })
 }
 
 #[cfg(test)]
@@ -470,5 +615,54 @@ mod tests {
         assert_eq!(s.down_until, Some(after + FIRST_HOLD_DOWN * 2));
         s.answered(Duration::from_millis(3));
         assert_eq!(admit(&mut s, Some(&q("d.")), after), Ok(MIN_TIMEOUT));
+    }
+
+    const CORP_KEY: &str = "; a comment, as dnssec-keygen writes\ncorp.example. IN DNSKEY 257 3 13 aCxb+U4b3Hp41g3I23m6plJdh+L0k25uX6gP4yJNRcHSEJYch4JXBPb2 r22j/tvB1uJE2191auotOtNKmdLdsg==\n";
+    const ROOT_KEY: &str = ". 3600 IN DNSKEY 257 3 13 CdCuJv8hl8AHel9y3/TgTRHwTnlF8B0ljDxynaxehF6ZIibIdWwXA/Eg p6pVi2POD4AkEiUaADgVq4h1Fd27kg==\n";
+
+    #[test]
+    fn a_root_key_replaces_the_built_in_ones() {
+        let a = parse_trust_anchors(ROOT_KEY).expect("root key");
+        assert_eq!(a.len(), 1);
+        let both = parse_trust_anchors(&format!("{ROOT_KEY}{CORP_KEY}")).expect("both");
+        assert_eq!(both.len(), 1);
+    }
+
+    #[test]
+    fn a_key_below_the_root_keeps_the_built_in_root_keys() {
+        let a = parse_trust_anchors(CORP_KEY).expect("corp key");
+        assert_eq!(a.len(), TrustAnchors::default().len());
+        assert!(a.len() >= 2);
+    }
+
+    #[test]
+    fn ds_garbage_and_empty_files_are_refused() {
+        let ds = "corp.example. IN DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\n";
+        assert_eq!(parse_trust_anchors(ds).err(), Some(AnchorText::Ds));
+        assert_eq!(
+            parse_trust_anchors("; nothing\n").err(),
+            Some(AnchorText::Empty)
+        );
+        assert!(matches!(
+            parse_trust_anchors("corp.example. IN DNSKEY 257 3 13 !!!\n"),
+            Err(AnchorText::Parse(_))
+        ));
+        assert!(matches!(
+            parse_trust_anchors("corp.example. IN A 192.0.2.1\n"),
+            Err(AnchorText::Parse(_) | AnchorText::Empty)
+        ));
+    }
+
+    #[test]
+    fn insecure_covers_the_name_and_below_only() {
+        let names = vec![LowerName::from(
+            &Name::from_ascii("corp.example.").expect("name"),
+        )];
+        let at = |n: &str| insecure_at(&names, &Name::from_ascii(n).expect("name"));
+        assert!(at("corp.example."));
+        assert!(at("WWW.Corp.Example."));
+        assert!(!at("example."));
+        assert!(!at("notcorp.example."));
+        assert!(!at("corp.example.org."));
     }
 }

@@ -37,11 +37,10 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
-use hickory_resolver::recursor::Recursor;
 use tokio::sync::watch;
 
 use super::metrics::{Metrics, UpstreamError};
-use super::recursor::Authorities;
+use super::recursor::Recursive;
 use crate::config::{ResolverConfig, ResolverMode, Upstream as UpstreamAddr};
 
 /// TTL of an answer served stale (RFC 8767 recommends 30 seconds).
@@ -115,7 +114,7 @@ pub struct Flags {
 /// The two ways of getting answers.
 pub enum Upstream {
     Forward(Box<TokioResolver>),
-    Recursive(Box<Recursor<Authorities>>),
+    Recursive(Box<Recursive>),
 }
 
 impl Upstream {
@@ -307,10 +306,14 @@ fn forwarder(config: &ResolverConfig) -> Result<TokioResolver, ResolverSetupErro
     opts.ndots = 0;
     opts.validate = config.dnssec;
     opts.max_active_requests = 256;
-    TokioResolver::builder_with_config(hc, TokioRuntimeProvider::default())
-        .with_options(opts)
-        .build()
-        .map_err(ResolverSetupError::Forwarder)
+    let mut builder =
+        TokioResolver::builder_with_config(hc, TokioRuntimeProvider::default()).with_options(opts);
+    if let (true, Some(path)) = (config.dnssec, &config.trust_anchor_file) {
+        let anchors = super::recursor::read_trust_anchors(path)
+            .map_err(|e| ResolverSetupError::Recursor(crate::error::error_chain(&e)))?;
+        builder = builder.with_trust_anchor(Arc::new(anchors));
+    }
+    builder.build().map_err(ResolverSetupError::Forwarder)
 }
 
 /// Addresses from a root hints zone file (A and AAAA records).
