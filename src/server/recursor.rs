@@ -46,7 +46,7 @@ use std::path::Path;
 
 use hickory_proto::dnssec::TrustAnchors;
 use hickory_proto::op::{DnsRequest, DnsResponse, Message, Query, ResponseCode};
-use hickory_proto::rr::{LowerName, Name};
+use hickory_proto::rr::{LowerName, Name, Record};
 use hickory_resolver::config::ConnectionConfig;
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -461,6 +461,64 @@ pub fn parse_trust_anchors(text: &str) -> Result<TrustAnchors, AnchorText> {
     Ok(anchors)
 }
 
+/// The RFC 8914 info-code when every server of a zone failed: the pool
+/// ends with the last server's error, which after [`Guarded`] is an I/O
+/// error (a lame answer or a refused connection), a timeout or "busy"
+/// (held down). That is 22, No Reachable Authority, as Unbound says.
+pub fn unreachable_ede(e: &NetError) -> Option<(u16, &'static str)> {
+    matches!(
+        e,
+        NetError::Io(_) | NetError::Timeout | NetError::Busy | NetError::NoConnections
+    )
+    .then_some((22, "no reachable authority: every name server failed"))
+}
+
+/// The RFC 8914 info-code for a bogus answer, from what its records show
+/// (hickory marks records bogus without saying why): every signature over
+/// the data expired (7, Signature Expired) or not yet valid (8), an RRset
+/// of data without any signature over it (10, RRSIGs Missing), else 6
+/// (DNSSEC Bogus). Without DO the recursor hands back no signatures, and
+/// then nothing more than 6 can be told. `now`: seconds since the epoch.
+pub fn bogus_ede(records: &[Record], dnssec_ok: bool, now: u64) -> (u16, &'static str) {
+    use hickory_proto::dnssec::rdata::DNSSECRData;
+    use hickory_proto::rr::RData;
+    const BOGUS: (u16, &str) = (6, "DNSSEC validation failed");
+    let sigs: Vec<_> = records
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::DNSSEC(DNSSECRData::RRSIG(sig)) => Some((&r.name, sig.input())),
+            _ => None,
+        })
+        .collect();
+    if !dnssec_ok && sigs.is_empty() {
+        return BOGUS;
+    }
+    let data = records.iter().filter(|r| !r.record_type().is_dnssec());
+    let mut covering = Vec::new();
+    for r in data {
+        let over: Vec<_> = sigs
+            .iter()
+            .filter(|(n, s)| *n == &r.name && s.type_covered == r.record_type())
+            .map(|(_, s)| *s)
+            .collect();
+        if over.is_empty() {
+            return (10, "DNSSEC validation failed: RRSIGs missing");
+        }
+        covering.extend(over);
+    }
+    // RFC 4034 3.1.5: 32-bit serial arithmetic; compare in the window
+    // around now.
+    let now32 = now as u32;
+    let before = |t: u32| (now32.wrapping_sub(t) as i32) > 0;
+    if !covering.is_empty() && covering.iter().all(|s| before(s.sig_expiration.get())) {
+        return (7, "DNSSEC validation failed: signature expired");
+    }
+    if !covering.is_empty() && covering.iter().all(|s| !before(s.sig_inception.get())) {
+        return (8, "DNSSEC validation failed: signature not yet valid");
+    }
+    BOGUS
+}
+
 /// The recursion the configuration asks for.
 pub fn build(config: &ResolverConfig) -> Result<Recursive, ResolverSetupError> {
     let roots = match &config.root_hints {
@@ -664,5 +722,65 @@ mod tests {
         assert!(!at("example."));
         assert!(!at("notcorp.example."));
         assert!(!at("corp.example.org."));
+    }
+
+    fn a_record() -> Record {
+        Record::from_rdata(
+            Name::from_ascii("www.e.test.").expect("name"),
+            300,
+            hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A::new(192, 0, 2, 1)),
+        )
+    }
+
+    /// An RRSIG over www.e.test. A valid from `inception` to `expiration`.
+    fn sig(inception: u32, expiration: u32) -> Record {
+        use hickory_proto::dnssec::Algorithm;
+        use hickory_proto::dnssec::rdata::{DNSSECRData, RRSIG, SigInput};
+        use hickory_proto::rr::SerialNumber;
+        let input = SigInput {
+            type_covered: hickory_proto::rr::RecordType::A,
+            algorithm: Algorithm::ECDSAP256SHA256,
+            num_labels: 3,
+            original_ttl: 300,
+            sig_expiration: SerialNumber::new(expiration),
+            sig_inception: SerialNumber::new(inception),
+            key_tag: 1,
+            signer_name: Name::from_ascii("e.test.").expect("name"),
+        };
+        Record::from_rdata(
+            Name::from_ascii("www.e.test.").expect("name"),
+            300,
+            hickory_proto::rr::RData::DNSSEC(DNSSECRData::RRSIG(RRSIG::from_sig(
+                input,
+                vec![0; 64],
+            ))),
+        )
+    }
+
+    /// 2026-12-01.
+    const NOW: u64 = 1_796_083_200;
+    const Y2020: u32 = 1_577_836_800;
+    const Y2030: u32 = 1_893_456_000;
+
+    #[test]
+    fn bogus_answers_get_the_ede_their_records_show() {
+        let with = |s: Record| vec![a_record(), s];
+        assert_eq!(bogus_ede(&with(sig(Y2020, Y2020 + 86_400)), true, NOW).0, 7);
+        assert_eq!(bogus_ede(&with(sig(Y2030, Y2030 + 86_400)), true, NOW).0, 8);
+        assert_eq!(bogus_ede(&with(sig(Y2020, Y2030)), true, NOW).0, 6);
+        assert_eq!(bogus_ede(&[a_record()], true, NOW).0, 10);
+        // Without DO the signatures are not handed back: nothing to tell.
+        assert_eq!(bogus_ede(&[a_record()], false, NOW).0, 6);
+        assert_eq!(bogus_ede(&[], true, NOW).0, 6);
+    }
+
+    #[test]
+    fn a_zone_whose_servers_all_failed_has_no_reachable_authority() {
+        for e in [NetError::Timeout, NetError::Busy, NetError::NoConnections] {
+            assert_eq!(unreachable_ede(&e).map(|(c, _)| c), Some(22), "{e}");
+        }
+        let lame = NetError::Io(Arc::new(std::io::Error::other("answered REFUSED")));
+        assert_eq!(unreachable_ede(&lame).map(|(c, _)| c), Some(22));
+        assert_eq!(unreachable_ede(&NetError::Msg("x".into())), None);
     }
 }

@@ -99,6 +99,8 @@ impl Resolved {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResolveFailure {
     pub kind: UpstreamError,
+    /// A more specific Extended DNS Error than the kind's (RFC 8914).
+    pub ede: Option<(u16, &'static str)>,
 }
 
 /// The header bits of a question that change its answer.
@@ -178,7 +180,13 @@ impl Upstream {
                     Err(e) => {
                         use hickory_resolver::recursor::RecursorError;
                         match e {
-                            RecursorError::Net(net) => negative_or_failure(net, flags),
+                            RecursorError::Net(net) => {
+                                let ede = super::recursor::unreachable_ede(&net);
+                                negative_or_failure(net, flags).map_err(|f| ResolveFailure {
+                                    ede: f.ede.or(ede),
+                                    ..f
+                                })
+                            }
                             e if e.is_nx_domain() || e.is_no_records_found() => {
                                 let nx = e.is_nx_domain();
                                 let soa = e.into_soa().map(|s| s.into_record_of_rdata());
@@ -186,11 +194,13 @@ impl Upstream {
                             }
                             RecursorError::Timeout => Err(ResolveFailure {
                                 kind: UpstreamError::Timeout,
+                                ede: None,
                             }),
                             e => {
                                 tracing::debug!(error = %e, "recursion failed");
                                 Err(ResolveFailure {
                                     kind: UpstreamError::Other,
+                                    ede: None,
                                 })
                             }
                         }
@@ -213,8 +223,14 @@ fn positive(
     // RFC 4035 3.2.2: with CD=1 the client gets the data and validates it
     // itself; AD stays clear (not secure).
     if matches!(summary, DnssecSummary::Bogus) && !flags.checking_disabled {
+        let records: Vec<Record> = all().cloned().collect();
         return Err(ResolveFailure {
             kind: UpstreamError::Bogus,
+            ede: Some(super::recursor::bogus_ede(
+                &records,
+                flags.dnssec_ok,
+                crate::clock::unix_now(),
+            )),
         });
     }
     // Only records carry proofs; an empty answer is not "secure".
@@ -273,7 +289,7 @@ fn negative_or_failure(e: NetError, flags: Flags) -> Result<Answer, ResolveFailu
         _ => UpstreamError::Other,
     };
     tracing::debug!(error = %e, "upstream failed");
-    Err(ResolveFailure { kind })
+    Err(ResolveFailure { kind, ede: None })
 }
 
 fn forwarder(config: &ResolverConfig) -> Result<TokioResolver, ResolverSetupError> {
@@ -675,6 +691,7 @@ impl Resolver {
                         Err(_) => {
                             return Err(ResolveFailure {
                                 kind: UpstreamError::Timeout,
+                                ede: None,
                             });
                         }
                     }
@@ -698,6 +715,7 @@ impl Resolver {
                 Ok(r) => r,
                 Err(_) => Err(ResolveFailure {
                     kind: UpstreamError::Timeout,
+                    ede: None,
                 }),
             },
             // Made room for a newer lookup: not the name's fault, so
@@ -705,6 +723,7 @@ impl Resolver {
             _ = ticket.stop.cancelled() => {
                 return Err(ResolveFailure {
                     kind: UpstreamError::Overloaded,
+                    ede: None,
                 });
             }
         };
@@ -802,6 +821,7 @@ mod tests {
         let waiter = tokio::spawn(wait_for(early));
         let failure = ResolveFailure {
             kind: UpstreamError::ServFail,
+            ede: None,
         };
         l.finish(&Err(failure));
         assert!(lock(&flights).is_empty(), "finished leads leave the table");

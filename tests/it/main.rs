@@ -4,6 +4,7 @@ mod cli;
 mod deploy;
 mod differential;
 mod dns;
+mod dnssec;
 mod fallback;
 mod feeds;
 mod hardening;
