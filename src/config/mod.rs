@@ -80,6 +80,7 @@ impl fmt::Display for Secret {
     }
 }
 
+pub mod anchors;
 mod raw;
 mod validate;
 

@@ -42,9 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::stream::{self, Stream, StreamExt};
-use std::path::Path;
 
-use hickory_proto::dnssec::TrustAnchors;
 use hickory_proto::op::{DnsRequest, DnsResponse, Message, Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, Record};
 use hickory_resolver::config::ConnectionConfig;
@@ -58,6 +56,7 @@ use hickory_resolver::{ConnectionProvider, PoolContext};
 
 use super::resolve::{ResolverSetupError, read_root_hints};
 use crate::config::ResolverConfig;
+use crate::config::anchors::read_trust_anchors;
 
 /// The timeout of one attempt at a server never heard from. Unbound
 /// starts at 376 ms and retries the same server; hickory's pool asks each
@@ -76,6 +75,7 @@ pub const MAX_HOLD_DOWN: Duration = Duration::from_secs(900);
 /// A held-down server told "busy" for a query is asked that same query if
 /// the pool comes back to it within this (after every other server failed).
 const COME_BACK: Duration = Duration::from_secs(1);
+const TURNED_AWAY_CAP: usize = 64;
 /// Server addresses whose RTTs are kept (Unbound's `infra-cache-numhosts`
 /// is 10000); past it the table starts over.
 const RTT_TABLE_CAP: usize = 10_000;
@@ -156,8 +156,10 @@ struct Server {
     failures: u32,
     /// Held down until then: asked only when no other server answered.
     down_until: Option<Instant>,
-    /// The last query it was held down for, and when.
-    turned_away: Option<(Query, Instant)>,
+    /// The queries it was held down for in the last [`COME_BACK`], and
+    /// when (at most [`TURNED_AWAY_CAP`]: lookups at once for one dead
+    /// server's zones).
+    turned_away: Vec<(Query, Instant)>,
 }
 
 impl Default for Server {
@@ -166,7 +168,7 @@ impl Default for Server {
             rtt: Rtt::UNKNOWN,
             failures: 0,
             down_until: None,
-            turned_away: None,
+            turned_away: Vec::new(),
         }
     }
 }
@@ -177,11 +179,21 @@ impl Default for Server {
 fn admit(s: &mut Server, query: Option<&Query>, now: Instant) -> Result<Duration, ()> {
     let down = s.down_until.is_some_and(|t| now < t);
     if down {
-        let back = matches!((&s.turned_away, query), (Some((q, at)), Some(query))
-            if q == query && now.saturating_duration_since(*at) < COME_BACK);
-        if !back {
-            s.turned_away = query.map(|q| (q.clone(), now));
-            return Err(());
+        s.turned_away
+            .retain(|(_, at)| now.saturating_duration_since(*at) < COME_BACK);
+        let back = query.and_then(|q| s.turned_away.iter().position(|(t, _)| t == q));
+        match (back, query) {
+            (Some(i), _) => {
+                s.turned_away.swap_remove(i);
+            }
+            (None, Some(q)) => {
+                if s.turned_away.len() >= TURNED_AWAY_CAP {
+                    s.turned_away.remove(0);
+                }
+                s.turned_away.push((q.clone(), now));
+                return Err(());
+            }
+            (None, None) => return Err(()),
         }
     }
     Ok(s.rtt.timeout())
@@ -192,7 +204,7 @@ impl Server {
         self.rtt = self.rtt.answered(took);
         self.failures = 0;
         self.down_until = None;
-        self.turned_away = None;
+        self.turned_away.clear();
     }
 
     fn failed(&mut self, now: Instant, timed_out: bool) {
@@ -374,91 +386,6 @@ impl Recursive {
 pub fn insecure_at(names: &[LowerName], name: &Name) -> bool {
     let name = LowerName::from(name);
     names.iter().any(|d| d.zone_of(&name))
-}
-
-/// Why a trust anchor file cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TrustAnchorError {
-    #[error("cannot read {path}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "{path}: DS trust anchors are not supported (hickory 0.26 anchors on keys): give the zone's key-signing DNSKEY record instead (dig DNSKEY <zone>, or the K*.key file of dnssec-keygen)"
-    )]
-    Ds { path: String },
-    #[error("{path}: not a file of DNSKEY records: {message}")]
-    Parse { path: String, message: String },
-    #[error("{path}: holds no DNSKEY record")]
-    Empty { path: String },
-}
-
-/// The trust anchors of `resolver.trust_anchor_file`: DNSKEY records in
-/// zone-file syntax. Without a key for the root in the file, the built-in
-/// root keys stay (hickory validates every chain from the root).
-pub fn read_trust_anchors(path: &Path) -> Result<TrustAnchors, TrustAnchorError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| TrustAnchorError::Read {
-        path: shown.clone(),
-        source,
-    })?;
-    parse_trust_anchors(&text).map_err(|e| match e {
-        AnchorText::Ds => TrustAnchorError::Ds { path: shown },
-        AnchorText::Empty => TrustAnchorError::Empty { path: shown },
-        AnchorText::Parse(message) => TrustAnchorError::Parse {
-            path: shown,
-            message,
-        },
-    })
-}
-
-/// Why the text of a trust anchor file is not usable.
-#[derive(Debug, PartialEq, Eq)]
-pub enum AnchorText {
-    Ds,
-    Empty,
-    Parse(String),
-}
-
-/// [`read_trust_anchors`] on the text.
-pub fn parse_trust_anchors(text: &str) -> Result<TrustAnchors, AnchorText> {
-    let has_ds = text.lines().any(|l| {
-        let l = l.split(';').next().unwrap_or("");
-        l.split_whitespace().any(|w| w.eq_ignore_ascii_case("DS"))
-    });
-    if has_ds {
-        return Err(AnchorText::Ds);
-    }
-    use hickory_proto::serialize::txt::trust_anchor::{Entry, Parser};
-    let keys = Parser::new(text)
-        .parse()
-        .map_err(|e| AnchorText::Parse(e.to_string()))?;
-    if keys.is_empty() {
-        return Err(AnchorText::Empty);
-    }
-    // Entry is non-exhaustive: DNSKEY is all hickory 0.26 reads.
-    let keys: Vec<_> = keys
-        .into_iter()
-        .filter_map(|e| match e {
-            Entry::DNSKEY(r) => Some(r),
-            _ => None,
-        })
-        .collect();
-    if keys.is_empty() {
-        return Err(AnchorText::Empty);
-    }
-    let has_root = keys.iter().any(|r| r.name().is_root());
-    let mut anchors = if has_root {
-        TrustAnchors::empty()
-    } else {
-        TrustAnchors::default()
-    };
-    for record in keys {
-        anchors.insert_with_name(record.data().public_key(), LowerName::from(record.name()));
-    }
-    Ok(anchors)
 }
 
 /// The RFC 8914 info-code when every server of a zone failed: the pool
@@ -661,7 +588,12 @@ mod tests {
         // ... asked when the same query comes back (the others failed) ...
         let soon = now + Duration::from_millis(20);
         assert_eq!(admit(&mut s, Some(&q("a.")), soon), Ok(MAX_TIMEOUT));
-        // ... but another query is turned away again.
+        // ... but another query is turned away first, and comes back
+        // too, even with a third in between (lookups at once).
+        assert_eq!(admit(&mut s, Some(&q("b.")), soon), Err(()));
+        assert_eq!(admit(&mut s, Some(&q("e.")), soon), Err(()));
+        assert_eq!(admit(&mut s, Some(&q("b.")), soon), Ok(MAX_TIMEOUT));
+        assert_eq!(admit(&mut s, Some(&q("e.")), soon), Ok(MAX_TIMEOUT));
         assert_eq!(admit(&mut s, Some(&q("b.")), soon), Err(()));
         // A late comeback counts as a new query.
         let late = soon + COME_BACK * 2;
@@ -673,42 +605,6 @@ mod tests {
         assert_eq!(s.down_until, Some(after + FIRST_HOLD_DOWN * 2));
         s.answered(Duration::from_millis(3));
         assert_eq!(admit(&mut s, Some(&q("d.")), after), Ok(MIN_TIMEOUT));
-    }
-
-    const CORP_KEY: &str = "; a comment, as dnssec-keygen writes\ncorp.example. IN DNSKEY 257 3 13 aCxb+U4b3Hp41g3I23m6plJdh+L0k25uX6gP4yJNRcHSEJYch4JXBPb2 r22j/tvB1uJE2191auotOtNKmdLdsg==\n";
-    const ROOT_KEY: &str = ". 3600 IN DNSKEY 257 3 13 CdCuJv8hl8AHel9y3/TgTRHwTnlF8B0ljDxynaxehF6ZIibIdWwXA/Eg p6pVi2POD4AkEiUaADgVq4h1Fd27kg==\n";
-
-    #[test]
-    fn a_root_key_replaces_the_built_in_ones() {
-        let a = parse_trust_anchors(ROOT_KEY).expect("root key");
-        assert_eq!(a.len(), 1);
-        let both = parse_trust_anchors(&format!("{ROOT_KEY}{CORP_KEY}")).expect("both");
-        assert_eq!(both.len(), 1);
-    }
-
-    #[test]
-    fn a_key_below_the_root_keeps_the_built_in_root_keys() {
-        let a = parse_trust_anchors(CORP_KEY).expect("corp key");
-        assert_eq!(a.len(), TrustAnchors::default().len());
-        assert!(a.len() >= 2);
-    }
-
-    #[test]
-    fn ds_garbage_and_empty_files_are_refused() {
-        let ds = "corp.example. IN DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\n";
-        assert_eq!(parse_trust_anchors(ds).err(), Some(AnchorText::Ds));
-        assert_eq!(
-            parse_trust_anchors("; nothing\n").err(),
-            Some(AnchorText::Empty)
-        );
-        assert!(matches!(
-            parse_trust_anchors("corp.example. IN DNSKEY 257 3 13 !!!\n"),
-            Err(AnchorText::Parse(_))
-        ));
-        assert!(matches!(
-            parse_trust_anchors("corp.example. IN A 192.0.2.1\n"),
-            Err(AnchorText::Parse(_) | AnchorText::Empty)
-        ));
     }
 
     #[test]

@@ -325,7 +325,7 @@ fn forwarder(config: &ResolverConfig) -> Result<TokioResolver, ResolverSetupErro
     let mut builder =
         TokioResolver::builder_with_config(hc, TokioRuntimeProvider::default()).with_options(opts);
     if let (true, Some(path)) = (config.dnssec, &config.trust_anchor_file) {
-        let anchors = super::recursor::read_trust_anchors(path)
+        let anchors = crate::config::anchors::read_trust_anchors(path)
             .map_err(|e| ResolverSetupError::Recursor(crate::error::error_chain(&e)))?;
         builder = builder.with_trust_anchor(Arc::new(anchors));
     }
