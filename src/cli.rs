@@ -87,6 +87,16 @@ pub fn check_config(path: &Path) -> i32 {
             }
         }
     }
+    if let (0, Some(path)) = (unreadable, &config.resolver.trust_anchor_file)
+        && let Err(e) = crate::config::anchors::read_trust_anchors(path)
+    {
+        eprintln!(
+            "schild: {}: resolver.trust_anchor_file: {}",
+            config.path.display(),
+            crate::error::error_chain(&e)
+        );
+        unreadable += 1;
+    }
     if unreadable > 0 {
         return exit::CONFIG;
     }

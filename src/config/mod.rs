@@ -81,6 +81,7 @@ impl fmt::Display for Secret {
     }
 }
 
+pub mod anchors;
 mod raw;
 mod validate;
 
@@ -177,6 +178,11 @@ pub struct ResolverConfig {
     pub max_inflight_per_client: usize,
     pub allow_servers: Vec<IpNet>,
     pub recursion_port: Option<u16>,
+    /// DNSKEY trust anchors; `None`: the built-in root keys.
+    pub trust_anchor_file: Option<PathBuf>,
+    /// Names at and below which nothing is validated, lower case with the
+    /// trailing dot.
+    pub domain_insecure: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -423,6 +429,10 @@ impl Config {
         add("server.tls_key_file".into(), &self.server.tls_key_file);
         add("resolver.root_hints".into(), &self.resolver.root_hints);
         add(
+            "resolver.trust_anchor_file".into(),
+            &self.resolver.trust_anchor_file,
+        );
+        add(
             "rpz.tsig_key_file".into(),
             &self.rpz.as_ref().and_then(|r| r.tsig_key_file.clone()),
         );
@@ -554,6 +564,40 @@ mod tests {
         assert!(c.resolver.dnssec);
         assert_eq!(c.server.edns_payload, 1232);
         assert!(c.feeds.is_empty());
+    }
+
+    #[test]
+    fn dnssec_anchors_and_insecure_domains() {
+        let c = parse(
+            "state_dir = \"s\"\n[resolver]\ntrust_anchor_file = \"anchors.key\"\ndomain_insecure = [\"Corp.Hospital.NL\", \"lab.test.\"]",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.resolver.trust_anchor_file,
+            Some(PathBuf::from("/etc/schild/anchors.key"))
+        );
+        assert_eq!(
+            c.resolver.domain_insecure,
+            ["corp.hospital.nl.", "lab.test."]
+        );
+        assert!(
+            c.referenced_files()
+                .iter()
+                .any(|(k, _)| k == "resolver.trust_anchor_file"),
+            "check-config reads it"
+        );
+        for bad in ["\".\"", "\"a..b\"", "\"bad name\"", "\"\""] {
+            let e = parse(&format!(
+                "state_dir = \"s\"\n[resolver]\ndomain_insecure = [{bad}]"
+            ))
+            .expect_err(bad);
+            assert!(e.to_string().contains("resolver.domain_insecure"), "{e}");
+        }
+        let e = parse(
+            "state_dir = \"s\"\n[resolver]\nmode = \"forward\"\nupstreams = [\"192.0.2.53\"]\ndomain_insecure = [\"corp.nl\"]",
+        )
+        .expect_err("forward mode");
+        assert!(e.to_string().contains("recursive mode"), "{e}");
     }
 
     #[test]

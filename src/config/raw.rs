@@ -184,6 +184,14 @@ pub(super) struct RawResolver {
     /// Port used for every server contacted while recursing (tests only).
     #[serde(default)]
     pub(super) recursion_port: Option<u16>,
+    /// DNSKEY records (zone-file syntax) to validate from instead of the
+    /// built-in root keys (Unbound's trust-anchor-file).
+    #[serde(default)]
+    pub(super) trust_anchor_file: Option<PathBuf>,
+    /// No validation at or below these names (negative trust anchors,
+    /// RFC 7646; Unbound's domain-insecure).
+    #[serde(default)]
+    pub(super) domain_insecure: Vec<String>,
 }
 
 impl Default for RawResolver {
@@ -204,6 +212,8 @@ impl Default for RawResolver {
             max_inflight_per_client: default_max_inflight_per_client(),
             allow_servers: Vec::new(),
             recursion_port: None,
+            trust_anchor_file: None,
+            domain_insecure: Vec::new(),
         }
     }
 }

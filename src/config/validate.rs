@@ -407,7 +407,20 @@ fn resolver(r: RawResolver, base: &Path) -> Result<ResolverConfig, ConfigError> 
             "max_inflight and max_inflight_per_client must be at least 1",
         ));
     }
+    if mode == ResolverMode::Forward && !r.domain_insecure.is_empty() {
+        return Err(invalid(
+            "resolver.domain_insecure",
+            "is for recursive mode (in forward mode the upstream validates; set dnssec = false there)",
+        ));
+    }
+    let domain_insecure = r
+        .domain_insecure
+        .iter()
+        .map(|n| insecure_name(n))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(ResolverConfig {
+        trust_anchor_file: r.trust_anchor_file.map(|p| resolve(base, &p)),
+        domain_insecure,
         max_inflight: r.max_inflight,
         max_inflight_per_client: r.max_inflight_per_client.min(r.max_inflight),
         mode,
@@ -428,6 +441,34 @@ fn resolver(r: RawResolver, base: &Path) -> Result<ResolverConfig, ConfigError> 
             .collect::<Result<Vec<_>, _>>()?,
         recursion_port: r.recursion_port,
     })
+}
+
+/// A `resolver.domain_insecure` entry: a domain name, lower case, with
+/// its trailing dot. The root would switch validation off entirely: that
+/// is `dnssec = false`.
+fn insecure_name(n: &str) -> Result<String, ConfigError> {
+    let field = "resolver.domain_insecure";
+    let t = n.trim().trim_end_matches('.').to_ascii_lowercase();
+    if t.is_empty() {
+        return Err(invalid(
+            field,
+            format!("{n:?}: the root is not a domain to exempt (set dnssec = false)"),
+        ));
+    }
+    let ok = t.len() <= 253
+        && t.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !ok {
+        return Err(invalid(
+            field,
+            format!("{n:?} is not a domain name (ASCII labels; write IDNs as xn--)"),
+        ));
+    }
+    Ok(format!("{t}."))
 }
 
 fn policy(p: RawPolicy) -> PolicyConfig {

@@ -331,7 +331,7 @@ impl Shared {
         {
             Ok(r) => r,
             Err(failure) => {
-                let (code, text) = failure_ede(failure.kind);
+                let (code, text) = failure.ede.unwrap_or_else(|| failure_ede(failure.kind));
                 if let Some(e) = resp_edns.as_mut() {
                     e.options_mut().insert(answer::ede_option(code, text));
                 }

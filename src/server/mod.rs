@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod notify;
 pub mod ratelimit;
 pub mod reconfigure;
+pub mod recursor;
 pub mod reload;
 pub mod resolve;
 
