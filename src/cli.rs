@@ -241,7 +241,7 @@ pub fn check(config: &Config, query: &str) -> i32 {
         }
     };
     let n = name.as_str();
-    match policy.lookup_str(n) {
+    let code = match policy.lookup_str(n) {
         Verdict::Blocked(hit) => {
             let listed = policy::matched_suffix(n, hit.matched_len);
             let verb = if hit.action.enforces() {
@@ -299,7 +299,21 @@ pub fn check(config: &Config, query: &str) -> i32 {
             let _ = explain_refusals(&mut out, &policy, n);
             exit::OK
         }
+    };
+    if let Some(route) = route_of(config, n) {
+        let _ = writeln!(out, "  route: {route}");
     }
+    code
+}
+
+/// Which route answers `name` (a normalised name): a forward or stub
+/// zone, local data, a default local zone, or the global mode. A function
+/// of its own so per-client checks can say it too.
+pub fn route_of(config: &Config, name: &str) -> Option<String> {
+    let mut parsed = hickory_proto::rr::Name::from_ascii(name).ok()?;
+    parsed.set_fqdn(true);
+    let lower = hickory_proto::rr::LowerName::new(&parsed);
+    Some(config.zones.describe(config.resolver.mode, &lower))
 }
 
 fn feed_name(policy: &Policy, id: u16) -> String {

@@ -27,6 +27,7 @@ pub mod server;
 pub mod sightings;
 pub mod telemetry;
 pub mod wire;
+pub mod zones;
 
 #[cfg(test)]
 mod tidy;

@@ -89,7 +89,10 @@ impl Drop for InFlightGuard<'_> {
 pub struct Shared {
     pub config: HandlerConfig,
     pub policy: Arc<ArcSwapOption<Policy>>,
+    /// The global route (`resolver.mode`).
     pub resolver: Resolver,
+    /// Forward zones, stub zones and local data, in front of `resolver`.
+    pub routes: super::route::Routes,
     pub metrics: Arc<Metrics>,
     pub hits: HitSink,
     /// The RPZ primary, once `[rpz]` is configured and a list is loaded.
@@ -278,14 +281,21 @@ impl Shared {
             dnssec_ok,
             checking_disabled: request.metadata.checking_disabled,
         };
-        let resolved = match self
-            .resolver
-            .resolve(lower, qtype, flags, request.src().ip())
-            .await
-        {
-            Ok(r) => r,
+        let routed = self
+            .routes
+            .resolve(&self.resolver, lower, qtype, flags, request.src().ip())
+            .await;
+        let (resolved, authoritative) = match routed {
+            Ok(r) => (r.resolved, r.authoritative),
             Err(failure) => {
-                let (code, text) = failure_ede(failure.kind);
+                let (code, text) = if failure.zone {
+                    (
+                        ede::NO_REACHABLE_AUTHORITY,
+                        "no server of the forward or stub zone answered",
+                    )
+                } else {
+                    failure_ede(failure.kind)
+                };
                 if let Some(e) = resp_edns.as_mut() {
                     e.options_mut().insert(answer::ede_option(code, text));
                 }
@@ -310,7 +320,12 @@ impl Shared {
             }
         }
 
-        self.send_resolved(request, &mut rh, resp_edns, qname, dnssec_ok, &resolved)
+        let answer = Resolution {
+            resolved: &resolved,
+            dnssec_ok,
+            authoritative,
+        };
+        self.send_resolved(request, &mut rh, resp_edns, qname, answer)
             .await
     }
 
@@ -609,9 +624,13 @@ impl Shared {
         rh: &mut R,
         mut resp_edns: Option<Edns>,
         qname: &Name,
-        dnssec_ok: bool,
-        resolved: &Resolved,
+        resolution: Resolution<'_>,
     ) -> ResponseInfo {
+        let Resolution {
+            resolved,
+            dnssec_ok,
+            authoritative,
+        } = resolution;
         let a = &resolved.answer;
         let fix = |r: &Record| {
             let mut r = r.clone();
@@ -633,6 +652,8 @@ impl Shared {
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.recursion_available = true;
         meta.response_code = a.rcode;
+        // Local data is ours: AA, as Unbound sets it for its local zones.
+        meta.authoritative = authoritative;
         meta.authentic_data = a.secure && (request.metadata.authentic_data || dnssec_ok);
         let msg = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref()).build(
             meta,
@@ -643,6 +664,14 @@ impl Shared {
         );
         self.send(request, rh, msg).await
     }
+}
+
+/// A resolved answer and how it goes out.
+struct Resolution<'a> {
+    resolved: &'a Resolved,
+    dnssec_ok: bool,
+    /// Answered from local data.
+    authoritative: bool,
 }
 
 /// What the policy on the question decided.

@@ -20,6 +20,7 @@ pub mod notify;
 pub mod ratelimit;
 pub mod reload;
 pub mod resolve;
+pub mod route;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -199,7 +200,17 @@ pub async fn run(mut config: Config) -> i32 {
         }
     }
 
-    // 2. The resolver.
+    // 2. The resolver, and the forward and stub zones' own (their share
+    // of max_inflight comes out of the global one).
+    let ways = config.zones.forward.len() + config.zones.stub.len();
+    let zone_inflight = route::share_inflight(&mut config.resolver, ways);
+    let routes = match route::Routes::new(&config, zone_inflight, metrics.clone()) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "cannot set up the forward and stub zones");
+            return exit::CONFIG;
+        }
+    };
     let resolver = match Resolver::new(&config.resolver, metrics.clone()) {
         Ok(r) => r,
         Err(e) => {
@@ -256,6 +267,7 @@ pub async fn run(mut config: Config) -> i32 {
         },
         policy: store.clone(),
         resolver,
+        routes,
         metrics: metrics.clone(),
         hits: sink,
         rpz: refresher.rpz(),
