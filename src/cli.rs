@@ -187,6 +187,25 @@ fn load_policy(config: &Config) -> Result<Policy, i32> {
 
 /// `schild check NAME`: is it blocked, and why? Exit 0 not blocked, 1 blocked, 2 error.
 pub fn check(config: &Config, query: &str) -> i32 {
+    let code = check_policy(config, query);
+    // The route is said even without a compiled list.
+    let host = url_host(query);
+    let name = host.as_deref().unwrap_or(query).trim();
+    let is_ip = name
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+        .is_ok();
+    if !is_ip
+        && let Ok(n) = policy::normalise(&policy::name::refang(name))
+        && let Some(route) = route_of(config, n.as_str())
+    {
+        let _ = writeln!(std::io::stdout().lock(), "  route: {route}");
+    }
+    code
+}
+
+/// The policy part of [`check`].
+fn check_policy(config: &Config, query: &str) -> i32 {
     let policy = match load_policy(config) {
         Ok(p) => p,
         Err(code) => return code,
@@ -241,7 +260,7 @@ pub fn check(config: &Config, query: &str) -> i32 {
         }
     };
     let n = name.as_str();
-    let code = match policy.lookup_str(n) {
+    match policy.lookup_str(n) {
         Verdict::Blocked(hit) => {
             let listed = policy::matched_suffix(n, hit.matched_len);
             let verb = if hit.action.enforces() {
@@ -299,11 +318,7 @@ pub fn check(config: &Config, query: &str) -> i32 {
             let _ = explain_refusals(&mut out, &policy, n);
             exit::OK
         }
-    };
-    if let Some(route) = route_of(config, n) {
-        let _ = writeln!(out, "  route: {route}");
     }
-    code
 }
 
 /// Which route answers `name` (a normalised name): a forward or stub

@@ -196,6 +196,8 @@ struct DefaultZone {
     apex: Vec<Record>,
     /// The negative-answer SOA.
     soa: Record,
+    /// Records below the apex (the loopback PTR of 127.in-addr.arpa.).
+    below: Vec<Record>,
 }
 
 #[derive(Debug, Default)]
@@ -372,6 +374,14 @@ fn default_zone(zone: &str) -> DefaultZone {
         soa.clone(),
         Record::from_rdata(n.clone(), DEFAULT_TTL, RData::NS(NS(localhost.clone()))),
     ];
+    let mut below = Vec::new();
+    let ptr =
+        |owner: Name| Record::from_rdata(owner, DEFAULT_TTL, RData::PTR(PTR(localhost.clone())));
+    if zone == "127.in-addr.arpa." {
+        below.push(ptr(name("1.0.0.127.in-addr.arpa.")));
+    } else if zone.len() == 73 && zone.starts_with("1.0.") {
+        apex.push(ptr(n.clone()));
+    }
     let kind = if zone == "localhost." {
         apex.push(Record::from_rdata(
             n.clone(),
@@ -392,6 +402,7 @@ fn default_zone(zone: &str) -> DefaultZone {
         kind,
         apex,
         soa,
+        below,
     }
 }
 
@@ -433,7 +444,12 @@ impl Zones {
                 }
             }
         }
-        for r in spec.records {
+        let below: Vec<Record> = nodes
+            .values()
+            .filter_map(|n| n.default.as_ref())
+            .flat_map(|d| d.below.iter().cloned())
+            .collect();
+        for r in below.into_iter().chain(spec.records) {
             let owner = LowerName::new(&r.name);
             let mut up = owner.base_name();
             let mut depth = r.name.num_labels();
@@ -634,6 +650,20 @@ mod tests {
     #[test]
     fn localhost_redirects_and_loopback_reverse_has_its_ptr() {
         let z = table(&[], &[], &[]);
+        for rev in [
+            "1.0.0.127.in-addr.arpa.",
+            "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa.",
+        ] {
+            let Decision::Local(a) = z.decide(&lower(rev), RecordType::PTR) else {
+                panic!("not local");
+            };
+            assert_eq!(a.answers.len(), 1, "{rev}");
+        }
+        let Decision::Local(a) = z.decide(&lower("2.0.0.127.in-addr.arpa."), RecordType::PTR)
+        else {
+            panic!("not local");
+        };
+        assert_eq!(a.rcode, ResponseCode::NXDomain);
         let Decision::Local(a) = z.decide(&lower("db.localhost."), RecordType::AAAA) else {
             panic!("not local");
         };

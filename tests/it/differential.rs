@@ -543,13 +543,26 @@ fn ask(server: SocketAddr, query: &[u8], p: &Profile) -> Option<Vec<u8>> {
 
 /// An Unbound on port 53 of one address of the hierarchy's /24: recursive
 /// from the NSD root, or forwarding everything to `forward_to`.
-struct Unbound {
-    addr: SocketAddr,
+pub struct Unbound {
+    pub addr: SocketAddr,
     daemon: Mutex<Daemon>,
 }
 
 impl Unbound {
     fn start(h: &NsdHierarchy, name: &str, host: u8, forward_to: Option<SocketAddr>) -> Unbound {
+        Unbound::start_with(h, name, host, forward_to, "", "")
+    }
+
+    /// [`Unbound::start`] with lines added to `server:` (indented) and
+    /// clauses after it (`forward-zone:`, `stub-zone:`).
+    pub fn start_with(
+        h: &NsdHierarchy,
+        name: &str,
+        host: u8,
+        forward_to: Option<SocketAddr>,
+        server_lines: &str,
+        clauses: &str,
+    ) -> Unbound {
         let ip: Ipv4Addr = h.ip(host);
         let dir = h.dir.path().join(format!("unbound-{name}"));
         std::fs::create_dir_all(&dir).expect("mkdir unbound");
@@ -586,9 +599,10 @@ impl Unbound {
     # to 4096 bytes to a client that allows them.
     max-udp-size: 1232
     verbosity: 1
+{server_lines}
 remote-control:
     control-enable: no
-{forward}"#,
+{forward}{clauses}"#,
             dir = dir.display(),
             hints = h.hints.display(),
         );
@@ -613,7 +627,7 @@ remote-control:
         }
     }
 
-    fn assert_running(&self, what: &str) {
+    pub fn assert_running(&self, what: &str) {
         let mut d = self.daemon.lock().expect("daemon");
         assert!(d.running(), "unbound ({what}) exited:\n{}", d.log());
     }

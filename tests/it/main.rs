@@ -18,3 +18,4 @@ mod rpz;
 mod safety;
 mod serve;
 mod sightings;
+mod zones;
