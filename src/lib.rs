@@ -26,6 +26,7 @@ pub mod rpz;
 pub mod server;
 pub mod sightings;
 pub mod telemetry;
+pub mod tsig;
 pub mod wire;
 pub mod zones;
 

@@ -41,7 +41,7 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run the DNS firewall resolver (until SIGTERM; SIGHUP refreshes the feeds).
+    /// Run the DNS firewall resolver (until SIGTERM; SIGHUP re-reads the config and refreshes the feeds).
     Serve {
         #[arg(long, short)]
         config: PathBuf,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// top-down: `main -> cli/server -> pipeline/sightings/rpz -> feeds ->
 /// config -> policy -> leaves`.
 const LAYERS: &[&[&str]] = &[
-    &["clock", "error", "exit", "fs", "http", "wire"],
+    &["clock", "error", "exit", "fs", "http", "tsig", "wire"],
     &["policy", "zones"],
     &["config"],
     &["feeds"],

@@ -335,6 +335,12 @@ impl FeedKind {
 pub enum Location {
     Path(PathBuf),
     Url(reqwest::Url),
+    /// `axfr://IP[:port]/zone`: an RPZ zone pulled from its primary by
+    /// zone transfer (IXFR once a copy is kept, AXFR otherwise).
+    Xfr {
+        server: SocketAddr,
+        zone: String,
+    },
 }
 
 impl Location {
@@ -349,6 +355,7 @@ impl Location {
                 u.set_query(None);
                 u.to_string()
             }
+            Location::Xfr { server, zone } => format!("axfr://{server}/{zone}"),
         }
     }
 }
@@ -388,6 +395,8 @@ pub struct FeedConfig {
     pub report_sightings: bool,
     pub sightings_url: Option<reqwest::Url>,
     pub sightings_key: Option<Secret>,
+    /// TSIG key (BIND's key file) for an `axfr://` location.
+    pub tsig_key_file: Option<PathBuf>,
     /// Its own TLS keys over `[http]`'s.
     pub tls: TlsClient,
 }
@@ -516,6 +525,9 @@ impl Config {
         files.extend(self.http.files("http"));
         for f in &self.feeds {
             files.extend(f.tls.files(&format!("feed {:?}", f.name)));
+            if let Some(k) = &f.tsig_key_file {
+                files.push((format!("feed {:?}.tsig_key_file", f.name), k.clone()));
+            }
         }
         for (i, p) in self.allowlist.files.iter().enumerate() {
             files.push((format!("allowlist.files[{i}]"), p.clone()));

@@ -385,6 +385,8 @@ pub(super) struct RawFeed {
     pub(super) report_sightings: bool,
     pub(super) sightings_url: Option<String>,
     pub(super) sightings_key_file: Option<PathBuf>,
+    /// TSIG for an `axfr://` location.
+    pub(super) tsig_key_file: Option<PathBuf>,
     // TLS, over [http]'s
     pub(super) ca_file: Option<PathBuf>,
     pub(super) client_cert_file: Option<PathBuf>,

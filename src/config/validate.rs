@@ -168,6 +168,24 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
     })
 }
 
+/// `IP[:port]/zone` of an `axfr://` location (the primary by address:
+/// schild does not resolve the name of the server it trusts for its list).
+fn xfr_location(field: &str, rest: &str) -> Result<Location, ConfigError> {
+    let bad = |why: &str| {
+        invalid(
+            field,
+            format!("axfr://{rest}: {why} (axfr://IP[:port]/zone)"),
+        )
+    };
+    let (host, zone) = rest.split_once('/').ok_or_else(|| bad("no zone"))?;
+    let server =
+        parse_socket(field, host, 53).map_err(|_| bad("the primary must be an IP address"))?;
+    let zone = crate::policy::normalise(zone.trim_end_matches('/'))
+        .map_err(|e| bad(&e.to_string()))?
+        .into_string();
+    Ok(Location::Xfr { server, zone })
+}
+
 /// `full`, `pseudonymise` or `omit`.
 fn client_privacy(field: &str, s: &str) -> Result<ClientPrivacy, ConfigError> {
     match s {
@@ -462,6 +480,14 @@ fn feed(
         })?;
         let location = if f.location.starts_with("http://") || f.location.starts_with("https://") {
             Location::Url(parse_url(&field("location"), &f.location)?)
+        } else if let Some(rest) = f.location.strip_prefix("axfr://") {
+            if kind != FeedKind::Rpz {
+                return Err(invalid(
+                    field("location"),
+                    "axfr:// is for rpz feeds (a zone transfer from the RPZ primary)",
+                ));
+            }
+            xfr_location(&field("location"), rest)?
         } else {
             Location::Path(resolve(base, Path::new(&f.location)))
         };
@@ -541,6 +567,17 @@ fn feed(
                 "needs sightings_url for feeds that are not misp-api",
             ));
         }
+        let tsig_key_file = match (f.tsig_key_file, &location) {
+            (None, _) => None,
+            (Some(k), Location::Xfr { .. }) => Some(resolve(base, &k)),
+            (Some(_), _) => {
+                return Err(invalid(
+                    field("tsig_key_file"),
+                    "only for an axfr:// location",
+                ));
+            }
+        };
+
         Ok(FeedConfig {
             name: f.name,
             kind,
@@ -567,6 +604,7 @@ fn feed(
             report_sightings: f.report_sightings,
             sightings_url,
             sightings_key,
+            tsig_key_file,
             tls: tls(
                 &label,
                 base,

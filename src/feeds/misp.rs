@@ -262,6 +262,7 @@ impl Source {
                 }
                 Source::Url(base, Http::for_feed(feed)?, feed.api_key.clone())
             }
+            Location::Xfr { .. } => return Err(super::xfr::not_a_zone(feed)),
         })
     }
 

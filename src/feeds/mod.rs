@@ -15,6 +15,7 @@ pub mod misp_api;
 pub mod plain;
 pub mod stix;
 pub mod taxii;
+mod xfr;
 
 use std::path::{Path, PathBuf};
 
@@ -215,6 +216,17 @@ impl Puller {
                     Location::Path(p) => {
                         (read_feed_file(p, feed.max_bytes, feed.timeout).await?, None)
                     }
+                    Location::Xfr { server, zone } => {
+                        match xfr::fetch(feed, *server, zone, &dir).await? {
+                            ListFetch::NotModified(bytes) => {
+                                return Ok(Pulled::Lines {
+                                    kind: feed.kind,
+                                    bytes,
+                                });
+                            }
+                            ListFetch::New { bytes, validators } => (bytes, Some(validators)),
+                        }
+                    }
                     Location::Url(u) => match fetch_list(feed, u, &dir).await? {
                         ListFetch::NotModified(bytes) => {
                             // The kept copy itself: it earned its place before.
@@ -362,7 +374,7 @@ pub fn check_refresh(
     Ok(())
 }
 
-enum ListFetch {
+pub(crate) enum ListFetch {
     /// 304: the kept copy, as read back.
     NotModified(Vec<u8>),
     /// A new body and its validators (JSON), to keep once the body is.

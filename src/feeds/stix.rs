@@ -500,6 +500,7 @@ pub async fn pull(feed: &FeedConfig, dir: &Path, judge: Judge<'_>) -> Result<Sti
                 } => (bytes, Some(validators), http::redact(u)),
             }
         }
+        Location::Xfr { .. } => return Err(super::xfr::not_a_zone(feed)),
     };
     let set = parse_bundle(&bytes, &what, &info)?;
     judge(census(&set))?;

@@ -9,7 +9,6 @@
 
 pub mod journal;
 pub mod notify;
-pub mod tsig;
 pub mod xfr;
 pub mod zone;
 

@@ -29,10 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::journal::{self, Journal, JournalError, Step};
 use super::notify::Notifier;
-use super::tsig::{self, ChainSigner, RequestAuth, TsigKey, TsigKeyError};
 use super::zone::{self, Section, Trigger, Triggers, ZoneError, ZoneSettings};
 use crate::config::Config;
 use crate::policy::Policy;
+use crate::tsig::{self, ChainSigner, RequestAuth, TsigKey, TsigKeyError};
 use crate::wire::{self, message_response};
 
 /// Records per message, and the size a message is filled to. BIND and

@@ -44,6 +44,41 @@ pub struct HandlerConfig {
     pub block_ttl: u32,
     pub sinkhole_ipv4: Vec<Ipv4Addr>,
     pub sinkhole_ipv6: Vec<Ipv6Addr>,
+    /// `rpz` feeds pulled by zone transfer: a NOTIFY for the zone from its
+    /// primary refreshes the feed.
+    pub xfr_feeds: Vec<XfrFeed>,
+}
+
+/// An `axfr://` feed, as NOTIFY needs it.
+#[derive(Debug, Clone)]
+pub struct XfrFeed {
+    pub feed: String,
+    pub zone: LowerName,
+    pub primary: IpAddr,
+}
+
+impl HandlerConfig {
+    pub fn new(config: &crate::config::Config) -> HandlerConfig {
+        HandlerConfig {
+            allow: config.server.allow.clone(),
+            edns_payload: config.server.edns_payload,
+            block_ttl: config.policy.block_ttl,
+            sinkhole_ipv4: config.policy.sinkhole_ipv4.clone(),
+            sinkhole_ipv6: config.policy.sinkhole_ipv6.clone(),
+            xfr_feeds: config
+                .feeds
+                .iter()
+                .filter_map(|f| match &f.location {
+                    crate::config::Location::Xfr { server, zone } => Some(XfrFeed {
+                        feed: f.name.clone(),
+                        zone: LowerName::from(Name::from_ascii(format!("{zone}.")).ok()?),
+                        primary: server.ip(),
+                    }),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Counts queries being answered, so shutdown can wait for them.
@@ -87,12 +122,16 @@ impl Drop for InFlightGuard<'_> {
 
 /// Everything the handler shares with the rest of the server.
 pub struct Shared {
-    pub config: HandlerConfig,
+    /// Swapped whole by a configuration reload.
+    pub config: arc_swap::ArcSwap<HandlerConfig>,
     pub policy: Arc<ArcSwapOption<Policy>>,
-    /// The global route (`resolver.mode`).
-    pub resolver: Resolver,
-    /// Forward zones, stub zones and local data, in front of `resolver`.
-    pub routes: super::route::Routes,
+    /// The global route (`resolver.mode`). Swapped by a configuration
+    /// reload that changed `[resolver]` or the zones; a query in flight
+    /// finishes on the one it started with.
+    pub resolver: arc_swap::ArcSwap<Resolver>,
+    /// Forward zones, stub zones and local data, in front of `resolver`;
+    /// swapped with it.
+    pub routes: arc_swap::ArcSwap<super::route::Routes>,
     pub metrics: Arc<Metrics>,
     pub hits: HitSink,
     /// The RPZ primary, once `[rpz]` is configured and a list is loaded.
@@ -100,6 +139,8 @@ pub struct Shared {
     pub in_flight: InFlight,
     /// Set at shutdown: new queries get no answer, as if the socket were closed.
     pub draining: AtomicBool,
+    /// Feeds to refresh because their primary sent a NOTIFY.
+    pub notified: Option<tokio::sync::mpsc::Sender<String>>,
     /// The dnstap query log, when `[dnstap]` is configured.
     pub dnstap: Option<super::dnstap::Tap>,
     /// `server.client_qps` (UDP only); `None` when off.
@@ -156,7 +197,7 @@ fn plain_lower(name: &Name) -> String {
 impl Shared {
     pub(crate) fn is_allowed(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        self.config.allow.iter().any(|n| n.contains(&ip))
+        self.config.load().allow.iter().any(|n| n.contains(&ip))
     }
 
     /// May open a TCP/TLS connection: a resolver client, or an RPZ
@@ -228,6 +269,12 @@ impl Shared {
             return rpz.handle(request, rh).await;
         }
 
+        // A NOTIFY from the primary of an `axfr://` feed (which need not
+        // be a resolver client): refresh that feed (RFC 1996).
+        if request.metadata.op_code == OpCode::Notify {
+            return self.notify(request, rh).await;
+        }
+
         // Every UDP answer counts against its client's rate, errors too
         // (a REFUSED is still a reflection), as with BIND's RRL.
         let rate = match &self.ratelimit {
@@ -281,9 +328,10 @@ impl Shared {
             dnssec_ok,
             checking_disabled: request.metadata.checking_disabled,
         };
-        let routed = self
-            .routes
-            .resolve(&self.resolver, lower, qtype, flags, request.src().ip())
+        let resolver = self.resolver.load_full();
+        let routes = self.routes.load_full();
+        let routed = routes
+            .resolve(&resolver, lower, qtype, flags, request.src().ip())
             .await;
         let (resolved, authoritative) = match routed {
             Ok(r) => (r.resolved, r.authoritative),
@@ -333,7 +381,10 @@ impl Shared {
     fn response_edns(&self, request: &Request) -> Option<Edns> {
         request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().clamp(512, self.config.edns_payload));
+            e.set_max_payload(
+                req.max_payload()
+                    .clamp(512, self.config.load().edns_payload),
+            );
             e.set_version(0);
             e.set_dnssec_ok(req.flags().dnssec_ok);
             e
@@ -343,6 +394,35 @@ impl Shared {
     /// The checks before any lookup: the client, the EDNS version, the
     /// opcode and the question. `Err` is the rcode to answer with (an EDE
     /// goes into `resp_edns` where one applies).
+    /// Answer a NOTIFY: NOERROR (AA) and a refresh of the feed when it
+    /// comes from the feed's primary for its zone, REFUSED otherwise, as
+    /// BIND answers a NOTIFY from a server that is not a primary.
+    async fn notify<R: ResponseHandler>(&self, request: &Request, mut rh: R) -> ResponseInfo {
+        let config = self.config.load();
+        let from = request.src().ip().to_canonical();
+        let feed = request.queries.queries().first().and_then(|q| {
+            config
+                .xfr_feeds
+                .iter()
+                .find(|f| f.primary.to_canonical() == from && &f.zone == q.name())
+        });
+        let Some(feed) = feed else {
+            tracing::debug!(%from, "NOTIFY for no axfr:// feed of this primary; refused");
+            return self
+                .error(request, &mut rh, None, ResponseCode::Refused)
+                .await;
+        };
+        if let Some(tx) = &self.notified {
+            // A full queue already holds a refresh to come.
+            let _ = tx.try_send(feed.feed.clone());
+        }
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.authoritative = true;
+        let builder = MessageResponseBuilder::new(&request.queries, None);
+        let msg = builder.build(meta, [], [], [], []);
+        self.send(request, &mut rh, msg).await
+    }
+
     fn admit<'r>(
         &self,
         request: &'r Request,
@@ -580,7 +660,8 @@ impl Shared {
         }
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.recursion_available = true;
-        let ttl = self.config.block_ttl;
+        let config = self.config.load();
+        let ttl = config.block_ttl;
         let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
         let soa = answer::policy_soa(b.soa_owner, b.serial, ttl);
         match b.action {
@@ -594,8 +675,8 @@ impl Shared {
                     qname,
                     qtype,
                     ttl,
-                    &self.config.sinkhole_ipv4,
-                    &self.config.sinkhole_ipv6,
+                    &config.sinkhole_ipv4,
+                    &config.sinkhole_ipv6,
                 );
                 let soa_part: &[Record] = if records.is_empty() {
                     std::slice::from_ref(&soa)

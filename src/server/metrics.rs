@@ -131,6 +131,8 @@ pub struct Metrics {
     feed_last_success: GaugeVec,
     feed_failures: IntCounterVec,
     pub refresh_failures: IntCounter,
+    /// SIGHUP re-reads of the configuration file that were refused.
+    pub config_reload_failures: IntCounter,
     pub reloads: IntCounter,
     pub reload_requests: IntCounter,
     pub reload_coalesced: IntCounter,
@@ -420,6 +422,11 @@ impl Metrics {
                 &r,
                 "schild_refresh_failures_total",
                 "Refreshes that failed as a whole; the previous policy stayed in place.",
+            ),
+            config_reload_failures: counter(
+                &r,
+                "schild_config_reload_failures_total",
+                "Configuration reloads (SIGHUP) refused: the file did not load or validate; the running configuration stays.",
             ),
             reloads: counter(
                 &r,

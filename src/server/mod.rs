@@ -4,7 +4,8 @@
 //! is none, compiled) *before* any listener opens, so the first answer is
 //! already filtered. Without a policy, `policy.fail_closed = true` refuses
 //! to start; otherwise schild starts unfiltered and says so in the log, in
-//! `schild_policy_loaded 0` and in `/ready`. SIGHUP refreshes the feeds;
+//! `schild_policy_loaded 0` and in `/ready`. SIGHUP re-reads the
+//! configuration file ([`reconfigure`]) and refreshes the feeds;
 //! SIGTERM (or SIGINT) stops answering new queries, lets the ones in flight
 //! finish (up to `server.drain_secs`) and exits 0. Under systemd
 //! (`Type=notify`) each step is told to the service manager ([`notify`]).
@@ -18,6 +19,7 @@ pub mod listen;
 pub mod metrics;
 pub mod notify;
 pub mod ratelimit;
+pub mod reconfigure;
 pub mod reload;
 pub mod resolve;
 pub mod route;
@@ -40,7 +42,6 @@ use hits::HitSink;
 use listen::StreamLimits;
 use metrics::Metrics;
 use reload::Refresher;
-use resolve::Resolver;
 
 /// Hits waiting for the consumer before new ones are dropped (and counted).
 const HIT_QUEUE: usize = 16_384;
@@ -128,7 +129,7 @@ pub fn fd_budget(limit: u64, config: &Config) -> FdBudget {
 /// Lower the TCP and upstream caps to what the open-file limit allows
 /// (said in the log), so the admin listener and TCP still accept when
 /// a dead upstream holds every lookup open.
-fn fit_to_open_file_limit(config: &mut Config) {
+pub(crate) fn fit_to_open_file_limit(config: &mut Config) {
     let limit = open_file_limit();
     let budget = fd_budget(limit, config);
     let (tcp, upstream) = (
@@ -156,7 +157,7 @@ pub async fn run(mut config: Config) -> i32 {
     raise_open_file_limit();
     fit_to_open_file_limit(&mut config);
     if let Some(path) = config.rpz.as_ref().and_then(|r| r.tsig_key_file.as_ref()) {
-        let usable = crate::rpz::tsig::TsigKey::load(path)
+        let usable = crate::tsig::TsigKey::load(path)
             .map_err(|e| error_chain(&e))
             .and_then(|k| k.signer().map(|_| ()).map_err(|e| error_chain(&e)));
         if let Err(error) = usable {
@@ -202,16 +203,8 @@ pub async fn run(mut config: Config) -> i32 {
 
     // 2. The resolver, and the forward and stub zones' own (their share
     // of max_inflight comes out of the global one).
-    let ways = config.zones.forward.len() + config.zones.stub.len();
-    let zone_inflight = route::share_inflight(&mut config.resolver, ways);
-    let routes = match route::Routes::new(&config, zone_inflight, metrics.clone()) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %error_chain(&e), "cannot set up the forward and stub zones");
-            return exit::CONFIG;
-        }
-    };
-    let resolver = match Resolver::new(&config.resolver, metrics.clone()) {
+    let counters = route::register(metrics.registry());
+    let (resolver, routes) = match route::build(&config, metrics.clone(), counters) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "cannot set up the resolver");
@@ -239,6 +232,13 @@ pub async fn run(mut config: Config) -> i32 {
 
     // 3b. The dnstap query log: a bounded queue to one writer task.
     let stop_dnstap = CancellationToken::new();
+    let dnstap_metrics = match dnstap::Metrics::register(metrics.registry()) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the dnstap metrics");
+            return exit::FAILURE;
+        }
+    };
     let (dnstap, dnstap_task) = match &config.dnstap {
         None => (None, None),
         Some(d) => {
@@ -247,32 +247,43 @@ pub async fn run(mut config: Config) -> i32 {
                 config.pseudonym_key_path(),
                 config.sightings.pseudonym_rotate,
             );
-            match dnstap::start(d, privacy, metrics.registry(), stop_dnstap.clone()) {
-                Ok((tap, task)) => (Some(tap), Some(task)),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot set up dnstap");
-                    return exit::FAILURE;
-                }
-            }
+            let (tap, task) = dnstap::start(d, privacy, dnstap_metrics, stop_dnstap.clone());
+            (Some(tap), Some(task))
         }
     };
 
+    // NOTIFY from an `axfr://` feed's primary: refresh that feed, one
+    // refresh for any number of NOTIFYs that arrive while one runs.
+    let (notified, mut notify_rx) = tokio::sync::mpsc::channel::<String>(16);
+    {
+        let refresher = refresher.clone();
+        tokio::spawn(async move {
+            while let Some(first) = notify_rx.recv().await {
+                let mut feeds = std::collections::BTreeSet::from([first]);
+                while let Ok(more) = notify_rx.try_recv() {
+                    feeds.insert(more);
+                }
+                for feed in feeds {
+                    tracing::info!(%feed, "NOTIFY from the feed's primary: refreshing it");
+                    if let Err(e) = refresher.refresh_feed(&feed, false).await {
+                        tracing::warn!(%feed, error = %error_chain(&*e), "refresh after NOTIFY failed");
+                    }
+                }
+            }
+        });
+    }
+
     let shared = Arc::new(Shared {
-        config: HandlerConfig {
-            allow: config.server.allow.clone(),
-            edns_payload: config.server.edns_payload,
-            block_ttl: config.policy.block_ttl,
-            sinkhole_ipv4: config.policy.sinkhole_ipv4.clone(),
-            sinkhole_ipv6: config.policy.sinkhole_ipv6.clone(),
-        },
+        config: arc_swap::ArcSwap::from_pointee(HandlerConfig::new(&config)),
         policy: store.clone(),
-        resolver,
-        routes,
+        resolver: arc_swap::ArcSwap::from_pointee(resolver),
+        routes: arc_swap::ArcSwap::from_pointee(routes),
         metrics: metrics.clone(),
         hits: sink,
         rpz: refresher.rpz(),
         in_flight: InFlight::default(),
         draining: AtomicBool::new(false),
+        notified: Some(notified),
         dnstap,
         ratelimit: ratelimit::RateLimiter::new(
             config.server.client_qps,
@@ -388,7 +399,7 @@ pub async fn run(mut config: Config) -> i32 {
     ));
     listening.store(true, Ordering::Release);
     tracing::info!(
-        mode = shared.resolver.mode(),
+        mode = shared.resolver.load().mode(),
         policy = if store.load().is_some() {
             "loaded"
         } else {
@@ -412,7 +423,7 @@ pub async fn run(mut config: Config) -> i32 {
     tokio::spawn(refresher.clone().watch_allowlist(stop_refresh.clone()));
 
     // 7. Signals.
-    wait_for_stop(refresher.clone(), notify.clone()).await;
+    wait_for_stop(shared.clone(), refresher.clone(), notify.clone()).await;
 
     // 8. Drain.
     notify.stopping();
@@ -454,7 +465,11 @@ pub async fn run(mut config: Config) -> i32 {
 }
 
 #[cfg(unix)]
-async fn wait_for_stop(refresher: Arc<Refresher>, notify: Arc<notify::Notifier>) {
+async fn wait_for_stop(
+    shared: Arc<Shared>,
+    refresher: Arc<Refresher>,
+    notify: Arc<notify::Notifier>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -470,9 +485,14 @@ async fn wait_for_stop(refresher: Arc<Refresher>, notify: Arc<notify::Notifier>)
             _ = term.recv() => return,
             _ = int.recv() => return,
             _ = hup.recv() => {
-                let (r, n) = (refresher.clone(), notify.clone());
+                let (s, r, n) = (shared.clone(), refresher.clone(), notify.clone());
                 tokio::spawn(async move {
                     n.reloading();
+                    // The file first: a refresh then compiles with it.
+                    if let Err(e) = reconfigure::reconfigure(&s, &r) {
+                        s.metrics.config_reload_failures.inc();
+                        tracing::error!(error = %error_chain(&e), "the configuration file was not reloaded; the running configuration stays");
+                    }
                     let _ = r.refresh("SIGHUP").await;
                     n.ready();
                 });
@@ -482,7 +502,11 @@ async fn wait_for_stop(refresher: Arc<Refresher>, notify: Arc<notify::Notifier>)
 }
 
 #[cfg(not(unix))]
-async fn wait_for_stop(_refresher: Arc<Refresher>, _notify: Arc<notify::Notifier>) {
+async fn wait_for_stop(
+    _shared: Arc<Shared>,
+    _refresher: Arc<Refresher>,
+    _notify: Arc<notify::Notifier>,
+) {
     let _ = tokio::signal::ctrl_c().await;
 }
 

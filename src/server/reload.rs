@@ -65,7 +65,9 @@ pub struct Refreshed {
 }
 
 pub struct Refresher {
-    config: Config,
+    /// Swapped by a configuration reload (SIGHUP); each compile takes the
+    /// one current when it starts.
+    config: arc_swap::ArcSwap<Config>,
     puller: Puller,
     store: Arc<ArcSwapOption<Policy>>,
     metrics: Arc<Metrics>,
@@ -87,7 +89,7 @@ impl Refresher {
     ) -> Refresher {
         Refresher {
             puller: Puller::new(&config.state_dir),
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
             store,
             metrics,
             lock: tokio::sync::Mutex::new(()),
@@ -95,6 +97,16 @@ impl Refresher {
             rpz: Arc::new(ArcSwapOption::empty()),
             rpz_stop: CancellationToken::new(),
         }
+    }
+
+    /// The configuration compiles use now.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Use `config` from the next compile on (feeds, allowlists, policy).
+    pub fn set_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
     }
 
     /// The RPZ primary slot the handler reads.
@@ -110,7 +122,7 @@ impl Refresher {
     /// Load the last good artifact from `state_dir`, if there is one.
     /// `Ok(false)`: there is none. A damaged artifact is an error.
     pub fn load_existing(&self) -> Result<bool, ArtifactError> {
-        let path = self.config.artifact_path();
+        let path = self.config.load().artifact_path();
         match Policy::load(&path) {
             Ok(p) => {
                 tracing::info!(
@@ -145,6 +157,7 @@ impl Refresher {
     /// The shortest feed refresh interval (5 minutes without feeds).
     pub fn interval(&self) -> Duration {
         self.config
+            .load()
             .feeds
             .iter()
             .map(|f| f.refresh)
@@ -156,7 +169,7 @@ impl Refresher {
         self.metrics.set_policy(Some(&p));
         let p = Arc::new(p);
         self.store.store(Some(p.clone()));
-        if self.config.rpz.is_none() {
+        if self.config.load().rpz.is_none() {
             return;
         }
         match self.rpz.load_full() {
@@ -165,7 +178,7 @@ impl Refresher {
                     tracing::warn!(error = %error_chain(&e), "RPZ journal not written; secondaries will get a full transfer");
                 }
             }
-            None => match RpzPrimary::new(&self.config, p, Some(self.rpz_stop.clone())) {
+            None => match RpzPrimary::new(&self.config.load(), p, Some(self.rpz_stop.clone())) {
                 Ok(primary) => {
                     tracing::info!(zone = %primary.settings().origin_text, serial = primary.serial(), "RPZ primary serving");
                     self.rpz.store(Some(Arc::new(primary)));
@@ -192,7 +205,7 @@ impl Refresher {
     /// pull passes the shrink guard (garbage is still refused). It waits
     /// for a compile running, but is never merged with other requests.
     pub async fn refresh_feed(self: &Arc<Self>, name: &str, accept_shrink: bool) -> RefreshResult {
-        let Some(feed) = self.config.feeds.iter().position(|f| f.name == name) else {
+        let Some(feed) = self.config.load().feeds.iter().position(|f| f.name == name) else {
             return Err(Arc::new(RefreshError::UnknownFeed(name.to_string())));
         };
         self.metrics.reload_requests.inc();
@@ -262,7 +275,7 @@ impl Refresher {
     /// One compile; the caller holds `lock`.
     async fn refresh_with(&self, why: &'static str, pull: Pull) -> Result<Refreshed, RefreshError> {
         tracing::info!(why, "refreshing the policy");
-        let config = self.config.clone();
+        let config = self.config.load_full();
         let puller = self.puller.clone();
         // Compiling is CPU and file work: keep it off the threads that
         // answer queries, on a runtime of its own (feeds may use HTTP).
@@ -329,9 +342,14 @@ impl Refresher {
     /// Recompile when an allowlist file changes (`schild allow`, or an
     /// operator's edit), checking every second until `shutdown`.
     pub async fn watch_allowlist(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
-        let mut files = self.config.allowlist.files.clone();
-        files.extend(self.config.allowlist.warninglists.iter().cloned());
-        files.push(self.config.local_allowlist_path());
+        // Read again each round: a configuration reload may name others.
+        let watched = |c: &Config| {
+            let mut files = c.allowlist.files.clone();
+            files.extend(c.allowlist.warninglists.iter().cloned());
+            files.push(c.local_allowlist_path());
+            files
+        };
+        let mut files = watched(&self.config.load());
         let stamp = |files: &[std::path::PathBuf]| -> Vec<Option<SystemTime>> {
             files
                 .iter()
@@ -343,6 +361,13 @@ impl Refresher {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = shutdown.cancelled() => return,
+            }
+            let current = watched(&self.config.load());
+            if current != files {
+                // A reload recompiles anyway; watch the new files from here.
+                files = current;
+                seen = stamp(&files);
+                continue;
             }
             let now = stamp(&files);
             if now != seen {

@@ -43,6 +43,7 @@ pub struct Routes {
     stub: Vec<ZoneResolver>,
     local_queries: IntCounter,
     global_queries: IntCounter,
+    counters: IntCounterVec,
 }
 
 /// An answer and how it was obtained.
@@ -75,16 +76,33 @@ pub fn share_inflight(resolver: &mut ResolverConfig, zones: usize) -> usize {
     each
 }
 
+/// The global resolver and the routes of `config`: the forward and stub
+/// zones take their share of `resolver.max_inflight` ([`share_inflight`])
+/// from the global one. `counters` are the route metric's, registered
+/// once ([`register`]) and kept across configuration reloads.
+pub fn build(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    counters: IntCounterVec,
+) -> Result<(Resolver, Routes), ResolverSetupError> {
+    let ways = config.zones.forward.len() + config.zones.stub.len();
+    let mut global = config.resolver.clone();
+    let each = share_inflight(&mut global, ways);
+    let routes = Routes::new(config, each, metrics.clone(), counters)?;
+    let resolver = Resolver::new(&global, metrics)?;
+    Ok((resolver, routes))
+}
+
 impl Routes {
     /// Build every zone's resolver. `zone_inflight` is the per-zone cap
     /// from [`share_inflight`].
-    pub fn new(
+    fn new(
         config: &Config,
         zone_inflight: usize,
         metrics: Arc<Metrics>,
+        counters: IntCounterVec,
     ) -> Result<Routes, ResolverSetupError> {
         let z = &config.zones;
-        let counters = register(metrics.registry());
         let global_label = match config.resolver.mode {
             ResolverMode::Forward => "forward",
             ResolverMode::Recursive => "recursive",
@@ -127,7 +145,13 @@ impl Routes {
             stub,
             local_queries: counters.with_label_values(&["local"]),
             global_queries: counters.with_label_values(&[global_label]),
+            counters,
         })
+    }
+
+    /// The route metric, for the next [`build`].
+    pub fn counters(&self) -> IntCounterVec {
+        self.counters.clone()
     }
 
     fn way(&self, way: Way) -> Option<&ZoneResolver> {
@@ -229,7 +253,8 @@ impl Routes {
     }
 }
 
-fn register(r: &prometheus::Registry) -> IntCounterVec {
+/// `schild_route_queries_total{route}`, registered once per process.
+pub fn register(r: &prometheus::Registry) -> IntCounterVec {
     // A literal name and label: this cannot fail (the unit test below).
     let v = IntCounterVec::new(
         Opts::new(

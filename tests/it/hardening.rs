@@ -524,8 +524,10 @@ fn a_flooding_client_is_rate_limited_with_slips_and_others_are_not() {
         a.answered, a.slipped
     );
     // The bucket holds one second (20), and refills at 20 a second.
+    // At least most of the first second's 20 (a loaded machine may lose a
+    // datagram), never more than the rate allows.
     let most = 20 + (20.0 * secs).ceil() as usize + 2;
-    assert!((20..=most).contains(&a.answered), "{a:?} within {secs} s");
+    assert!((15..=most).contains(&a.answered), "{a:?} within {secs} s");
     assert!(
         asked <= a.answered,
         "limited queries reached the upstream: {asked}"

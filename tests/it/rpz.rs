@@ -918,3 +918,220 @@ fn the_exported_file_loads_in_knot_resolver() {
         kresd.log()
     );
 }
+
+// ------------------------------------------------- an rpz feed by transfer
+
+/// A `schild serve` whose one feed is the RPZ zone at `primary` by zone
+/// transfer, with the test TSIG key.
+fn pulling(primary: std::net::SocketAddr, zone: &str) -> Schild {
+    pulling_on(primary, zone, None)
+}
+
+/// [`pulling`], listening on `port` (for a primary that sends NOTIFY).
+fn pulling_on(primary: std::net::SocketAddr, zone: &str, port: Option<u16>) -> Schild {
+    let key = key_text();
+    let listen = port
+        .map(|p| format!("[server]\nlisten = [\"127.0.0.1:{p}\"]\n\n"))
+        .unwrap_or_default();
+    let config = format!(
+        "{listen}[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\ndnssec = false\ntimeout_secs = 1\n\n[[feed]]\nname = \"national\"\ntype = \"rpz\"\nlocation = \"axfr://{primary}/{zone}\"\ntsig_key_file = \"xfr.tsig\"\ntimeout_secs = 10\nretries = 0\n"
+    );
+    Schild::start(&config, &[("xfr.tsig", &key)])
+}
+
+/// Blocked: NXDOMAIN. A name that is not listed goes to the dead upstream
+/// and comes back SERVFAIL after the resolver's deadline, so allow for it.
+fn nxdomain(s: &Schild, name: &str) -> bool {
+    let q = crate::dns::query(name, RecordType::A);
+    let (m, _) = crate::dns::udp_timeout(s.dns, &q, Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no answer for {name}:\n{}", s.log()));
+    m.metadata.response_code == hickory_server::proto::op::ResponseCode::NXDomain
+}
+
+fn reload(s: &Schild) {
+    let (status, body) = s.http("POST", "/reload");
+    assert_eq!(status, 200, "{body}\n{}", s.log());
+}
+
+fn pulled(s: &Schild, how: &str) -> usize {
+    s.log()
+        .lines()
+        .filter(|l| l.contains("RPZ zone transferred") && l.contains(&format!("how=\"{how}\"")))
+        .count()
+}
+
+#[test]
+fn an_rpz_feed_follows_another_schild_by_axfr_then_ixfr_with_tsig() {
+    let primary = serve("evil.example\nc2.example\n", ALLOW_LOOPBACK, true);
+    let s = pulling(primary.dns, "zdn.rpz");
+    assert!(nxdomain(&s, "www.evil.example."), "{}", s.log());
+    assert!(nxdomain(&s, "c2.example."));
+    assert!(!nxdomain(&s, "fresh.example."));
+    assert_eq!(pulled(&s, "AXFR"), 1, "{}", s.log());
+
+    // Unchanged serial: no transfer at all.
+    reload(&s);
+    assert_eq!(pulled(&s, "AXFR") + pulled(&s, "IXFR"), 1, "{}", s.log());
+    // A change on the primary arrives as differences.
+    change_feed(&primary, "evil.example\nfresh.example\n");
+    reload(&s);
+    assert!(nxdomain(&s, "fresh.example."), "{}", s.log());
+    assert!(!nxdomain(&s, "c2.example."), "removed on the primary");
+    assert!(nxdomain(&s, "evil.example."));
+    assert_eq!(pulled(&s, "IXFR"), 1, "{}", s.log());
+    assert!(transfers_done(&primary, "IXFR") >= 1, "{}", primary.log());
+
+    // A NOTIFY from anyone but the primary is refused and changes nothing.
+    let mut n = Message::query();
+    n.metadata.op_code = OpCode::Notify;
+    n.metadata.id = 4711;
+    n.add_query(Query::query(
+        Name::from_ascii("zdn.rpz.").expect("name"),
+        RecordType::SOA,
+    ));
+    let sock = UdpSocket::bind("127.0.0.2:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    sock.send_to(&n.to_vec().expect("encode"), s.dns)
+        .expect("send");
+    let mut buf = [0u8; 512];
+    let (len, _) = sock.recv_from(&mut buf).expect("an answer to the NOTIFY");
+    let r = Message::from_vec(&buf[..len]).expect("parse");
+    assert_eq!(
+        r.metadata.response_code,
+        hickory_server::proto::op::ResponseCode::Refused
+    );
+    assert!(
+        !s.log().contains("NOTIFY from the feed's primary"),
+        "{}",
+        s.log()
+    );
+}
+
+#[test]
+fn an_rpz_feed_with_the_wrong_key_is_refused_and_keeps_nothing() {
+    let primary = serve("evil.example\n", ALLOW_LOOPBACK, true);
+    let config = format!(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\ndnssec = false\n\n[[feed]]\nname = \"national\"\ntype = \"rpz\"\nlocation = \"axfr://{}/zdn.rpz\"\ntsig_key_file = \"xfr.tsig\"\ntimeout_secs = 5\nretries = 0\n",
+        primary.dns
+    );
+    let wrong = key_text().replace(KEY_SECRET, "d3JvbmctdGVzdC1rZXktMzItYnl0ZXMtbG9uZy0hISE=");
+    let out = crate::harness::Schild::start_with(crate::harness::Setup {
+        config: &config,
+        files: &[("xfr.tsig", &wrong)],
+        wait_ready: false,
+    });
+    // A feed never fetched fails the compile: no list, said loudly, never
+    // a guess.
+    let s = out.unwrap_or_else(|(st, log)| panic!("{st:?}\n{log}"));
+    assert!(
+        until(Duration::from_secs(10), || s
+            .log()
+            .contains("NO POLICY LOADED")),
+        "{}",
+        s.log()
+    );
+    assert_eq!(s.http("GET", "/ready").0, 503);
+    let log = s.log();
+    assert!(
+        log.contains("axfr://") && log.contains("NOTAUTH"),
+        "the error names the primary and what it said: {log}"
+    );
+}
+
+#[test]
+fn an_rpz_feed_pulls_from_bind_as_its_primary() {
+    if !have("named") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let port = free_port();
+    let listen = free_port();
+    let zone = |serial: u32, names: &[&str]| {
+        let mut z = format!(
+            "$TTL 300\n@ SOA ns.national.rpz. hostmaster.national.rpz. ({serial} 3600 600 86400 60)\n  NS ns.national.rpz.\nns A 127.0.0.1\n"
+        );
+        for n in names {
+            z.push_str(&format!("{n} CNAME .\n*.{n} CNAME .\n"));
+        }
+        // Enough that the differences are smaller than the zone (BIND's
+        // max-ixfr-ratio would send the whole zone otherwise).
+        for i in 0..40 {
+            z.push_str(&format!("filler{i}.example CNAME .\n"));
+        }
+        z
+    };
+    harness::write(
+        d,
+        "national.rpz.db",
+        &zone(1, &["evil.example", "c2.example"]),
+    );
+    harness::write(d, "xfr.tsig", &key_text());
+    let conf = format!(
+        r#"options {{
+    directory "{dir}";
+    pid-file "{dir}/named.pid";
+    listen-on port {port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    recursion no;
+    notify explicit;
+    also-notify {{ 127.0.0.1 port {listen}; }};
+    ixfr-from-differences yes;
+}};
+include "{dir}/xfr.tsig";
+controls {{ }};
+zone "national.rpz" {{
+    type primary;
+    file "national.rpz.db";
+    allow-transfer {{ key "zdn-xfr"; }};
+}};
+"#,
+        dir = d.display()
+    );
+    harness::write(d, "named.conf", &conf);
+    let mut named = Daemon::start(
+        Command::new("named")
+            .args(["-g", "-n", "1", "-4", "-c"])
+            .arg(d.join("named.conf")),
+        d.join("named.log"),
+    );
+    let primary: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    assert!(
+        until(Duration::from_secs(20), || TcpStream::connect(primary)
+            .is_ok()),
+        "named did not start:\n{}",
+        named.log()
+    );
+    let s = pulling_on(primary, "national.rpz", Some(listen));
+    assert!(nxdomain(&s, "www.c2.example."), "{}", s.log());
+    assert_eq!(pulled(&s, "AXFR"), 1, "{}", s.log());
+
+    // The operator edits the zone and reloads named; BIND keeps the
+    // differences (ixfr-from-differences), so schild gets an IXFR.
+    harness::write(
+        d,
+        "national.rpz.db",
+        &zone(2, &["evil.example", "fresh.example"]),
+    );
+    let pid = std::fs::read_to_string(d.join("named.pid")).expect("named.pid");
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", pid.trim()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    assert!(
+        until(Duration::from_secs(20), || {
+            reload(&s);
+            nxdomain(&s, "fresh.example.")
+        }),
+        "{}\n{}",
+        s.log(),
+        named.log()
+    );
+    assert!(!nxdomain(&s, "c2.example."), "removed on the primary");
+    assert_eq!(pulled(&s, "IXFR"), 1, "{}\n{}", s.log(), named.log());
+    assert!(named.running());
+}

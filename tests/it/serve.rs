@@ -11,7 +11,7 @@ use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 
 use crate::dns::{self, addresses, ede, query, soa_owner, udp};
-use crate::harness::{Schild, Setup};
+use crate::harness::{Schild, Setup, wait_until};
 use crate::hierarchy;
 
 const FEEDS: &str = r#"
@@ -890,11 +890,7 @@ fn sighup_refreshes_the_feeds() {
     let mut ioc = std::fs::read_to_string(s.path("ioc.txt")).expect("feed");
     ioc.push_str("late.example.test\n");
     std::fs::write(s.path("ioc.txt"), ioc).expect("feed");
-    let ok = std::process::Command::new("kill")
-        .args(["-HUP", &s.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success());
+    sighup(&s);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let m = ask(&s, "late.example.test.", RecordType::A);
@@ -909,4 +905,115 @@ fn sighup_refreshes_the_feeds() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn sighup(s: &Schild) {
+    let ok = std::process::Command::new("kill")
+        .args(["-HUP", &s.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+}
+
+/// Edit the running config file as an operator would.
+fn edit_config(s: &Schild, f: impl FnOnce(String) -> String) {
+    let path = s.path("schild.toml");
+    let text = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(&path, f(text)).expect("config");
+}
+
+#[test]
+fn sighup_rereads_the_configuration_and_keeps_it_when_the_new_one_is_bad() {
+    // Forward mode to a test authority; one feed; the whole loopback net allowed.
+    let mut first = crate::hierarchy::Upstream::start();
+    let second = crate::hierarchy::Upstream::start();
+    let config = format!(
+        "[server]\nallow = [\"127.0.0.0/8\"]\n\n[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ndnssec = false\ntimeout_secs = 1\n\n[[feed]]\nname = \"zdn\"\ntype = \"domains\"\nlocation = \"zdn.txt\"\n",
+        first.addr
+    );
+    let s = Schild::start(
+        &config,
+        &[("zdn.txt", "evil.example\n"), ("more.txt", "new.example\n")],
+    );
+    let from = |ip: &str| {
+        let sock = std::net::UdpSocket::bind(format!("{ip}:0")).expect("bind");
+        sock.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let q = query("www.example.test.", RecordType::A);
+        sock.send_to(&q.to_vec().expect("encode"), s.dns)
+            .expect("send");
+        let mut buf = [0u8; 4096];
+        let (n, _) = sock.recv_from(&mut buf).expect("an answer");
+        Message::from_vec(&buf[..n]).expect("parse")
+    };
+    assert_eq!(addresses(&from("127.0.0.2")), ["192.0.2.80"]);
+    let m = ask(&s, "new.example.", RecordType::A);
+    assert!(
+        ede(&m).is_none_or(|(code, _)| code != 15),
+        "not listed yet: {m:?}"
+    );
+
+    // A new feed, a narrower ACL, another upstream and a new listen address.
+    first.stop();
+    edit_config(&s, |t| {
+        t.replace("allow = [\"127.0.0.0/8\"]", "allow = [\"127.0.0.1/32\"]")
+            .replace(&first.addr.to_string(), &second.addr.to_string())
+            .replace("udp_sockets = 2", "udp_sockets = 1")
+            + "\n[[feed]]\nname = \"more\"\ntype = \"domains\"\nlocation = \"more.txt\"\n"
+    });
+    sighup(&s);
+    let m = wait_until("the new feed blocks", Duration::from_secs(15), || {
+        let m = ask(&s, "new.example.", RecordType::A);
+        (m.metadata.response_code == ResponseCode::NXDomain).then_some(m)
+    });
+    assert_blocked_nxdomain(&m, "more", "new.example");
+    assert_blocked_nxdomain(
+        &ask(&s, "evil.example.", RecordType::A),
+        "zdn",
+        "evil.example",
+    );
+    // The new upstream answers (the old one is gone).
+    assert_eq!(
+        addresses(&ask(&s, "www.example.test.", RecordType::AAAA)),
+        ["2001:db8::80"]
+    );
+    // 127.0.0.2 is outside the new ACL.
+    assert_eq!(
+        from("127.0.0.2").metadata.response_code,
+        ResponseCode::Refused
+    );
+    // What needs a restart says so, and the old value runs on.
+    let log = s.log();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(
+        log.contains("takes effect only after a restart") && log.contains("server.udp_sockets"),
+        "{log}"
+    );
+
+    // A config that does not validate changes nothing and says why.
+    edit_config(&s, |t| {
+        t.replace("allow = [\"127.0.0.1/32\"]", "allow = [\"10.1.2.3/8\"]")
+    });
+    sighup(&s);
+    wait_until("the refusal is counted", Duration::from_secs(10), || {
+        (s.metric("schild_config_reload_failures_total") == Some(1.0)).then_some(())
+    });
+    assert!(
+        s.log().contains("the running configuration stays"),
+        "{}",
+        s.log()
+    );
+    assert_eq!(
+        from("127.0.0.2").metadata.response_code,
+        ResponseCode::Refused
+    );
+    assert_blocked_nxdomain(
+        &ask(&s, "new.example.", RecordType::A),
+        "more",
+        "new.example",
+    );
+    assert_eq!(
+        addresses(&ask(&s, "www.example.test.", RecordType::A)),
+        ["192.0.2.80"]
+    );
 }

@@ -300,26 +300,29 @@ fn ask(server: SocketAddr, name: &str, qtype: RecordType) -> Message {
 
 /// schild's configuration for the scenario (`zones`: with the forward
 /// zones, or without them).
-fn schild_config(h: &NsdHierarchy, zones: bool) -> String {
-    let dc = h.ip(host::DC);
-    let lab = h.ip(host::LAB);
-    let dead = h.ip(host::UNREACHABLE);
+fn schild_config(h: &NsdHierarchy) -> String {
     let mut c = h.recursive_section();
     c.push_str("timeout_secs = 1\n\n");
-    if zones {
-        c.push_str(&format!(
-            "[[forward_zone]]\nname = \"corp.hospital.test\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n\
-             [[forward_zone]]\nname = \"10.in-addr.arpa\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n\
-             [[forward_zone]]\nname = \"d.test\"\nupstreams = [\"{dead}\"]\nfirst = true\n\n\
-             [[forward_zone]]\nname = \"x.alt\"\nupstreams = [\"{dead}\"]\nfirst = false\n\n\
-             [[stub_zone]]\nname = \"lab.hospital.test\"\nservers = [\"{lab}\"]\n\n"
-        ));
-    }
+    c.push_str(&zone_sections(h));
     c.push_str(
         "[local]\nnodefault = [\"test\"]\nrecords = [\"printer.corp.hospital.test. 300 IN A 10.0.9.9\", \"kiosk.ward.hospital.test. 300 IN A 10.0.9.30\"]\nhosts_files = [\"hosts\"]\n\n",
     );
     c.push_str("[[feed]]\nname = \"ioc\"\ntype = \"domains\"\nlocation = \"ioc.txt\"\n");
     c
+}
+
+/// The forward and stub zones of [`schild_config`].
+fn zone_sections(h: &NsdHierarchy) -> String {
+    let dc = h.ip(host::DC);
+    let lab = h.ip(host::LAB);
+    let dead = h.ip(host::UNREACHABLE);
+    format!(
+        "[[forward_zone]]\nname = \"corp.hospital.test\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n\
+         [[forward_zone]]\nname = \"10.in-addr.arpa\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n\
+         [[forward_zone]]\nname = \"d.test\"\nupstreams = [\"{dead}\"]\nfirst = true\n\n\
+         [[forward_zone]]\nname = \"x.alt\"\nupstreams = [\"{dead}\"]\nfirst = false\n\n\
+         [[stub_zone]]\nname = \"lab.hospital.test\"\nservers = [\"{lab}\"]\n\n"
+    )
 }
 
 /// The IOC list: a name the domain controller serves, and a local record.
@@ -367,7 +370,7 @@ fn zones_route_as_configured_and_as_unbound_answers() {
         &[("lab.hospital.test.", "lab.hospital.test.zone", LAB_ZONE)],
     );
     let files = [("hosts", HOSTS), ("ioc.txt", IOC)];
-    let schild = Schild::start(&schild_config(&h, true), &files);
+    let schild = Schild::start(&schild_config(&h), &files);
     let (server, clauses) = unbound_config(&h);
     let unbound = Unbound::start_with(&h, "zones", host::FREE + 3, None, &server, &clauses);
 
@@ -485,24 +488,29 @@ fn zones_route_as_configured_and_as_unbound_answers() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains(says), "check {name}: {text}");
     }
-    drop(schild);
 
-    // Without the zones, the AD names fail as they did before: the test
-    // root knows no hospital.test., and 10.in-addr.arpa. is a default
-    // local zone again.
-    let bare = Schild::start(&schild_config(&h, false), &files);
-    let m = ask(
-        bare.dns,
-        "_ldap._tcp.dc._msdcs.corp.hospital.test.",
-        RecordType::SRV,
-    );
-    assert_eq!(
-        m.metadata.response_code,
-        ResponseCode::NXDomain,
-        "{}",
-        shape(&m)
-    );
-    let m = ask(bare.dns, "10.0.0.10.in-addr.arpa.", RecordType::PTR);
+    // Without the zones (SIGHUP re-reads the file), the AD names fail as
+    // they did before: the test root knows no hospital.test., and
+    // 10.in-addr.arpa. is a default local zone again.
+    let text = std::fs::read_to_string(&config).expect("config");
+    let zones = zone_sections(&h);
+    assert!(text.contains(&zones));
+    std::fs::write(&config, text.replace(&zones, "")).expect("config");
+    let ok = Command::new("kill")
+        .args(["-HUP", &schild.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success());
+    let m = crate::harness::wait_until("the zones are gone", Duration::from_secs(20), || {
+        let m = ask(
+            schild.dns,
+            "_ldap._tcp.dc._msdcs.corp.hospital.test.",
+            RecordType::SRV,
+        );
+        (m.metadata.response_code == ResponseCode::NXDomain).then_some(m)
+    });
+    assert!(m.answers.is_empty(), "{}", shape(&m));
+    let m = ask(schild.dns, "10.0.0.10.in-addr.arpa.", RecordType::PTR);
     assert_eq!(
         m.metadata.response_code,
         ResponseCode::NXDomain,
@@ -515,7 +523,10 @@ fn zones_route_as_configured_and_as_unbound_answers() {
         "{}",
         shape(&m)
     );
-    drop(bare);
+    // The local data stays.
+    let m = ask(schild.dns, "printer.corp.hospital.test.", RecordType::A);
+    assert_eq!(dns::addresses(&m), ["10.0.9.9"]);
+    drop(schild);
     assert_eq!(
         leak.seen(),
         0,
