@@ -197,6 +197,25 @@ fn load_policy(config: &Config) -> Result<Policy, i32> {
 
 /// `schild check NAME`: is it blocked, and why? Exit 0 not blocked, 1 blocked, 2 error.
 pub fn check(config: &Config, query: &str) -> i32 {
+    let code = check_policy(config, query);
+    // The route is said even without a compiled list.
+    let host = url_host(query);
+    let name = host.as_deref().unwrap_or(query).trim();
+    let is_ip = name
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+        .is_ok();
+    if !is_ip
+        && let Ok(n) = policy::normalise(&policy::name::refang(name))
+        && let Some(route) = route_of(config, n.as_str())
+    {
+        let _ = writeln!(std::io::stdout().lock(), "  route: {route}");
+    }
+    code
+}
+
+/// The policy part of [`check`].
+fn check_policy(config: &Config, query: &str) -> i32 {
     let policy = match load_policy(config) {
         Ok(p) => p,
         Err(code) => return code,
@@ -310,6 +329,16 @@ pub fn check(config: &Config, query: &str) -> i32 {
             exit::OK
         }
     }
+}
+
+/// Which route answers `name` (a normalised name): a forward or stub
+/// zone, local data, a default local zone, or the global mode. A function
+/// of its own so per-client checks can say it too.
+pub fn route_of(config: &Config, name: &str) -> Option<String> {
+    let mut parsed = hickory_proto::rr::Name::from_ascii(name).ok()?;
+    parsed.set_fqdn(true);
+    let lower = hickory_proto::rr::LowerName::new(&parsed);
+    Some(config.zones.describe(config.resolver.mode, &lower))
 }
 
 fn feed_name(policy: &Policy, id: u16) -> String {

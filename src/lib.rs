@@ -9,7 +9,7 @@
 //!
 //! The modules form layers, each using only the ones below it (checked by
 //! `src/tidy.rs`): `cli`, `server` -> `pipeline`, `sightings`, `rpz` ->
-//! `feeds` -> `config` -> `policy` -> the leaves (`clock`, `error`,
+//! `feeds` -> `config` -> `policy`, `zones` -> the leaves (`clock`, `error`,
 //! `exit`, `fs`, `http`, `wire`).
 
 pub mod cli;
@@ -28,6 +28,7 @@ pub mod sightings;
 pub mod telemetry;
 pub mod tsig;
 pub mod wire;
+pub mod zones;
 
 #[cfg(test)]
 mod tidy;

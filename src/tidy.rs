@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// config -> policy -> leaves`.
 const LAYERS: &[&[&str]] = &[
     &["clock", "error", "exit", "fs", "http", "tsig", "wire"],
-    &["policy"],
+    &["policy", "zones"],
     &["config"],
     &["feeds"],
     &["pipeline", "rpz", "sightings"],

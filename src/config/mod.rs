@@ -119,6 +119,99 @@ pub struct Config {
     /// `[http]`: the TLS defaults of every HTTPS client (feeds, sightings,
     /// TAXII); a feed's own keys override them.
     pub http: TlsClient,
+    /// `[[forward_zone]]`, `[[stub_zone]]` and `[local]`.
+    pub zones: ZonesConfig,
+}
+
+/// The zone routes: where names at or below a zone are answered.
+#[derive(Debug, Clone, Default)]
+pub struct ZonesConfig {
+    pub forward: Vec<ForwardZone>,
+    pub stub: Vec<StubZone>,
+    /// Serve Unbound's default local zones (`local.zones`).
+    pub default_zones: bool,
+    /// `local.nodefault`: default zones left out.
+    pub nodefault: Vec<hickory_proto::rr::Name>,
+    /// `local.records` and the records of `local.hosts_files`.
+    pub records: Vec<hickory_proto::rr::Record>,
+    pub hosts_files: Vec<PathBuf>,
+}
+
+/// `[[forward_zone]]`: names at or below `name` go to `upstreams`.
+#[derive(Debug, Clone)]
+pub struct ForwardZone {
+    /// Lower case, with the trailing dot.
+    pub name: hickory_proto::rr::Name,
+    pub upstreams: Vec<Upstream>,
+    /// When every upstream fails, resolve by the global route.
+    pub first: bool,
+    pub dnssec: bool,
+}
+
+/// `[[stub_zone]]`: names at or below `name` are asked of `servers`.
+#[derive(Debug, Clone)]
+pub struct StubZone {
+    pub name: hickory_proto::rr::Name,
+    pub servers: Vec<SocketAddr>,
+}
+
+impl ZonesConfig {
+    /// The zone table these settings describe (pure: the records were
+    /// read when the configuration was loaded).
+    pub fn table(&self) -> crate::zones::Zones {
+        use crate::zones::{Way, ZoneSpec, Zones};
+        let mut ways = Vec::new();
+        for (i, z) in self.forward.iter().enumerate() {
+            ways.push((z.name.clone(), Way::Forward(i)));
+        }
+        for (i, z) in self.stub.iter().enumerate() {
+            ways.push((z.name.clone(), Way::Stub(i)));
+        }
+        Zones::new(ZoneSpec {
+            defaults: self.default_zones,
+            nodefault: self.nodefault.clone(),
+            records: self.records.clone(),
+            ways,
+        })
+    }
+
+    /// Which route answers `name`, in words (for `schild check`).
+    pub fn describe(&self, mode: ResolverMode, name: &hickory_proto::rr::LowerName) -> String {
+        use crate::zones::{RouteKind, Way};
+        match self.table().route_of(name) {
+            RouteKind::LocalRecord => "local record ([local] records or hosts_files)".to_string(),
+            RouteKind::LocalZone(zone) => {
+                format!(
+                    "local zone {zone} (a default local zone: answered here, never sent upstream)"
+                )
+            }
+            RouteKind::Zone(way @ Way::Forward(i)) => {
+                let first = self.forward.get(i).is_some_and(|f| f.first);
+                let then = if first {
+                    " (first = true: resolved normally when its upstreams fail)"
+                } else {
+                    " (never resolved elsewhere)"
+                };
+                format!("forward_zone {}{then}", self.way_name(way))
+            }
+            RouteKind::Zone(way @ Way::Stub(_)) => format!("stub_zone {}", self.way_name(way)),
+            RouteKind::Global => match mode {
+                ResolverMode::Forward => "forward (resolver.upstreams)".to_string(),
+                ResolverMode::Recursive => "recursive".to_string(),
+            },
+        }
+    }
+
+    /// The name of a forward or stub zone, as `check` and the metrics
+    /// name it (with its trailing dot).
+    pub fn way_name(&self, way: crate::zones::Way) -> String {
+        use crate::zones::Way;
+        match way {
+            Way::Forward(i) => self.forward.get(i).map(|z| z.name.to_ascii()),
+            Way::Stub(i) => self.stub.get(i).map(|z| z.name.to_ascii()),
+        }
+        .unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -428,6 +521,9 @@ impl Config {
         add("server.tls_cert_file".into(), &self.server.tls_cert_file);
         add("server.tls_key_file".into(), &self.server.tls_key_file);
         add("resolver.root_hints".into(), &self.resolver.root_hints);
+        for (i, p) in self.zones.hosts_files.iter().enumerate() {
+            add(format!("local.hosts_files[{i}]"), &Some(p.clone()));
+        }
         add(
             "resolver.trust_anchor_file".into(),
             &self.resolver.trust_anchor_file,
@@ -527,6 +623,15 @@ mod tests {
         for f in ["misp.key", "taxii.key"] {
             std::fs::write(dir.path().join(f), "0123456789abcdef").expect("key");
         }
+        std::fs::write(
+            dir.path().join("hosts"),
+            "10.0.9.10 mri.corp.hospital.example\n",
+        )
+        .expect("hosts");
+        assert_eq!(c.zones.forward.len(), 1);
+        assert_eq!(c.zones.stub.len(), 1);
+        assert!(c.zones.default_zones);
+        assert_eq!(c.zones.records.len(), 1);
         let mut uncommented = String::new();
         let mut n = 0;
         for line in text.lines() {
@@ -546,6 +651,48 @@ mod tests {
         let c = load(&uncommented).unwrap_or_else(|e| panic!("README reference, uncommented: {e}"));
         assert!(c.feeds[0].tls.client_cert.is_some());
         assert!(c.sightings.taxii_collection.is_some());
+        assert_eq!(c.zones.records.len(), 3, "the hosts file's A and PTR");
+    }
+
+    #[test]
+    fn zones_are_validated() {
+        let c = parse(
+            "state_dir = \"s\"\n[resolver]\ndnssec = true\n[[forward_zone]]\nname = \"Corp.Hospital.NL\"\nupstreams = [\"10.0.0.10\", \"tls://10.0.0.11#dc2.corp\"]\n[[stub_zone]]\nname = \"lab.hospital.nl.\"\nservers = [\"10.0.5.2:5300\"]\n",
+        )
+        .expect("valid");
+        let f = &c.zones.forward[0];
+        assert_eq!(f.name.to_ascii(), "corp.hospital.nl.");
+        assert!(f.dnssec, "defaults to resolver.dnssec");
+        assert!(!f.first);
+        assert_eq!(f.upstreams.len(), 2);
+        assert_eq!(c.zones.stub[0].servers[0].port(), 5300);
+        assert!(c.zones.default_zones, "on by default");
+        let err = |text: &str| {
+            parse(&format!("state_dir = \"s\"\n{text}"))
+                .expect_err(text)
+                .to_string()
+        };
+        let e = err(
+            "[[forward_zone]]\nname = \"corp.nl\"\nupstreams = [\"10.0.0.1\"]\n[[stub_zone]]\nname = \"CORP.nl.\"\nservers = [\"10.0.0.2\"]\n",
+        );
+        assert!(
+            e.contains("stub_zone[0].name") && e.contains("forward_zone[0]"),
+            "{e}"
+        );
+        let e = err("[[forward_zone]]\nname = \"corp.nl\"\nupstreams = [\"nonsense\"]\n");
+        assert!(e.contains("forward_zone \"corp.nl.\".upstreams"), "{e}");
+        let e = err("[[forward_zone]]\nname = \"corp.nl\"\nupstreams = []\n");
+        assert!(e.contains("forward_zone \"corp.nl.\".upstreams"), "{e}");
+        let e = err("[[forward_zone]]\nname = \".\"\nupstreams = [\"10.0.0.1\"]\n");
+        assert!(e.contains("forward_zone[0].name"), "{e}");
+        let e = err("[local]\nnodefault = [\"example.com\"]\n");
+        assert!(e.contains("local.nodefault[0]"), "{e}");
+        let e = err("[local]\nrecords = [\"ok.example. A 10.0.0.1\", \"bad.example. A nope\"]\n");
+        assert!(e.contains("local.records[1]"), "{e}");
+        let e = err("[local]\nhosts_files = [\"/nonexistent/hosts\"]\n");
+        assert!(e.contains("local.hosts_files[0]"), "{e}");
+        let e = err("[[stub_zone]]\nname = \"lab.nl\"\nservers = [\"tls://10.0.0.1#x\"]\n");
+        assert!(e.contains("stub_zone \"lab.nl.\".servers"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,59 @@ pub(super) struct RawConfig {
     pub(super) http: RawTls,
     #[serde(default)]
     pub(super) dnstap: Option<RawDnstap>,
+    #[serde(default, rename = "forward_zone")]
+    pub(super) forward_zones: Vec<RawForwardZone>,
+    #[serde(default, rename = "stub_zone")]
+    pub(super) stub_zones: Vec<RawStubZone>,
+    #[serde(default)]
+    pub(super) local: RawLocal,
+}
+
+/// `[[forward_zone]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForwardZone {
+    pub(super) name: String,
+    pub(super) upstreams: Vec<String>,
+    /// Resolve normally when every upstream fails (Unbound's forward-first).
+    #[serde(default)]
+    pub(super) first: bool,
+    /// Default: `resolver.dnssec`.
+    pub(super) dnssec: Option<bool>,
+}
+
+/// `[[stub_zone]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStubZone {
+    pub(super) name: String,
+    pub(super) servers: Vec<String>,
+}
+
+/// `[local]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLocal {
+    /// Serve Unbound's default local zones.
+    #[serde(default = "default_true")]
+    pub(super) zones: bool,
+    #[serde(default)]
+    pub(super) nodefault: Vec<String>,
+    #[serde(default)]
+    pub(super) records: Vec<String>,
+    #[serde(default)]
+    pub(super) hosts_files: Vec<PathBuf>,
+}
+
+impl Default for RawLocal {
+    fn default() -> Self {
+        RawLocal {
+            zones: true,
+            nodefault: Vec::new(),
+            records: Vec::new(),
+            hosts_files: Vec::new(),
+        }
+    }
 }
 
 /// `[dnstap]`.

@@ -144,7 +144,15 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
         .dnstap
         .map(|d| dnstap(d, base, sightings.client_privacy))
         .transpose()?;
+    let zones = zones(
+        raw.forward_zones,
+        raw.stub_zones,
+        raw.local,
+        base,
+        resolver.dnssec,
+    )?;
     Ok(Config {
+        zones,
         path: path.to_path_buf(),
         state_dir,
         server,
@@ -716,24 +724,114 @@ fn rpz(z: RawRpz, base: &Path) -> Result<RpzConfig, ConfigError> {
 
 /// `IP`, `IP:port`, `[v6]:port`, or `tls://IP[:port]#name`.
 pub(super) fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
+    parse_upstream_at("resolver.upstreams", s)
+}
+
+/// [`parse_upstream`] for the key `field`.
+fn parse_upstream_at(field: &str, s: &str) -> Result<Upstream, ConfigError> {
     if let Some(rest) = s.strip_prefix("tls://") {
         let (addr, name) = rest.split_once('#').ok_or_else(|| {
             invalid(
-                "resolver.upstreams",
+                field,
                 format!("{s:?}: DoT needs the server name: tls://IP#name"),
             )
         })?;
-        let addr = parse_socket("resolver.upstreams", addr, 853)?;
+        let addr = parse_socket(field, addr, 853)?;
         if name.is_empty() {
-            return Err(invalid(
-                "resolver.upstreams",
-                format!("{s:?}: empty server name"),
-            ));
+            return Err(invalid(field, format!("{s:?}: empty server name")));
         }
         return Ok(Upstream::Tls {
             addr,
             name: name.to_string(),
         });
     }
-    Ok(Upstream::Plain(parse_socket("resolver.upstreams", s, 53)?))
+    Ok(Upstream::Plain(parse_socket(field, s, 53)?))
+}
+
+/// `[[forward_zone]]`, `[[stub_zone]]` and `[local]`: names normalised,
+/// one zone per name, records and hosts files parsed now.
+fn zones(
+    forward: Vec<RawForwardZone>,
+    stub: Vec<RawStubZone>,
+    local: RawLocal,
+    base: &Path,
+    dnssec: bool,
+) -> Result<ZonesConfig, ConfigError> {
+    use crate::zones::{is_default_zone, parse_hosts, parse_record, zone_name};
+    let mut seen: Vec<(hickory_proto::rr::Name, String)> = Vec::new();
+    let mut claim = |key: String, raw: &str| {
+        let name = zone_name(raw).map_err(|e| invalid(format!("{key}.name"), e.to_string()))?;
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("{raw:?} is already routed by {first}"),
+            ));
+        }
+        seen.push((name.clone(), key));
+        Ok(name)
+    };
+    let mut out = ZonesConfig {
+        default_zones: local.zones,
+        ..ZonesConfig::default()
+    };
+    for (i, z) in forward.into_iter().enumerate() {
+        let key = format!("forward_zone[{i}]");
+        let name = claim(key.clone(), &z.name)?;
+        let field = format!("forward_zone {:?}.upstreams", name.to_ascii());
+        if z.upstreams.is_empty() {
+            return Err(invalid(field, "needs at least one upstream"));
+        }
+        let upstreams = z
+            .upstreams
+            .iter()
+            .map(|u| parse_upstream_at(&field, u))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.forward.push(ForwardZone {
+            name,
+            upstreams,
+            first: z.first,
+            dnssec: z.dnssec.unwrap_or(dnssec),
+        });
+    }
+    for (i, z) in stub.into_iter().enumerate() {
+        let key = format!("stub_zone[{i}]");
+        let name = claim(key.clone(), &z.name)?;
+        let field = format!("stub_zone {:?}.servers", name.to_ascii());
+        if z.servers.is_empty() {
+            return Err(invalid(field, "needs at least one server"));
+        }
+        let servers = z
+            .servers
+            .iter()
+            .map(|s| parse_socket(&field, s, 53))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.stub.push(StubZone { name, servers });
+    }
+    for (i, n) in local.nodefault.iter().enumerate() {
+        let field = format!("local.nodefault[{i}]");
+        let name = zone_name(n).map_err(|e| invalid(&field, e.to_string()))?;
+        if !is_default_zone(&name) {
+            return Err(invalid(
+                field,
+                crate::zones::ZoneError::NotDefault(name.to_ascii()).to_string(),
+            ));
+        }
+        out.nodefault.push(name);
+    }
+    for (i, r) in local.records.iter().enumerate() {
+        let records =
+            parse_record(r).map_err(|e| invalid(format!("local.records[{i}]"), e.to_string()))?;
+        out.records.extend(records);
+    }
+    for (i, p) in local.hosts_files.iter().enumerate() {
+        let field = format!("local.hosts_files[{i}]");
+        let path = resolve(base, p);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| invalid(&field, format!("cannot read {}: {e}", path.display())))?;
+        let records =
+            parse_hosts(&text).map_err(|e| invalid(&field, format!("{}: {e}", path.display())))?;
+        out.records.extend(records);
+        out.hosts_files.push(path);
+    }
+    Ok(out)
 }

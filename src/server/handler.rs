@@ -125,9 +125,13 @@ pub struct Shared {
     /// Swapped whole by a configuration reload.
     pub config: arc_swap::ArcSwap<HandlerConfig>,
     pub policy: Arc<ArcSwapOption<Policy>>,
-    /// Swapped by a configuration reload that changed `[resolver]`;
-    /// a query in flight finishes on the one it started with.
+    /// The global route (`resolver.mode`). Swapped by a configuration
+    /// reload that changed `[resolver]` or the zones; a query in flight
+    /// finishes on the one it started with.
     pub resolver: arc_swap::ArcSwap<Resolver>,
+    /// Forward zones, stub zones and local data, in front of `resolver`;
+    /// swapped with it.
+    pub routes: arc_swap::ArcSwap<super::route::Routes>,
     pub metrics: Arc<Metrics>,
     pub hits: HitSink,
     /// The RPZ primary, once `[rpz]` is configured and a list is loaded.
@@ -325,13 +329,21 @@ impl Shared {
             checking_disabled: request.metadata.checking_disabled,
         };
         let resolver = self.resolver.load_full();
-        let resolved = match resolver
-            .resolve(lower, qtype, flags, request.src().ip())
-            .await
-        {
-            Ok(r) => r,
+        let routes = self.routes.load_full();
+        let routed = routes
+            .resolve(&resolver, lower, qtype, flags, request.src().ip())
+            .await;
+        let (resolved, authoritative) = match routed {
+            Ok(r) => (r.resolved, r.authoritative),
             Err(failure) => {
-                let (code, text) = failure.ede.unwrap_or_else(|| failure_ede(failure.kind));
+                let (code, text) = if failure.zone {
+                    (
+                        ede::NO_REACHABLE_AUTHORITY,
+                        "no server of the forward or stub zone answered",
+                    )
+                } else {
+                    failure.ede.unwrap_or_else(|| failure_ede(failure.kind))
+                };
                 if let Some(e) = resp_edns.as_mut() {
                     e.options_mut().insert(answer::ede_option(code, text));
                 }
@@ -356,7 +368,12 @@ impl Shared {
             }
         }
 
-        self.send_resolved(request, &mut rh, resp_edns, qname, dnssec_ok, &resolved)
+        let answer = Resolution {
+            resolved: &resolved,
+            dnssec_ok,
+            authoritative,
+        };
+        self.send_resolved(request, &mut rh, resp_edns, qname, answer)
             .await
     }
 
@@ -688,9 +705,13 @@ impl Shared {
         rh: &mut R,
         mut resp_edns: Option<Edns>,
         qname: &Name,
-        dnssec_ok: bool,
-        resolved: &Resolved,
+        resolution: Resolution<'_>,
     ) -> ResponseInfo {
+        let Resolution {
+            resolved,
+            dnssec_ok,
+            authoritative,
+        } = resolution;
         let a = &resolved.answer;
         let fix = |r: &Record| {
             let mut r = r.clone();
@@ -712,6 +733,8 @@ impl Shared {
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.recursion_available = true;
         meta.response_code = a.rcode;
+        // Local data is ours: AA, as Unbound sets it for its local zones.
+        meta.authoritative = authoritative;
         meta.authentic_data = a.secure && (request.metadata.authentic_data || dnssec_ok);
         let msg = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref()).build(
             meta,
@@ -722,6 +745,14 @@ impl Shared {
         );
         self.send(request, rh, msg).await
     }
+}
+
+/// A resolved answer and how it goes out.
+struct Resolution<'a> {
+    resolved: &'a Resolved,
+    dnssec_ok: bool,
+    /// Answered from local data.
+    authoritative: bool,
 }
 
 /// What the policy on the question decided.

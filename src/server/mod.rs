@@ -23,6 +23,7 @@ pub mod reconfigure;
 pub mod recursor;
 pub mod reload;
 pub mod resolve;
+pub mod route;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +43,6 @@ use hits::HitSink;
 use listen::StreamLimits;
 use metrics::Metrics;
 use reload::Refresher;
-use resolve::Resolver;
 
 /// Hits waiting for the consumer before new ones are dropped (and counted).
 const HIT_QUEUE: usize = 16_384;
@@ -202,8 +202,10 @@ pub async fn run(mut config: Config) -> i32 {
         }
     }
 
-    // 2. The resolver.
-    let resolver = match Resolver::new(&config.resolver, metrics.clone()) {
+    // 2. The resolver, and the forward and stub zones' own (their share
+    // of max_inflight comes out of the global one).
+    let counters = route::register(metrics.registry());
+    let (resolver, routes) = match route::build(&config, metrics.clone(), counters) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "cannot set up the resolver");
@@ -276,6 +278,7 @@ pub async fn run(mut config: Config) -> i32 {
         config: arc_swap::ArcSwap::from_pointee(HandlerConfig::new(&config)),
         policy: store.clone(),
         resolver: arc_swap::ArcSwap::from_pointee(resolver),
+        routes: arc_swap::ArcSwap::from_pointee(routes),
         metrics: metrics.clone(),
         hits: sink,
         rpz: refresher.rpz(),

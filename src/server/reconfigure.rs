@@ -1,7 +1,8 @@
 //! SIGHUP re-reads the configuration file, as `unbound-control reload` and
 //! `rndc reconfig` do, and applies what can change under running queries:
 //! the feeds, allowlists and policy (the next compile uses them), the
-//! resolver (rebuilt when `[resolver]` changed; its cache starts empty)
+//! resolver and the zone routes (rebuilt when `[resolver]`, a forward or
+//! stub zone or `[local]` changed; their caches start empty)
 //! and the ACL, EDNS size, block TTL and sinkholes. What cannot change
 //! without a restart (listen addresses, sockets, TCP limits, the admin
 //! listener, sightings, RPZ, dnstap, `[http]`, `state_dir`) is logged by
@@ -13,14 +14,13 @@ use std::sync::Arc;
 
 use super::handler::{HandlerConfig, Shared};
 use super::reload::Refresher;
-use super::resolve::Resolver;
 use crate::config::Config;
 use crate::error::error_chain;
 
 /// What a reload did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Reconfigured {
-    /// `[resolver]` changed and a new resolver serves.
+    /// `[resolver]` or the zones changed and a new resolver serves.
     pub resolver: bool,
     /// Keys that changed but take effect only after a restart.
     pub restart_needed: Vec<&'static str>,
@@ -31,7 +31,7 @@ pub struct Reconfigured {
 pub enum ReconfigureError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("the new [resolver] cannot be set up: {0}")]
+    #[error("the new [resolver] or zones cannot be set up: {0}")]
     Resolver(String),
 }
 
@@ -98,11 +98,14 @@ pub fn reconfigure(
         restart_needed: restart_needed(&old, &new),
         ..Reconfigured::default()
     };
-    // The resolver first: if it cannot be built, nothing changes.
-    if changed(&old.resolver, &new.resolver) {
-        let r = Resolver::new(&new.resolver, shared.metrics.clone())
+    // The resolver and the zone routes first (the zones' resolvers are
+    // made from [resolver] too): if they cannot be built, nothing changes.
+    if changed(&old.resolver, &new.resolver) || changed(&old.zones, &new.zones) {
+        let counters = shared.routes.load().counters();
+        let (r, routes) = super::route::build(&new, shared.metrics.clone(), counters)
             .map_err(|e| ReconfigureError::Resolver(error_chain(&e)))?;
         shared.resolver.store(Arc::new(r));
+        shared.routes.store(Arc::new(routes));
         done.resolver = true;
     }
     // What needs a restart keeps its running value, so every later compile

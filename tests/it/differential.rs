@@ -550,6 +550,19 @@ pub struct Unbound {
 
 impl Unbound {
     fn start(h: &NsdHierarchy, name: &str, host: u8, forward_to: Option<SocketAddr>) -> Unbound {
+        Unbound::start_with(h, name, host, forward_to, "", "")
+    }
+
+    /// [`Unbound::start`] with lines added to `server:` (indented) and
+    /// clauses after it (`forward-zone:`, `stub-zone:`).
+    pub fn start_with(
+        h: &NsdHierarchy,
+        name: &str,
+        host: u8,
+        forward_to: Option<SocketAddr>,
+        server_lines: &str,
+        clauses: &str,
+    ) -> Unbound {
         Unbound::start_at(
             h.ip(host),
             h.dir.path(),
@@ -557,12 +570,15 @@ impl Unbound {
             name,
             forward_to,
             "module-config: \"iterator\"",
+            server_lines,
+            clauses,
         )
     }
 
     /// An Unbound on port 53 of `ip`, its files in `parent/unbound-{name}`,
     /// with `extra` lines in its `server:` clause (one `module-config` at
-    /// least).
+    /// least), `server_lines` after them and `clauses` after `server:`.
+    #[allow(clippy::too_many_arguments)]
     pub fn start_at(
         ip: Ipv4Addr,
         parent: &Path,
@@ -570,6 +586,8 @@ impl Unbound {
         name: &str,
         forward_to: Option<SocketAddr>,
         extra: &str,
+        server_lines: &str,
+        clauses: &str,
     ) -> Unbound {
         let dir = parent.join(format!("unbound-{name}"));
         std::fs::create_dir_all(&dir).expect("mkdir unbound");
@@ -606,9 +624,10 @@ impl Unbound {
     # to 4096 bytes to a client that allows them.
     max-udp-size: 1232
     verbosity: 1
+{server_lines}
 remote-control:
     control-enable: no
-{forward}"#,
+{forward}{clauses}"#,
             dir = dir.display(),
             hints = hints.display(),
             extra = extra.replace('\n', "\n    "),

@@ -295,6 +295,8 @@ fn validation_agrees_with_unbound() {
         "validator",
         None,
         &format!("module-config: \"validator iterator\"\ndomain-insecure: \"nta.test.\"\n{anchor}"),
+        "",
+        "",
     );
     // Forward mode: schild and a validating Unbound forwarder, both to one
     // non-validating Unbound (so every difference is the forwarder's).
@@ -306,6 +308,8 @@ fn validation_agrees_with_unbound() {
         "upstream",
         None,
         "module-config: \"iterator\"",
+        "",
+        "",
     );
     let unbound_fwd = Unbound::start_at(
         h.ip(UNBOUND + 2),
@@ -314,6 +318,8 @@ fn validation_agrees_with_unbound() {
         "forwarder",
         Some(upstream.addr),
         &format!("module-config: \"validator iterator\"\n{anchor}"),
+        "",
+        "",
     );
     let schild = Schild::start(
         &format!(

@@ -121,6 +121,15 @@ impl Schild {
         } else {
             format!("state_dir = \"state\"\n{body}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n")
         };
+        // The test hierarchies live under test., a default local zone
+        // (RFC 6761, as Unbound serves it): tests resolve it unless they
+        // write their own [local] (the Unbound configurations of the
+        // differential tests say `local-zone: "test." nodefault` alike).
+        let config = if config.contains("[local]\n") {
+            config
+        } else {
+            format!("{config}\n[local]\nnodefault = [\"test\"]\n")
+        };
         // With `token_file`, `http` sends the token.
         let token = config
             .lines()

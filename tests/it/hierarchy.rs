@@ -217,6 +217,14 @@ pub mod host {
     pub const UNREACHABLE: u8 = 22;
     /// Truncates every UDP answer; over TCP it relays to [`X`].
     pub const TRUNCATING: u8 = 23;
+    /// Delegated from the root for in-addr.arpa. and invalid.: the zone
+    /// routing test counts what reaches it (tests/it/zones.rs).
+    pub const LEAK: u8 = 30;
+    /// The zone routing test's domain controller (NSD: corp.hospital.test.
+    /// and 10.in-addr.arpa.).
+    pub const DC: u8 = 40;
+    /// The zone routing test's stub zone server (NSD: lab.hospital.test.).
+    pub const LAB: u8 = 41;
     /// The first host free for the test's resolvers.
     pub const FREE: u8 = 100;
 }
@@ -326,6 +334,32 @@ impl NsdHierarchy {
         })
     }
 
+    /// Start one more NSD on `host` serving `zones` (origin, file name,
+    /// text with 127.53.0.x addresses), stopped with the hierarchy.
+    pub fn serve(&mut self, host: u8, zones: &[(&str, &str, &str)]) {
+        let prefix = format!("{}.{}.{}.", self.net[0], self.net[1], self.net[2]);
+        let dir = self.dir.path().to_path_buf();
+        for (_, file, text) in zones {
+            std::fs::write(
+                dir.join("zones").join(file),
+                text.replace("127.53.0.", &prefix),
+            )
+            .expect("write zone");
+        }
+        let served: Vec<(&str, &str)> = zones.iter().map(|(o, f, _)| (*o, *f)).collect();
+        let mut daemon = start_nsd(&dir, self.ip(host), &served);
+        let addr = SocketAddr::new(IpAddr::V4(self.ip(host)), 53);
+        let up = crate::harness::until(Duration::from_secs(20), || {
+            !daemon.running() || answers(addr, served[0].0)
+        });
+        assert!(
+            up && daemon.running(),
+            "NSD on {addr} did not come up:\n{}",
+            daemon.log()
+        );
+        self.nsd.push(daemon);
+    }
+
     /// An address of the hierarchy's /24.
     pub fn ip(&self, host: u8) -> Ipv4Addr {
         Ipv4Addr::new(self.net[0], self.net[1], self.net[2], host)
@@ -396,9 +430,13 @@ fn net_free(n: u8) -> std::io::Result<bool> {
         host::SILENT,
         host::UNREACHABLE,
         host::TRUNCATING,
+        host::LEAK,
+        host::DC,
+        host::LAB,
         host::FREE,
         host::FREE + 1,
         host::FREE + 2,
+        host::FREE + 3,
     ];
     for h in hosts {
         let addr = (Ipv4Addr::new(127, 53, n, h), 53);

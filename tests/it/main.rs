@@ -20,3 +20,4 @@ mod rpz;
 mod safety;
 mod serve;
 mod sightings;
+mod zones;
