@@ -621,7 +621,9 @@ fn a_secondary_that_stops_reading_is_dropped() {
     drop(conn);
 }
 
-fn unbound_conf(dir: &Path, port: u16, primary: u16) -> String {
+/// The `server:` clause of an Unbound with the rpz module on loopback
+/// `port`, its files in `dir`, in the foreground, without remote control.
+pub fn unbound_server(dir: &Path, port: u16, extra: &str) -> String {
     format!(
         r#"server:
     interface: 127.0.0.1
@@ -636,15 +638,21 @@ fn unbound_conf(dir: &Path, port: u16, primary: u16) -> String {
     do-ip6: no
     access-control: 127.0.0.0/8 allow
     module-config: "respip iterator"
-    verbosity: 2
-remote-control:
+{extra}remote-control:
     control-enable: no
-rpz:
+"#,
+        dir = dir.display()
+    )
+}
+
+fn unbound_conf(dir: &Path, port: u16, primary: u16) -> String {
+    format!(
+        r#"{server}rpz:
     name: "zdn.rpz."
     primary: 127.0.0.1@{primary}
     rpz-log: yes
 {auth}"#,
-        dir = dir.display(),
+        server = unbound_server(dir, port, "    verbosity: 2\n"),
         // Local data the iterator resolves from (unbound answers its
         // local-zones before RPZ, so those would hide the rewrite).
         auth = ["clean.example", "evil.example", "fresh.example"]

@@ -27,7 +27,7 @@ use hickory_proto::rr::{Name, RecordType};
 use crate::dns::tcp_raw;
 use crate::harness::{Daemon, Schild, have, until};
 use crate::hierarchy;
-use crate::rpz::free_port;
+use crate::rpz::{free_port, unbound_server};
 
 const FIXTURE: &str = include_str!("../fixtures/rpz/hospital.rpz");
 
@@ -356,27 +356,15 @@ fn unbound_conf(dir: &Path, port: u16) -> String {
         })
         .collect::<String>();
     format!(
-        r#"server:
-    interface: 127.0.0.1
-    port: {port}
-    do-daemonize: no
-    use-syslog: no
-    logfile: ""
-    username: ""
-    chroot: ""
-    directory: "{dir}"
-    pidfile: "{dir}/unbound.pid"
-    do-ip6: no
-    access-control: 127.0.0.0/8 allow
-    module-config: "respip iterator"
-    local-zone: "test." nodefault
-    verbosity: 1
-remote-control:
-    control-enable: no
-rpz:
+        r#"{server}rpz:
     name: "hospital.rpz."
     zonefile: "{dir}/hospital.rpz"
 {auth}"#,
+        server = unbound_server(
+            dir,
+            port,
+            "    local-zone: \"test.\" nodefault\n    verbosity: 1\n"
+        ),
         dir = dir.display(),
     )
 }
