@@ -696,65 +696,47 @@ impl Shared {
         ttl: u32,
         local: &[LocalRecord],
     ) -> Vec<Record> {
-        let mut out: Vec<Record> = Vec::new();
-        let cname = local.iter().find_map(|r| match r {
-            LocalRecord::Cname(_) => crate::rpz::zone::local_rdata(r),
-            _ => None,
-        });
-        if let Some(rdata) = cname {
-            let target = match &rdata {
-                RData::CNAME(c) => c.0.clone(),
-                _ => return out,
-            };
-            out.push(Record::from_rdata(qname.clone(), ttl, rdata));
-            if matches!(qtype, RecordType::CNAME | RecordType::ANY) {
-                return out;
-            }
-            let flags = Flags {
-                dnssec_ok: false,
-                checking_disabled: request.metadata.checking_disabled,
-            };
-            let lower = LowerName::from(&target);
-            let resolver = self.resolver.load_full();
-            if let Ok(resolved) = resolver
-                .resolve(&lower, qtype, flags, request.src().ip())
-                .await
-                && resolved.answer.rcode == ResponseCode::NoError
-            {
-                let ctx = HitCtx {
-                    client: request.src().ip(),
-                    qname: &lower,
-                    qtype,
-                    transport: transport_of(request.protocol()).as_str(),
-                };
-                let blocked = {
-                    let guard = self.policy.load();
-                    guard.as_ref().is_some_and(|p| {
-                        matches!(p.lookup_labels(target.iter()), Verdict::Blocked(h) if h.action.enforces())
-                            || self.check_answer(p, &resolved, &target, &ctx).is_some()
-                    })
-                };
-                if !blocked {
-                    out.extend(resolved.answer.answers.iter().map(|r| {
-                        let mut r = r.clone();
-                        r.ttl = resolved.ttl(r.ttl);
-                        r
-                    }));
-                }
-            }
+        let Some(cname) = answer::local_cname(qname, ttl, local) else {
+            return answer::local_records(qname, qtype, ttl, local);
+        };
+        let RData::CNAME(target) = &cname.data else {
+            return Vec::new();
+        };
+        let target = target.0.clone();
+        let mut out = vec![cname];
+        if matches!(qtype, RecordType::CNAME | RecordType::ANY) {
             return out;
         }
-        for r in local {
-            let wanted = match r {
-                LocalRecord::A(_) => RecordType::A,
-                LocalRecord::Aaaa(_) => RecordType::AAAA,
-                LocalRecord::Txt(_) => RecordType::TXT,
-                LocalRecord::Cname(_) => RecordType::CNAME,
+        let flags = Flags {
+            dnssec_ok: false,
+            checking_disabled: request.metadata.checking_disabled,
+        };
+        let lower = LowerName::from(&target);
+        let resolver = self.resolver.load_full();
+        if let Ok(resolved) = resolver
+            .resolve(&lower, qtype, flags, request.src().ip())
+            .await
+            && resolved.answer.rcode == ResponseCode::NoError
+        {
+            let ctx = HitCtx {
+                client: request.src().ip(),
+                qname: &lower,
+                qtype,
+                transport: transport_of(request.protocol()).as_str(),
             };
-            if (qtype == wanted || qtype == RecordType::ANY)
-                && let Some(rdata) = crate::rpz::zone::local_rdata(r)
-            {
-                out.push(Record::from_rdata(qname.clone(), ttl, rdata));
+            let blocked = {
+                let guard = self.policy.load();
+                guard.as_ref().is_some_and(|p| {
+                    matches!(p.lookup_labels(target.iter()), Verdict::Blocked(h) if h.action.enforces())
+                        || self.check_answer(p, &resolved, &target, &ctx).is_some()
+                })
+            };
+            if !blocked {
+                out.extend(resolved.answer.answers.iter().map(|r| {
+                    let mut r = r.clone();
+                    r.ttl = resolved.ttl(r.ttl);
+                    r
+                }));
             }
         }
         out
