@@ -672,6 +672,15 @@ mod tests {
     }
 
     #[test]
+    fn txt_local_data_survives_zone_text() {
+        let r = LocalRecord::Txt(vec!["tab\there \"q\" é".into(), "\\".into()]);
+        let text = r.rdata_text();
+        assert_eq!(text, "\"tab\\009here \\\"q\\\" \\195\\169\" \"\\\\\"");
+        let p = compile(FeedKind::Rpz, &format!("t.example TXT {text}\n"));
+        assert_eq!(local(&p, "t.example"), [r]);
+    }
+
+    #[test]
     fn rpz_log_only_feed_answers_everything_normally() {
         let mut c = Compiler::new(vec![FeedInfo {
             name: "t".into(),

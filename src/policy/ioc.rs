@@ -249,11 +249,18 @@ impl LocalRecord {
                 .map(|p| {
                     let mut q = String::with_capacity(p.len() + 2);
                     q.push('"');
-                    for c in p.chars() {
-                        if c == '"' || c == '\\' {
-                            q.push('\\');
+                    // RFC 1035 5.1: `\"`, `\\`, and `\DDD` for every
+                    // octet outside printable ASCII (a zone file is one
+                    // record a line).
+                    for &b in p.as_bytes() {
+                        match b {
+                            b'"' | b'\\' => {
+                                q.push('\\');
+                                q.push(char::from(b));
+                            }
+                            0x20..=0x7e => q.push(char::from(b)),
+                            _ => q.push_str(&format!("\\{b:03}")),
                         }
-                        q.push(c);
                     }
                     q.push('"');
                     q

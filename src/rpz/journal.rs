@@ -23,7 +23,10 @@ pub const MAX_FILES: usize = 64;
 /// Bytes of journal kept in total.
 pub const MAX_BYTES: u64 = 256 << 20;
 
+/// Format 2 adds the client flag and the local data of a trigger; a
+/// format 1 file (three fields a line) still reads.
 const HEADER: &str = "schild-rpz-journal 2";
+const HEADER_V1: &str = "schild-rpz-journal 1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -309,7 +312,7 @@ fn diff(
 pub fn read_changes(path: &Path, added: bool) -> io::Result<impl Iterator<Item = Trigger>> {
     let mut lines = BufReader::new(File::open(path)?).lines();
     match lines.next() {
-        Some(Ok(h)) if h.starts_with(HEADER) => {}
+        Some(Ok(h)) if h.starts_with(HEADER) || h.starts_with(HEADER_V1) => {}
         _ => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -323,7 +326,7 @@ pub fn read_changes(path: &Path, added: bool) -> io::Result<impl Iterator<Item =
         let sign = f.next()?.chars().next()?;
         let owner = f.next()?;
         let target = parse_target(f.next()?)?;
-        let client = f.next()? == "1";
+        let client = f.next().is_some_and(|c| c == "1");
         let local = match f.next() {
             Some(json) => serde_json::from_str(json).ok()?,
             None => Vec::new(),

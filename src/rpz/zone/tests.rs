@@ -373,3 +373,69 @@ fn an_rpz_feeds_own_actions_are_exported_faithfully() {
         "{texts:?}"
     );
 }
+
+/// A change of local data is a change (IXFR sends it), and its records,
+/// the client flag and the new targets survive the journal.
+#[test]
+fn the_journal_carries_rpz_local_data() {
+    use crate::config::FeedKind;
+    use crate::rpz::journal::{Journal, read_changes};
+    let build = |zone: &str, prev: u64| {
+        let mut c = Compiler::new(vec![FeedInfo {
+            name: "hospital".into(),
+            kind: "rpz".into(),
+            action: Action::Nxdomain,
+            location: "test".into(),
+        }]);
+        c.set_previous_serial(prev);
+        crate::feeds::plain::push_lines(FeedKind::Rpz, zone.as_bytes(), 0, &mut c);
+        Policy::from_bytes(c.finish().expect("compile")).expect("load")
+    };
+    let old = build("g.example A 192.0.2.1\n", 0);
+    let new = build(
+        "g.example A 192.0.2.2\ng.example TXT \"a\\009b\"\nt.example CNAME rpz-tcp-only.\n\
+         32.9.0.0.10.rpz-client-ip CNAME .\n",
+        old.serial(),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let j = Journal::new(dir.path());
+    let s = settings();
+    j.record(&old, &new, &s).expect("write").expect("a step");
+    let (from, to) = (
+        ZoneSettings::serial_of(old.serial()),
+        ZoneSettings::serial_of(new.serial()),
+    );
+    let chain = j.chain(from, to).expect("chain");
+    let changes =
+        |added| -> Vec<Trigger> { read_changes(&chain[0].2, added).expect("read").collect() };
+    let removed = changes(false);
+    assert_eq!(removed.len(), 1);
+    assert_eq!(
+        removed[0].local,
+        [LocalRecord::A("192.0.2.1".parse().expect("ip"))]
+    );
+    let added = changes(true);
+    let g = added.iter().find(|t| t.owner == "g.example").expect("g");
+    assert_eq!(
+        g.local,
+        [
+            LocalRecord::A("192.0.2.2".parse().expect("ip")),
+            LocalRecord::Txt(vec!["a\tb".into()])
+        ]
+    );
+    assert!(
+        added
+            .iter()
+            .any(|t| t.owner == "t.example" && t.target == Target::TcpOnly)
+    );
+    let client = added
+        .iter()
+        .find(|t| t.owner == "32.9.0.0.10.rpz-client-ip")
+        .expect("client trigger");
+    assert!(client.client);
+    let mut records = Vec::new();
+    for t in &added {
+        assert!(push_records(&s, t, &mut records), "{t:?}");
+    }
+    assert_eq!(records.len(), 4, "{records:?}");
+}
