@@ -734,7 +734,10 @@ fn unbound_pulls_the_zone_and_follows_notify_with_ixfr() {
     );
 }
 
-fn named_conf(dir: &Path, port: u16, primary: u16) -> String {
+/// The `options` of a recursive named on loopback `port` without
+/// validation, its files in `dir`, enforcing the response-policy `zones`
+/// (the inside of `response-policy { ... }`).
+pub fn named_options(dir: &Path, port: u16, zones: &str) -> String {
     format!(
         r#"options {{
     directory "{dir}";
@@ -745,9 +748,16 @@ fn named_conf(dir: &Path, port: u16, primary: u16) -> String {
     allow-query {{ 127.0.0.0/8; }};
     dnssec-validation no;
     notify no;
-    response-policy {{ zone "zdn.rpz" recursive-only no min-update-interval 0; }} qname-wait-recurse no;
+    response-policy {{ {zones} }} qname-wait-recurse no;
 }};
-include "{dir}/rpz.tsig";
+"#,
+        dir = dir.display()
+    )
+}
+
+fn named_conf(dir: &Path, port: u16, primary: u16) -> String {
+    format!(
+        r#"{options}include "{dir}/rpz.tsig";
 controls {{ }};
 zone "zdn.rpz" {{
     type secondary;
@@ -758,6 +768,11 @@ zone "clean.example" {{ type primary; file "clean.example.db"; }};
 zone "evil.example" {{ type primary; file "evil.example.db"; }};
 zone "fresh.example" {{ type primary; file "fresh.example.db"; }};
 "#,
+        options = named_options(
+            dir,
+            port,
+            "zone \"zdn.rpz\" recursive-only no min-update-interval 0;"
+        ),
         dir = dir.display()
     )
 }

@@ -1,18 +1,20 @@
 //! A hospital's own RPZ zone (tests/fixtures/rpz/hospital.rpz) as an `rpz`
 //! feed: every record keeps its action, answered as BIND and Unbound
 //! answer it (draft-vixie-dnsop-dns-rpz section 4), and the same zone
-//! loaded into Unbound's rpz module gives the same answers.
+//! loaded into Unbound's rpz module, or into BIND 9 as a response-policy
+//! zone, gives the same answers.
 //!
 //! schild recurses through the tests' hierarchy ([`hierarchy::get`]);
 //! Unbound serves the same zones (zones/test/) as `auth-zone`s
-//! `for-upstream`, so the data under the policy is the same on both
-//! sides. Each case is asked of both over real sockets, from 127.0.0.1 or
-//! (the quarantined workstation of the zone's `rpz-client-ip` trigger)
-//! 127.0.0.2; compared: whether an answer came, the rcode, TC, and the
-//! answer section as a set (owner, type, data; TTLs aside: schild gives
-//! its `block_ttl`, Unbound the zone's). A difference must be listed in
-//! [`ACCEPTED`] with its reason; one listed that does not happen fails
-//! too.
+//! `for-upstream`, BIND as primaries (`recursive-only no`), so the data
+//! under the policy is the same on every side. Each case is asked of both
+//! over real sockets, from 127.0.0.1 or (the quarantined workstation of
+//! the zone's `rpz-client-ip` trigger) 127.0.0.2; compared: whether an
+//! answer came, the rcode, TC, and the answer section as a set (owner,
+//! type, data; TTLs aside: schild gives its `block_ttl`, the others the
+//! zone's). A difference must be listed in [`UNBOUND_ACCEPTED`] or
+//! [`BIND_ACCEPTED`] with its reason; one listed that does not happen
+//! fails too.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -27,7 +29,7 @@ use hickory_proto::rr::{Name, RecordType};
 use crate::dns::tcp_raw;
 use crate::harness::{Daemon, Schild, have, until};
 use crate::hierarchy;
-use crate::rpz::{free_port, unbound_server};
+use crate::rpz::{free_port, named_options, unbound_server};
 
 const FIXTURE: &str = include_str!("../fixtures/rpz/hospital.rpz");
 
@@ -216,7 +218,7 @@ const CASES: &[Case] = &[
 
 /// Differences from Unbound 1.17 that are not bugs of schild: (case,
 /// reason).
-const ACCEPTED: &[(&str, &str)] = &[(
+const UNBOUND_ACCEPTED: &[(&str, &str)] = &[(
     "CNAME to a dropped name",
     "BIND applies QNAME triggers to every name of a CNAME chain (ARM, \
      response-policy: \"QNAME ... targets of CNAME records resolved to \
@@ -390,32 +392,79 @@ fn the_same_zone_in_unbound_gives_the_same_answers() {
         "unbound did not start answering:\n{}",
         ub.log()
     );
+    agree(&s, unbound, "unbound", UNBOUND_ACCEPTED, &ub.log());
+}
+
+/// Ask every case of schild and of `peer`; fail on a difference not in
+/// `accepted` and on an accepted one that did not happen.
+fn agree(s: &Schild, peer: SocketAddr, who: &str, accepted: &[(&str, &str)], peer_log: &str) {
     let mut differ = Vec::new();
     for c in CASES {
-        let (ours, theirs) = (ask(s.dns, c), ask(unbound, c));
+        let (ours, theirs) = (ask(s.dns, c), ask(peer, c));
         if ours != theirs {
             differ.push((c.what.to_string(), ours, theirs));
         }
     }
     let unexplained: Vec<_> = differ
         .iter()
-        .filter(|(what, ..)| !ACCEPTED.iter().any(|(a, _)| a == what))
+        .filter(|(what, ..)| !accepted.iter().any(|(a, _)| a == what))
         .cloned()
         .collect();
-    let stale: Vec<_> = ACCEPTED
+    let stale: Vec<_> = accepted
         .iter()
         .filter(|(a, _)| !differ.iter().any(|(what, ..)| what == a))
         .collect();
     eprintln!(
-        "rpz actions vs unbound: {} cases, {} differences ({} accepted)",
+        "rpz actions vs {who}: {} cases, {} differences ({} accepted)",
         CASES.len(),
         differ.len(),
         differ.len() - unexplained.len()
     );
     assert!(
         unexplained.is_empty() && stale.is_empty(),
-        "differences from unbound (schild, then unbound):\n{}\naccepted but not seen: {stale:?}\n{}",
-        table(&unexplained).replace("expect:", "unbound:"),
-        ub.log()
+        "differences from {who} (schild, then {who}):\n{}\naccepted but not seen: {stale:?}\n{peer_log}",
+        table(&unexplained).replace("expect:", "peer:  "),
     );
+}
+
+fn named_conf(dir: &Path, port: u16) -> String {
+    let zones = Path::new(env!("CARGO_MANIFEST_DIR")).join("zones/test");
+    format!(
+        r#"{options}controls {{ }};
+zone "hospital.rpz" {{ type primary; file "{dir}/hospital.rpz"; }};
+zone "example.test" {{ type primary; file "{zones}/example.test.zone"; }};
+zone "cdn.test" {{ type primary; file "{zones}/cdn.test.zone"; }};
+"#,
+        options = named_options(dir, port, "zone \"hospital.rpz\" recursive-only no;"),
+        dir = dir.display(),
+        zones = zones.display(),
+    )
+}
+
+/// Differences from BIND 9 (response-policy over the same zones served
+/// as primaries): (case, reason).
+const BIND_ACCEPTED: &[(&str, &str)] = &[];
+
+#[test]
+fn the_same_zone_in_bind_gives_the_same_answers() {
+    if !have("named") {
+        return;
+    }
+    let s = Schild::start(&schild_config(), &[("hospital.rpz", FIXTURE)]);
+    let dir = s.dir.path();
+    let port = free_port();
+    let conf = dir.join("named.conf");
+    std::fs::write(&conf, named_conf(dir, port)).expect("conf");
+    let named = Daemon::start(
+        Command::new("named").args(["-g", "-n", "1", "-4", "-c", conf.to_str().expect("utf8")]),
+        dir.join("named.log"),
+    );
+    let bind = SocketAddr::from((CLIENT, port));
+    assert!(
+        until(Duration::from_secs(20), || ask(bind, &CASES[0])
+            == (CASES[0].expect)()),
+        "named did not start answering:\n{}",
+        named.log()
+    );
+    agree(&s, bind, "bind", BIND_ACCEPTED, &named.log());
 }
