@@ -178,6 +178,13 @@ fn print_report(out: &mut impl Write, r: &policy::FeedReport) -> std::io::Result
     for (v, why) in r.invalid_samples.iter().take(5) {
         writeln!(out, "    e.g. {v:?} ({why})")?;
     }
+    if r.passthru + r.client_ips > 0 {
+        writeln!(
+            out,
+            "  rpz: {} passthru exceptions (allowlist entries), {} client-ip triggers",
+            r.passthru, r.client_ips
+        )?;
+    }
     for (why, n) in &r.unsupported {
         writeln!(out, "  unsupported ({why}): {n}")?;
     }

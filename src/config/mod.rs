@@ -769,6 +769,9 @@ mod tests {
         let e = parse("state_dir = \"s\"\n[[feed]]\nname = \"a\"\ntype = \"domains\"\nlocation = \"x\"\naction = \"sinkhole\"")
             .expect_err("sinkhole without addresses");
         assert!(e.to_string().contains("sinkhole"), "{e}");
+        let e = parse("state_dir = \"s\"\n[[feed]]\nname = \"a\"\ntype = \"rpz\"\nlocation = \"x\"\naction = \"local-data\"")
+            .expect_err("local-data is a record's action");
+        assert!(e.to_string().contains("local-data"), "{e}");
         let c = parse("state_dir = \"s\"\n[[feed]]\nname = \"a\"\ntype = \"domains\"\nlocation = \"lists/a.txt\"\naction = \"log-only\"")
             .expect("valid");
         assert_eq!(

@@ -561,6 +561,12 @@ fn feed(
                 "misp-api needs api_key_file or api_key_env",
             ));
         }
+        if f.action == Action::LocalData {
+            return Err(invalid(
+                field("action"),
+                "local-data is an RPZ record's own action, not a feed's (use sinkhole)",
+            ));
+        }
         if f.action == Action::Sinkhole
             && policy.sinkhole_ipv4.is_empty()
             && policy.sinkhole_ipv6.is_empty()

@@ -9,13 +9,14 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use super::artifact::IpTrigger;
 use super::artifact::{
     self, ArtifactError, FLAG_ALLOW, FLAG_EXACT, FLAG_SUB, Meta, NO_SET, Parts, SET_BITS, SET_MASK,
     read4,
 };
 use super::filter::Filter;
 use super::index::{Entries, Index};
-use super::ioc::{Action, EventInfo, FeedId, FeedInfo, Provenance};
+use super::ioc::{Action, EventInfo, FeedId, FeedInfo, LocalRecord, Provenance};
 use super::name::MAX_NAME_LEN;
 use super::report::AllowSource;
 
@@ -86,26 +87,10 @@ struct IpIndex {
     v6_lens: Vec<u8>,
 }
 
-/// A loaded, verified policy. Cheap to share behind an `Arc`.
-pub struct Policy {
-    parts: Parts,
-    ips: IpIndex,
-}
-
-impl Policy {
-    /// Load and verify an artifact file (memory-mapped).
-    pub fn load(path: &Path) -> Result<Policy, ArtifactError> {
-        Ok(Policy::from_parts(artifact::load_file(path)?))
-    }
-
-    /// Verify and use artifact bytes from memory.
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<Policy, ArtifactError> {
-        Ok(Policy::from_parts(artifact::load_bytes(bytes)?))
-    }
-
-    fn from_parts(parts: Parts) -> Policy {
+impl IpIndex {
+    fn build(triggers: &[IpTrigger]) -> IpIndex {
         let mut ips = IpIndex::default();
-        for t in &parts.meta.ip_triggers {
+        for t in triggers {
             match t.net {
                 ipnet::IpNet::V4(n) => ips.v4.push((n.prefix_len(), u32::from(n.network()), t.set)),
                 ipnet::IpNet::V6(n) => {
@@ -122,7 +107,78 @@ impl Policy {
         ips.v6_lens = ips.v6.iter().map(|e| e.0).collect();
         ips.v6_lens.dedup();
         ips.v6_lens.reverse();
-        Policy { parts, ips }
+        ips
+    }
+
+    /// The set of the longest network holding `ip` (an IPv4-mapped IPv6
+    /// address is looked up as IPv4).
+    fn lookup(&self, ip: IpAddr) -> Option<u32> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        match ip {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                self.v4_lens.iter().find_map(|&len| {
+                    let net = if len == 0 {
+                        0
+                    } else {
+                        a & (u32::MAX << (32 - u32::from(len)))
+                    };
+                    self.v4
+                        .binary_search_by(|e| (e.0, e.1).cmp(&(len, net)))
+                        .ok()
+                        .map(|i| self.v4[i].2)
+                })
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                self.v6_lens.iter().find_map(|&len| {
+                    let net = if len == 0 {
+                        0
+                    } else {
+                        a & (u128::MAX << (128 - u32::from(len)))
+                    };
+                    self.v6
+                        .binary_search_by(|e| (e.0, e.1).cmp(&(len, net)))
+                        .ok()
+                        .map(|i| self.v6[i].2)
+                })
+            }
+        }
+    }
+}
+
+/// A loaded, verified policy. Cheap to share behind an `Arc`.
+pub struct Policy {
+    parts: Parts,
+    ips: IpIndex,
+    clients: IpIndex,
+}
+
+impl Policy {
+    /// Load and verify an artifact file (memory-mapped).
+    pub fn load(path: &Path) -> Result<Policy, ArtifactError> {
+        Ok(Policy::from_parts(artifact::load_file(path)?))
+    }
+
+    /// Verify and use artifact bytes from memory.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Policy, ArtifactError> {
+        Ok(Policy::from_parts(artifact::load_bytes(bytes)?))
+    }
+
+    fn from_parts(parts: Parts) -> Policy {
+        let ips = IpIndex::build(&parts.meta.ip_triggers);
+        let clients = IpIndex::build(&parts.meta.client_triggers);
+        Policy {
+            parts,
+            ips,
+            clients,
+        }
     }
 
     pub fn meta(&self) -> &Meta {
@@ -149,6 +205,8 @@ impl Policy {
             self.parts.index.as_ref(),
             self.parts.set_meta.as_ref(),
             &self.parts.meta.ip_triggers,
+            &self.parts.meta.client_triggers,
+            &self.parts.meta.local_data,
         )
     }
 
@@ -343,53 +401,40 @@ impl Policy {
 
     /// Look up an address from an answer (A/AAAA) against the IP triggers.
     pub fn lookup_ip(&self, ip: IpAddr) -> Option<Hit> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(IpAddr::V4)
-                .unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
-        };
-        let set = match ip {
-            IpAddr::V4(a) => {
-                let a = u32::from(a);
-                self.ips.v4_lens.iter().find_map(|&len| {
-                    let net = if len == 0 {
-                        0
-                    } else {
-                        a & (u32::MAX << (32 - u32::from(len)))
-                    };
-                    self.ips
-                        .v4
-                        .binary_search_by(|e| (e.0, e.1).cmp(&(len, net)))
-                        .ok()
-                        .map(|i| self.ips.v4[i].2)
-                })
-            }
-            IpAddr::V6(a) => {
-                let a = u128::from(a);
-                self.ips.v6_lens.iter().find_map(|&len| {
-                    let net = if len == 0 {
-                        0
-                    } else {
-                        a & (u128::MAX << (128 - u32::from(len)))
-                    };
-                    self.ips
-                        .v6
-                        .binary_search_by(|e| (e.0, e.1).cmp(&(len, net)))
-                        .ok()
-                        .map(|i| self.ips.v6[i].2)
-                })
-            }
-        }?;
+        let set = self.ips.lookup(ip)?;
+        Some(self.address_hit(set))
+    }
+
+    /// Look up a client's address against the `rpz-client-ip` triggers.
+    /// No allocation; a policy without client triggers answers at once.
+    pub fn lookup_client(&self, ip: IpAddr) -> Option<Hit> {
+        if self.parts.meta.client_triggers.is_empty() {
+            return None;
+        }
+        let set = self.clients.lookup(ip)?;
+        Some(self.address_hit(set))
+    }
+
+    fn address_hit(&self, set: u32) -> Hit {
         let (feed, action) = self.set_meta(set);
-        Some(Hit {
+        Hit {
             set,
             action,
             feed,
             matched_len: 0,
             exact: true,
-        })
+        }
+    }
+
+    /// The local data of a set: the records of its deciding feed's
+    /// provenance, in the order the zone gave them. For an answer being
+    /// built (the blocked path) and the export, not the lookup.
+    pub fn local_records(&self, set: u32) -> impl Iterator<Item = &LocalRecord> + '_ {
+        let feed = self.set_meta(set).0;
+        self.provenance_of(set)
+            .filter(move |p| p.feed == feed)
+            .filter_map(|p| p.local)
+            .filter_map(|l| self.parts.meta.local_data.get(l as usize))
     }
 
     /// The provenance records behind a hit (at least one).

@@ -17,7 +17,10 @@ pub mod report;
 pub use artifact::{ArtifactError, IpTrigger, Meta};
 pub use compile::{AllowEntryError, Compiler};
 pub use index::Entries;
-pub use ioc::{Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, Provenance};
+pub use ioc::{
+    Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, LocalRecord, Provenance,
+    RpzRule,
+};
 pub use matcher::{AllowHit, Hit, NameValue, Policy, Verdict, matched_suffix};
 pub use name::{NameError, NormalName, normalise, parse_name};
 pub use report::{AllowScope, AllowSource, FeedReport, FetchStatus, Refusal, RefusalReason};

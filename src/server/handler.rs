@@ -31,7 +31,7 @@ use super::hits::HitSink;
 use super::metrics::{Metrics, Transport, UpstreamError};
 use super::ratelimit::{RateLimiter, Verdict as Rate};
 use super::resolve::{Flags, Resolved, Resolver};
-use crate::policy::{Action, Hit, Policy, Verdict, matched_suffix};
+use crate::policy::{Action, Hit, LocalRecord, Policy, Verdict, matched_suffix};
 use crate::rpz::xfr::RpzPrimary;
 use crate::sightings::{HitEvent, Trigger};
 use crate::wire::{self, message_response};
@@ -171,6 +171,31 @@ struct Block {
     serial: u64,
     /// Extended DNS Error text.
     text: String,
+    /// The records of an RPZ `local-data` action.
+    local: Vec<LocalRecord>,
+}
+
+impl Block {
+    fn new(p: &Policy, hit: &Hit, soa_owner: Name, text: String) -> Block {
+        let local = if hit.action == Action::LocalData {
+            p.local_records(hit.set).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        Block {
+            action: hit.action,
+            soa_owner,
+            serial: p.serial(),
+            text,
+            local,
+        }
+    }
+}
+
+/// Whether a hit changes the answer on this transport: `tcp-only` is
+/// answered normally over TCP and TLS (RPZ's `rpz-tcp-only.`).
+fn enforced(action: Action, transport: &str) -> bool {
+    action.enforces() && !(action == Action::TcpOnly && transport != "udp")
 }
 
 fn no_response(request: &Request, rcode: ResponseCode) -> ResponseInfo {
@@ -522,19 +547,33 @@ impl Shared {
         let Some(p) = guard.as_ref() else {
             return OnQuestion::Pass;
         };
+        // An `rpz-client-ip` trigger comes first, as in BIND and Unbound.
+        // No sighting: the client's address must not leave the hospital.
+        if let Some(hit) = p.lookup_client(ctx.client) {
+            let feed = p.feed(hit.feed).map(|f| f.name.as_str());
+            self.metrics.blocked(hit.feed, feed, hit.action);
+            if enforced(hit.action, ctx.transport) {
+                let text = format!(
+                    "blocked by schild: feed {} lists the client's network",
+                    feed.unwrap_or("?")
+                );
+                return OnQuestion::Block(Block::new(p, &hit, qname.clone(), text));
+            }
+            if hit.action == Action::TcpOnly {
+                return OnQuestion::Exempt;
+            }
+        }
         match p.lookup_labels(qname.iter()) {
             Verdict::Blocked(hit) => {
                 let listed = matched_suffix(&plain_lower(qname), hit.matched_len).to_string();
                 let owner = qname.trim_to(answer::suffix_labels(qname, hit.matched_len));
                 let text = block_text(p, &hit, &listed, "");
                 self.hit(p, &hit, Trigger::Name(listed), ctx);
-                if hit.action.enforces() {
-                    OnQuestion::Block(Block {
-                        action: hit.action,
-                        soa_owner: owner,
-                        serial: p.serial(),
-                        text,
-                    })
+                if enforced(hit.action, ctx.transport) {
+                    OnQuestion::Block(Block::new(p, &hit, owner, text))
+                } else if hit.action == Action::TcpOnly {
+                    // Over TCP `rpz-tcp-only.` is a passthru.
+                    OnQuestion::Exempt
                 } else {
                     OnQuestion::Pass
                 }
@@ -610,15 +649,10 @@ impl Shared {
             };
             let text = block_text(p, &hit, &trigger.to_string(), what);
             self.hit(p, &hit, trigger, ctx);
-            if hit.action.enforces() {
-                return Some(Block {
-                    action: hit.action,
-                    // The listed name is not an ancestor of the query name:
-                    // the SOA sits at the query name itself.
-                    soa_owner: qname.clone(),
-                    serial: p.serial(),
-                    text,
-                });
+            if enforced(hit.action, ctx.transport) {
+                // The listed name is not an ancestor of the query name:
+                // the SOA sits at the query name itself.
+                return Some(Block::new(p, &hit, qname.clone(), text));
             }
         }
         None
@@ -654,10 +688,35 @@ impl Shared {
             self.metrics.dropped();
             return no_response(request, ResponseCode::ServFail);
         }
+        if b.action == Action::TcpOnly {
+            // UDP only (over TCP it is answered normally): an empty
+            // answer with TC=1, so the client asks again over TCP.
+            let mut meta = Metadata::response_from_request(&request.metadata);
+            meta.recursion_available = true;
+            meta.truncation = true;
+            let msg = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref()).build(
+                meta,
+                [],
+                [],
+                [],
+                [],
+            );
+            return self.send(request, rh, msg).await;
+        }
         if let Some(e) = resp_edns.as_mut() {
             e.options_mut()
                 .insert(answer::ede_option(ede::BLOCKED, &b.text));
         }
+        // Resolved before the settings are loaded: no guard across an await.
+        let local = if b.action == Action::LocalData {
+            let ttl = self.config.load().block_ttl;
+            Some(
+                self.local_answer(request, qname, qtype, ttl, &b.local)
+                    .await,
+            )
+        } else {
+            None
+        };
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.recursion_available = true;
         let config = self.config.load();
@@ -670,14 +729,16 @@ impl Shared {
                 msg.metadata_mut().recursion_available = true;
                 self.send(request, rh, msg).await
             }
-            Action::Sinkhole => {
-                let records = answer::sinkhole_records(
-                    qname,
-                    qtype,
-                    ttl,
-                    &config.sinkhole_ipv4,
-                    &config.sinkhole_ipv6,
-                );
+            Action::Sinkhole | Action::LocalData => {
+                let records = local.unwrap_or_else(|| {
+                    answer::sinkhole_records(
+                        qname,
+                        qtype,
+                        ttl,
+                        &config.sinkhole_ipv4,
+                        &config.sinkhole_ipv6,
+                    )
+                });
                 let soa_part: &[Record] = if records.is_empty() {
                     std::slice::from_ref(&soa)
                 } else {
@@ -697,6 +758,65 @@ impl Shared {
                 self.send(request, rh, msg).await
             }
         }
+    }
+
+    /// The answer RPZ local data gives for `qtype`: the records of that
+    /// type (every one for ANY), or a CNAME to a walled garden followed by
+    /// its resolution, as BIND answers it. Empty means NODATA. The garden's
+    /// answer goes through the policy too; if the policy blocks it, or it
+    /// cannot be resolved, the CNAME stands alone for the client to follow.
+    async fn local_answer(
+        &self,
+        request: &Request,
+        qname: &Name,
+        qtype: RecordType,
+        ttl: u32,
+        local: &[LocalRecord],
+    ) -> Vec<Record> {
+        let Some(cname) = answer::local_cname(qname, ttl, local) else {
+            return answer::local_records(qname, qtype, ttl, local);
+        };
+        let RData::CNAME(target) = &cname.data else {
+            return Vec::new();
+        };
+        let target = target.0.clone();
+        let mut out = vec![cname];
+        if matches!(qtype, RecordType::CNAME | RecordType::ANY) {
+            return out;
+        }
+        let flags = Flags {
+            dnssec_ok: false,
+            checking_disabled: request.metadata.checking_disabled,
+        };
+        let lower = LowerName::from(&target);
+        let resolver = self.resolver.load_full();
+        if let Ok(resolved) = resolver
+            .resolve(&lower, qtype, flags, request.src().ip())
+            .await
+            && resolved.answer.rcode == ResponseCode::NoError
+        {
+            let ctx = HitCtx {
+                client: request.src().ip(),
+                qname: &lower,
+                qtype,
+                transport: transport_of(request.protocol()).as_str(),
+            };
+            let blocked = {
+                let guard = self.policy.load();
+                guard.as_ref().is_some_and(|p| {
+                    matches!(p.lookup_labels(target.iter()), Verdict::Blocked(h) if h.action.enforces())
+                        || self.check_answer(p, &resolved, &target, &ctx).is_some()
+                })
+            };
+            if !blocked {
+                out.extend(resolved.answer.answers.iter().map(|r| {
+                    let mut r = r.clone();
+                    r.ttl = resolved.ttl(r.ttl);
+                    r
+                }));
+            }
+        }
+        out
     }
 
     async fn send_resolved<R: ResponseHandler>(

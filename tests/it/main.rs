@@ -17,6 +17,7 @@ mod misp_server;
 mod pki;
 mod resolver;
 mod rpz;
+mod rpz_actions;
 mod safety;
 mod serve;
 mod sightings;

@@ -621,7 +621,9 @@ fn a_secondary_that_stops_reading_is_dropped() {
     drop(conn);
 }
 
-fn unbound_conf(dir: &Path, port: u16, primary: u16) -> String {
+/// The `server:` clause of an Unbound with the rpz module on loopback
+/// `port`, its files in `dir`, in the foreground, without remote control.
+pub fn unbound_server(dir: &Path, port: u16, extra: &str) -> String {
     format!(
         r#"server:
     interface: 127.0.0.1
@@ -636,15 +638,21 @@ fn unbound_conf(dir: &Path, port: u16, primary: u16) -> String {
     do-ip6: no
     access-control: 127.0.0.0/8 allow
     module-config: "respip iterator"
-    verbosity: 2
-remote-control:
+{extra}remote-control:
     control-enable: no
-rpz:
+"#,
+        dir = dir.display()
+    )
+}
+
+fn unbound_conf(dir: &Path, port: u16, primary: u16) -> String {
+    format!(
+        r#"{server}rpz:
     name: "zdn.rpz."
     primary: 127.0.0.1@{primary}
     rpz-log: yes
 {auth}"#,
-        dir = dir.display(),
+        server = unbound_server(dir, port, "    verbosity: 2\n"),
         // Local data the iterator resolves from (unbound answers its
         // local-zones before RPZ, so those would hide the rewrite).
         auth = ["clean.example", "evil.example", "fresh.example"]
@@ -726,7 +734,10 @@ fn unbound_pulls_the_zone_and_follows_notify_with_ixfr() {
     );
 }
 
-fn named_conf(dir: &Path, port: u16, primary: u16) -> String {
+/// The `options` of a recursive named on loopback `port` without
+/// validation, its files in `dir`, enforcing the response-policy `zones`
+/// (the inside of `response-policy { ... }`).
+pub fn named_options(dir: &Path, port: u16, zones: &str) -> String {
     format!(
         r#"options {{
     directory "{dir}";
@@ -737,9 +748,16 @@ fn named_conf(dir: &Path, port: u16, primary: u16) -> String {
     allow-query {{ 127.0.0.0/8; }};
     dnssec-validation no;
     notify no;
-    response-policy {{ zone "zdn.rpz" recursive-only no min-update-interval 0; }} qname-wait-recurse no;
+    response-policy {{ {zones} }} qname-wait-recurse no;
 }};
-include "{dir}/rpz.tsig";
+"#,
+        dir = dir.display()
+    )
+}
+
+fn named_conf(dir: &Path, port: u16, primary: u16) -> String {
+    format!(
+        r#"{options}include "{dir}/rpz.tsig";
 controls {{ }};
 zone "zdn.rpz" {{
     type secondary;
@@ -750,6 +768,11 @@ zone "clean.example" {{ type primary; file "clean.example.db"; }};
 zone "evil.example" {{ type primary; file "evil.example.db"; }};
 zone "fresh.example" {{ type primary; file "fresh.example.db"; }};
 "#,
+        options = named_options(
+            dir,
+            port,
+            "zone \"zdn.rpz\" recursive-only no min-update-interval 0;"
+        ),
         dir = dir.display()
     )
 }
