@@ -2,6 +2,7 @@
 //! returns the process exit code.
 
 pub mod ctl;
+pub mod guard;
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -110,8 +111,18 @@ pub fn check_config(path: &Path) -> i32 {
 /// `schild compile`: pull every feed and write the artifact.
 pub async fn compile(config: &Config) -> i32 {
     let puller = Puller::new(&config.state_dir);
+    let previous = Policy::load(&config.artifact_path()).ok();
     match pipeline::compile(config, &puller).await {
         Ok(outcome) => {
+            if let Ok(new) = Policy::load(&outcome.path)
+                && let Err(e) =
+                    crate::sightings::guard::report_protected(config, previous.as_ref(), &new)
+            {
+                eprintln!(
+                    "schild: cannot queue the false-positive sightings of protected names: {}",
+                    error_chain(&e)
+                );
+            }
             println!(
                 "compiled {} names and {} address triggers into {} ({} bytes, serial {})",
                 outcome.names,
@@ -284,6 +295,20 @@ pub fn check(config: &Config, query: &str) -> i32 {
             let _ = explain_set(&mut out, &policy, blocked.set, Some(listed));
             exit::OK
         }
+        Verdict::AllowOnly(allow)
+            if policy
+                .allow_source(allow.source)
+                .is_some_and(|s| s.kind == "protected") =>
+        {
+            let spared = policy::matched_suffix(n, allow.matched_len);
+            let _ = writeln!(
+                out,
+                "{n}: PROTECTED, never blocked (entry {spared}, {})",
+                allow_source(&policy, allow.source)
+            );
+            let _ = explain_refusals(&mut out, &policy, n);
+            exit::OK
+        }
         Verdict::AllowOnly(allow) => {
             let spared = policy::matched_suffix(n, allow.matched_len);
             let _ = writeln!(
@@ -368,6 +393,10 @@ fn explain_refusals(out: &mut impl Write, policy: &Policy, name: &str) -> std::i
             }
             RefusalReason::PublicSuffix => "refused: a public suffix is never blocked".to_string(),
             RefusalReason::AddressGuard { why } => format!("refused: {why}"),
+            RefusalReason::Protected { entry, source } => format!(
+                "refused: a protected clinical name, spared by entry {entry} ({})",
+                allow_source(policy, *source)
+            ),
         };
         writeln!(out, "  {} {why}", r.value)?;
         if let Some(p) = policy.meta().provenance.get(r.prov as usize) {
@@ -414,7 +443,18 @@ pub fn stats(config: &Config) -> i32 {
     );
     for r in &m.reports {
         let _ = print_report(&mut out, r);
+        let protected = policy
+            .protected_refusals()
+            .filter(|(f, _)| *f == r.feed)
+            .count();
+        if protected > 0 {
+            let _ = writeln!(
+                out,
+                "  refused: {protected} IOCs naming protected clinical systems (guard.protected)"
+            );
+        }
     }
+    let _ = guard::print_held(&mut out, config, &policy);
     exit::OK
 }
 

@@ -118,6 +118,42 @@ pub struct Config {
     /// `[http]`: the TLS defaults of every HTTPS client (feeds, sightings,
     /// TAXII); a feed's own keys override them.
     pub http: TlsClient,
+    /// `[guard]`: protected names, the cap on newly blocked names.
+    pub guard: GuardConfig,
+    /// `[history]`: the local name history (days 0: off).
+    pub history: HistoryConfig,
+}
+
+/// `[guard]`: the clinical guardrail.
+#[derive(Debug, Clone, Default)]
+pub struct GuardConfig {
+    /// Files of names of clinical systems: a name and its subdomains are
+    /// never blocked; an IOC for one is refused at compile time.
+    pub protected: Vec<PathBuf>,
+    /// Send a false-positive sighting for each IOC refused as protected.
+    pub report_protected: bool,
+    /// An update that newly blocks more names than this (compared with the
+    /// artifact in use) is held until `schild guard accept`; 0: never held.
+    pub max_new_blocks: u64,
+}
+
+/// `[history]`: per day, every name answered, for `schild history` and
+/// the retro-hunt. Nothing of it leaves the hospital.
+#[derive(Debug, Clone)]
+pub struct HistoryConfig {
+    /// Days kept (today included); 0: no history, no retro-hunt.
+    pub days: u32,
+    /// Distinct names recorded per day; past it, new names are counted as
+    /// dropped.
+    pub max_names_per_day: usize,
+    /// Client identifiers kept per name and day.
+    pub clients_per_name: usize,
+}
+
+impl HistoryConfig {
+    pub fn enabled(&self) -> bool {
+        self.days > 0
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -427,6 +463,9 @@ impl Config {
         for (i, p) in self.allowlist.warninglists.iter().enumerate() {
             files.push((format!("allowlist.warninglists[{i}]"), p.clone()));
         }
+        for (i, p) in self.guard.protected.iter().enumerate() {
+            files.push((format!("guard.protected[{i}]"), p.clone()));
+        }
         for f in &self.feeds {
             if let Location::Path(p) = &f.location {
                 // A MISP feed on disk is a folder with its manifest.
@@ -447,6 +486,17 @@ impl Config {
     /// by the compile).
     pub fn local_allowlist_path(&self) -> PathBuf {
         self.state_dir.join("allowlist.local")
+    }
+
+    /// Where an update held by `guard.max_new_blocks` waits for
+    /// `schild guard accept`, beside the live artifact.
+    pub fn held_artifact_path(&self) -> PathBuf {
+        self.state_dir.join("policy.held.artifact")
+    }
+
+    /// The folder of the name history (`[history]`).
+    pub fn history_dir(&self) -> PathBuf {
+        self.state_dir.join("history")
     }
 
     /// The folder of the sightings spool.
@@ -524,6 +574,9 @@ mod tests {
         let c = load(&uncommented).unwrap_or_else(|e| panic!("README reference, uncommented: {e}"));
         assert!(c.feeds[0].tls.client_cert.is_some());
         assert!(c.sightings.taxii_collection.is_some());
+        assert_eq!(c.guard.protected.len(), 1);
+        assert_eq!(c.guard.max_new_blocks, 100_000);
+        assert_eq!(c.history.clients_per_name, 8);
     }
 
     #[test]

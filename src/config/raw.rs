@@ -32,6 +32,72 @@ pub(super) struct RawConfig {
     pub(super) http: RawTls,
     #[serde(default)]
     pub(super) dnstap: Option<RawDnstap>,
+    #[serde(default)]
+    pub(super) guard: RawGuard,
+    #[serde(default)]
+    pub(super) history: RawHistory,
+}
+
+/// `[guard]`: the clinical guardrail.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGuard {
+    /// Files of names (with their subdomains) that no feed may block.
+    #[serde(default)]
+    pub(super) protected: Vec<PathBuf>,
+    /// Send a false-positive sighting for an IOC refused as protected.
+    #[serde(default)]
+    pub(super) report_protected: bool,
+    /// An update newly blocking more names than this is held (0: off).
+    #[serde(default = "default_max_new_blocks")]
+    pub(super) max_new_blocks: u64,
+}
+
+pub(super) fn default_max_new_blocks() -> u64 {
+    100_000
+}
+
+impl Default for RawGuard {
+    fn default() -> Self {
+        RawGuard {
+            protected: Vec::new(),
+            report_protected: false,
+            max_new_blocks: default_max_new_blocks(),
+        }
+    }
+}
+
+/// `[history]`: the local name history behind retro-hunts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHistory {
+    /// Days kept; 0 turns the history (and retro-hunt) off.
+    #[serde(default = "default_history_days")]
+    pub(super) days: u32,
+    #[serde(default = "default_max_names_per_day")]
+    pub(super) max_names_per_day: u64,
+    #[serde(default = "default_clients_per_name")]
+    pub(super) clients_per_name: u32,
+}
+
+pub(super) fn default_history_days() -> u32 {
+    30
+}
+pub(super) fn default_max_names_per_day() -> u64 {
+    2_000_000
+}
+pub(super) fn default_clients_per_name() -> u32 {
+    8
+}
+
+impl Default for RawHistory {
+    fn default() -> Self {
+        RawHistory {
+            days: default_history_days(),
+            max_names_per_day: default_max_names_per_day(),
+            clients_per_name: default_clients_per_name(),
+        }
+    }
 }
 
 /// `[dnstap]`.

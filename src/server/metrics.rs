@@ -137,6 +137,14 @@ pub struct Metrics {
     pub admin_connections_evicted: IntCounter,
     /// `schild_ratelimited_total{action}`: [drop, slip].
     ratelimited: [IntCounter; 2],
+    /// `schild_guard_protected_refusals{feed}`: IOCs refused as protected
+    /// clinical names in the loaded list.
+    guard_protected: IntGaugeVec,
+    /// `schild_guard_held_new_blocks`: names a held update would newly
+    /// block (0: nothing held).
+    pub guard_held: IntGauge,
+    /// `schild_retro_hits_total{feed}`: new IOCs found in the name history.
+    retro_hits: IntCounterVec,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -463,7 +471,44 @@ impl Metrics {
                     v.with_label_values(&["slip"]),
                 ]
             },
+            guard_protected: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "schild_guard_protected_refusals",
+                        "IOCs of the loaded list refused because they name a protected clinical system (guard.protected), by feed.",
+                    ),
+                    &["feed"],
+                )
+                .expect(LITERAL),
+            ),
+            guard_held: register(
+                &r,
+                IntGauge::with_opts(Opts::new(
+                    "schild_guard_held_new_blocks",
+                    "Names an update held by guard.max_new_blocks would newly block (0: nothing held); `schild guard accept` applies it.",
+                ))
+                .expect(LITERAL),
+            ),
+            retro_hits: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "schild_retro_hits_total",
+                        "Newly listed IOCs that the name history shows were resolved here before, by feed.",
+                    ),
+                    &["feed"],
+                )
+                .expect(LITERAL),
+            ),
             registry: r,
+        }
+    }
+
+    /// Count retro-hunt matches for a configured feed.
+    pub fn retro_hits(&self, feed: &str, n: u64) {
+        if self.feed_names.iter().any(|f| f == feed) {
+            self.retro_hits.with_label_values(&[feed]).inc_by(n);
         }
     }
 
@@ -522,6 +567,13 @@ impl Metrics {
         self.policy_serial
             .set(i64::try_from(meta.serial).unwrap_or(i64::MAX));
         self.policy_compiled_at.set(meta.compiled_at as f64);
+        for (feed, n) in p.protected_refusal_counts() {
+            if self.feed_names.iter().any(|f| f == feed) {
+                self.guard_protected
+                    .with_label_values(&[feed])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
         for r in &meta.reports {
             if !self.feed_names.contains(&r.feed) {
                 continue;

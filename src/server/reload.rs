@@ -120,6 +120,16 @@ impl Refresher {
                     ips = p.meta().ip_triggers.len(),
                     "policy loaded"
                 );
+                if let Ok(h) = Policy::load(&self.config.held_artifact_path()) {
+                    let new = crate::policy::new_blocks(Some(&p), &h, |_| {});
+                    tracing::warn!(
+                        new_blocks = new,
+                        "an update is HELD (guard.max_new_blocks); `schild guard accept` applies it"
+                    );
+                    self.metrics
+                        .guard_held
+                        .set(i64::try_from(new).unwrap_or(i64::MAX));
+                }
                 self.install(p);
                 Ok(true)
             }
@@ -130,6 +140,27 @@ impl Refresher {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Load the artifact `schild guard accept` put in place (the compile
+    /// lock held, so no refresh overwrites it meanwhile).
+    async fn load_accepted(&self) -> Result<(), ArtifactError> {
+        let _one_at_a_time = self.lock.lock().await;
+        let path = self.config.artifact_path();
+        let p = Policy::load(&path)?;
+        let serving = self.store.load().as_ref().map(|p| p.serial());
+        if serving == Some(p.serial()) {
+            return Ok(());
+        }
+        tracing::warn!(
+            serial = p.serial(),
+            names = p.name_count(),
+            "held update accepted; now serving it"
+        );
+        self.install(p);
+        self.metrics.guard_held.set(0);
+        self.metrics.reloads.inc();
+        Ok(())
     }
 
     /// Seconds since the loaded artifact was compiled.
@@ -264,6 +295,7 @@ impl Refresher {
         tracing::info!(why, "refreshing the policy");
         let config = self.config.clone();
         let puller = self.puller.clone();
+        let previous = self.store.load_full();
         // Compiling is CPU and file work: keep it off the threads that
         // answer queries, on a runtime of its own (feeds may use HTTP).
         let joined = tokio::task::spawn_blocking(
@@ -274,6 +306,11 @@ impl Refresher {
                     .map_err(RefreshError::Runtime)?;
                 let outcome = rt.block_on(pipeline::compile_with(&config, &puller, pull))?;
                 let policy = Policy::load(&outcome.path).map_err(RefreshError::Load)?;
+                if let Err(e) =
+                    crate::sightings::guard::report_protected(&config, previous.as_deref(), &policy)
+                {
+                    tracing::error!(error = %error_chain(&e), "cannot queue the false-positive sightings of protected names");
+                }
                 Ok((outcome, policy))
             },
         )
@@ -303,6 +340,7 @@ impl Refresher {
                     failed_feeds,
                 };
                 self.install(policy);
+                self.metrics.guard_held.set(0);
                 self.metrics.reloads.inc();
                 tracing::info!(
                     why,
@@ -312,6 +350,18 @@ impl Refresher {
                     "policy reloaded"
                 );
                 Ok(done)
+            }
+            Err(RefreshError::Compile(PipelineError::Held { new, max, path })) => {
+                // Not a failure of the feeds: the guard held it back.
+                self.metrics
+                    .guard_held
+                    .set(i64::try_from(new).unwrap_or(i64::MAX));
+                tracing::warn!(why, new_blocks = new, max_new_blocks = max, held = %path.display(), "update HELD: it newly blocks more names than guard.max_new_blocks; the list in use keeps serving until `schild guard accept`");
+                Err(RefreshError::Compile(PipelineError::Held {
+                    new,
+                    max,
+                    path,
+                }))
             }
             Err(error) => {
                 self.metrics.refresh_failures.inc();
@@ -338,14 +388,23 @@ impl Refresher {
                 .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
                 .collect()
         };
+        files.extend(self.config.guard.protected.iter().cloned());
         let mut seen = stamp(&files);
+        let held = self.config.held_artifact_path();
+        let mut was_held = held.exists();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = shutdown.cancelled() => return,
             }
             let now = stamp(&files);
-            if now != seen {
+            // `schild guard accept` moved the held update into place.
+            let is_held = held.exists();
+            let accepted = was_held && !is_held;
+            was_held = is_held;
+            if accepted {
+                let _ = self.load_accepted().await;
+            } else if now != seen {
                 seen = now;
                 let _ = self.recompile("allowlist changed").await;
             }

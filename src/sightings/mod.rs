@@ -10,6 +10,7 @@
 //! side has accepted them; failures are retried with jittered backoff.
 
 mod allow;
+pub mod guard;
 mod hit;
 pub mod log;
 pub mod report;

@@ -7,6 +7,7 @@ mod differential;
 mod dns;
 mod dnstap;
 mod feeds;
+mod guard;
 mod hardening;
 mod hardening_feeds;
 mod harness;
