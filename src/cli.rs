@@ -244,12 +244,9 @@ pub fn check(config: &Config, query: &str) -> i32 {
             }
         };
     }
-    let name = match policy::normalise(&policy::name::refang(query)) {
+    let name = match name_arg(query) {
         Ok(n) => n,
-        Err(e) => {
-            eprintln!("schild: {query:?} is not a valid name: {e}");
-            return exit::CHECK_ERROR;
-        }
+        Err(code) => return code,
     };
     let n = name.as_str();
     match policy.lookup_str(n) {
@@ -325,6 +322,14 @@ pub fn check(config: &Config, query: &str) -> i32 {
             exit::OK
         }
     }
+}
+
+/// A name given on the command line (defanged forms too), normalised.
+fn name_arg(query: &str) -> Result<policy::NormalName, i32> {
+    policy::normalise(&policy::name::refang(query)).map_err(|e| {
+        eprintln!("schild: {query:?} is not a valid name: {e}");
+        exit::CHECK_ERROR
+    })
 }
 
 fn feed_name(policy: &Policy, id: u16) -> String {
@@ -556,5 +561,51 @@ pub async fn allow(config: &Config, name: &str, reason: &str, force: bool) -> i3
         );
     }
     println!("  a running schild applies it within seconds (it watches its allowlist files)");
+    exit::OK
+}
+
+/// `schild history NAME`: who resolved NAME (and the names below it), and
+/// since when, day by day. Exit 0 found, 1 nothing recorded, 2 error.
+pub fn history(config: &Config, query: &str) -> i32 {
+    use std::time::{Duration, UNIX_EPOCH};
+    if !config.history.enabled() {
+        eprintln!("schild: the name history is off (history.days = 0)");
+        return exit::CHECK_ERROR;
+    }
+    let host = url_host(query);
+    let query = host.as_deref().unwrap_or(query);
+    let name = match name_arg(query) {
+        Ok(n) => n,
+        Err(code) => return code,
+    };
+    let n = name.as_str();
+    let history = crate::history::History::open(&config.history_dir());
+    let days = history.lookup(n, true, true);
+    let mut out = std::io::stdout().lock();
+    let time = |t: u64| crate::sightings::log::rfc3339(UNIX_EPOCH + Duration::from_secs(t));
+    if days.is_empty() {
+        let _ = writeln!(
+            out,
+            "{n}: not in the name history ({} days kept; a running server writes today's names every minute)",
+            config.history.days
+        );
+        return exit::FAILURE;
+    }
+    let _ = writeln!(out, "{n}: resolved on {} day(s)", days.len());
+    for (day, names) in &days {
+        let _ = writeln!(out, "{}", crate::history::date(*day));
+        for (name, r) in names {
+            let _ = writeln!(
+                out,
+                "  {name}: ~{} client(s), first {}, last {}",
+                r.distinct(),
+                time(r.first),
+                time(r.last)
+            );
+            if !r.clients.is_empty() {
+                let _ = writeln!(out, "    clients: {}", r.clients.join(", "));
+            }
+        }
+    }
     exit::OK
 }

@@ -67,6 +67,14 @@ enum Command {
     /// Write the current list in another format.
     #[command(subcommand)]
     Export(Export),
+    /// Who resolved NAME (and the names below it), and since when: the
+    /// local name history, day by day. Exit 0 found, 1 not found, 2 error.
+    History {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A domain name (or a URL: its host).
+        name: String,
+    },
     /// The clinical guardrail: list what it holds back, accept a held update.
     #[command(subcommand)]
     Guard(Guard),
@@ -163,6 +171,10 @@ fn main() -> ExitCode {
         Command::Export(Export::Rpz { config, out }) => {
             with_config(&config, |c| cli::export_rpz(&c, out.as_deref()))
         }
+        Command::History { config, name } => match cli::load_config(&config) {
+            Ok(c) => cli::history(&c, &name),
+            Err(_) => exit::CHECK_ERROR,
+        },
         Command::Guard(Guard::List { config }) => with_config(&config, |c| cli::guard::list(&c)),
         Command::Guard(Guard::Accept { config }) => {
             with_config(&config, |c| cli::guard::accept(&c))

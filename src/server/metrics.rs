@@ -145,6 +145,9 @@ pub struct Metrics {
     pub guard_held: IntGauge,
     /// `schild_retro_hits_total{feed}`: new IOCs found in the name history.
     retro_hits: IntCounterVec,
+    /// `schild_history_dropped_total`: answered names the history did not
+    /// record (queue full, or today's table at `max_names_per_day`).
+    pub history_dropped: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -500,6 +503,11 @@ impl Metrics {
                     &["feed"],
                 )
                 .expect(LITERAL),
+            ),
+            history_dropped: counter(
+                &r,
+                "schild_history_dropped_total",
+                "Answered names the name history did not record: its queue was full, or today's table reached history.max_names_per_day.",
             ),
             registry: r,
         }

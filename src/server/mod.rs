@@ -13,6 +13,7 @@ pub mod admin;
 pub mod answer;
 pub mod dnstap;
 pub mod handler;
+pub mod history;
 pub mod hits;
 pub mod listen;
 pub mod metrics;
@@ -246,6 +247,20 @@ pub async fn run(mut config: Config) -> i32 {
         }
     };
 
+    // 3c. The name history: a bounded queue to one recorder task.
+    let stop_history = CancellationToken::new();
+    let (history_sink, history_task) = if config.history.enabled() {
+        let (sink, today, task) = history::start(
+            &config,
+            metrics.history_dropped.clone(),
+            stop_history.clone(),
+        );
+        refresher.set_history(today);
+        (Some(sink), Some(task))
+    } else {
+        (None, None)
+    };
+
     let shared = Arc::new(Shared {
         config: HandlerConfig {
             allow: config.server.allow.clone(),
@@ -258,6 +273,7 @@ pub async fn run(mut config: Config) -> i32 {
         resolver,
         metrics: metrics.clone(),
         hits: sink,
+        history: history_sink,
         rpz: refresher.rpz(),
         in_flight: InFlight::default(),
         draining: AtomicBool::new(false),
@@ -428,6 +444,15 @@ pub async fn run(mut config: Config) -> i32 {
         .is_err()
     {
         tracing::warn!("sightings did not finish in time; unsent ones stay in the spool");
+    }
+    // The drained queries' names are queued: record them, write the day.
+    stop_history.cancel();
+    if let Some(task) = history_task
+        && tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the name history was not written in time");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
     // The drained queries' frames are queued: send them, then STOP.

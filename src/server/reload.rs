@@ -77,6 +77,9 @@ pub struct Refresher {
     rpz: Arc<ArcSwapOption<RpzPrimary>>,
     /// Stops the RPZ NOTIFY tasks at shutdown.
     rpz_stop: CancellationToken,
+    /// Today's name history (with `[history]`), written out before a
+    /// retro-hunt.
+    history: std::sync::OnceLock<super::history::TodayHandle>,
 }
 
 impl Refresher {
@@ -94,7 +97,13 @@ impl Refresher {
             pending: std::sync::Mutex::new(None),
             rpz: Arc::new(ArcSwapOption::empty()),
             rpz_stop: CancellationToken::new(),
+            history: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Give the refresher today's name history, for retro-hunts.
+    pub fn set_history(&self, today: super::history::TodayHandle) {
+        let _ = self.history.set(today);
     }
 
     /// The RPZ primary slot the handler reads.
@@ -296,10 +305,11 @@ impl Refresher {
         let config = self.config.clone();
         let puller = self.puller.clone();
         let previous = self.store.load_full();
+        let today = self.history.get().cloned();
         // Compiling is CPU and file work: keep it off the threads that
         // answer queries, on a runtime of its own (feeds may use HTTP).
         let joined = tokio::task::spawn_blocking(
-            move || -> Result<(CompileOutcome, Policy), RefreshError> {
+            move || -> Result<(CompileOutcome, Policy, RetroHits), RefreshError> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -311,13 +321,20 @@ impl Refresher {
                 {
                     tracing::error!(error = %error_chain(&e), "cannot queue the false-positive sightings of protected names");
                 }
-                Ok((outcome, policy))
+                let retro = match (&previous, today) {
+                    (Some(prev), Some(today)) => retro_hunt(&config, &today, prev, &policy),
+                    _ => Vec::new(),
+                };
+                Ok((outcome, policy, retro))
             },
         )
         .await;
         let result = joined.unwrap_or_else(|e| Err(RefreshError::Task(e)));
         match result {
-            Ok((outcome, policy)) => {
+            Ok((outcome, policy, retro)) => {
+                for (feed, n) in &retro {
+                    self.metrics.retro_hits(feed, *n);
+                }
                 let mut failed_feeds = Vec::new();
                 for r in &outcome.reports {
                     self.metrics.feed_refreshed(&r.feed, &r.fetch);
@@ -430,6 +447,35 @@ impl Refresher {
                 Ok(_) => interval,
                 Err(_) => (interval / 5).max(Duration::from_secs(10)),
             };
+        }
+    }
+}
+
+/// Retro-sightings per feed, from one compile.
+type RetroHits = Vec<(String, u64)>;
+
+/// Write today's names out, then look the IOCs `new` adds up in the name
+/// history: retro-sightings per feed. Failures are logged; the new list is
+/// installed regardless.
+fn retro_hunt(
+    config: &Config,
+    today: &super::history::TodayHandle,
+    previous: &Policy,
+    new: &Policy,
+) -> RetroHits {
+    {
+        let mut t = today.lock().unwrap_or_else(|e| e.into_inner());
+        if t.dirty()
+            && let Err(e) = t.write(&config.history_dir())
+        {
+            tracing::error!(error = %error_chain(&e), "cannot write today's name history; the retro-hunt misses today");
+        }
+    }
+    match crate::sightings::retro::hunt(config, previous, new) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "the retro-hunt's findings cannot be stored");
+            Vec::new()
         }
     }
 }

@@ -15,6 +15,7 @@ mod hit;
 pub mod log;
 pub mod report;
 mod reporter;
+pub mod retro;
 pub mod spool;
 mod task;
 

@@ -12,6 +12,7 @@ mod hardening;
 mod hardening_feeds;
 mod harness;
 mod hierarchy;
+mod history;
 mod misp_server;
 mod pki;
 mod resolver;
