@@ -697,6 +697,29 @@ mod tests {
     }
 
     #[test]
+    fn a_day_of_three_million_names_stays_within_its_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let max = 200_000;
+        let mut t = Today::new(7, max, 2);
+        let mut name = String::new();
+        for i in 0..3_000_000u32 {
+            use std::fmt::Write;
+            name.clear();
+            let _ = write!(name, "host{i}.d{}.example", i % 1000);
+            t.record(&name, IpAddr::from(i.to_be_bytes()), u64::from(i), |_| None);
+        }
+        assert_eq!(t.len(), max);
+        assert_eq!(t.dropped, 3_000_000 - max as u64);
+        let path = t.write(dir.path()).expect("write");
+        let bytes = std::fs::metadata(&path).expect("stat").len();
+        // About 20 bytes a name here (fst keys share their tails).
+        assert!(bytes < 40 * max as u64, "{bytes} bytes");
+        let f = DayFile::open(&path).expect("open");
+        assert_eq!(f.lookup("host7.d7.example", true, false).len(), 1);
+        assert!(f.lookup("host2999999.d999.example", true, false).is_empty());
+    }
+
+    #[test]
     fn old_days_expire() {
         let dir = tempfile::tempdir().expect("tempdir");
         for d in [10, 11, 12, 13] {

@@ -166,9 +166,23 @@ impl Refresher {
             names = p.name_count(),
             "held update accepted; now serving it"
         );
+        let previous = self.store.load_full();
         self.install(p);
         self.metrics.guard_held.set(0);
         self.metrics.reloads.inc();
+        // Its new IOCs are hunted like those of any refresh.
+        if let (Some(prev), Some(new), Some(today)) = (
+            previous,
+            self.store.load_full(),
+            self.history.get().cloned(),
+        ) {
+            let config = self.config.clone();
+            let retro =
+                tokio::task::spawn_blocking(move || retro_hunt(&config, &today, &prev, &new)).await;
+            for (feed, n) in retro.unwrap_or_default() {
+                self.metrics.retro_hits(&feed, n);
+            }
+        }
         Ok(())
     }
 
