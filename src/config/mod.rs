@@ -135,6 +135,11 @@ pub struct GuardConfig {
     /// An update that newly blocks more names than this (compared with the
     /// artifact in use) is held until `schild guard accept`; 0: never held.
     pub max_new_blocks: u64,
+    /// A newly listed name is popular when at least `popular_clients`
+    /// distinct clients resolved it on at least `popular_days` days of
+    /// the name history; it is blocked and raised (`on_popular = "alert"`).
+    pub popular_clients: u64,
+    pub popular_days: u32,
 }
 
 /// `[history]`: per day, every name answered, for `schild history` and
@@ -576,6 +581,7 @@ mod tests {
         assert!(c.sightings.taxii_collection.is_some());
         assert_eq!(c.guard.protected.len(), 1);
         assert_eq!(c.guard.max_new_blocks, 100_000);
+        assert_eq!((c.guard.popular_clients, c.guard.popular_days), (50, 7));
         assert_eq!(c.history.clients_per_name, 8);
     }
 
@@ -595,6 +601,17 @@ mod tests {
         assert!(c.resolver.dnssec);
         assert_eq!(c.server.edns_payload, 1232);
         assert!(c.feeds.is_empty());
+    }
+
+    #[test]
+    fn guard_and_history_are_validated() {
+        let e = parse("state_dir = \"s\"\n[guard]\non_popular = \"quarantine\"").expect_err("n/a");
+        assert!(e.to_string().contains("guard.on_popular"), "{e}");
+        let e = parse("state_dir = \"s\"\n[history]\nclients_per_name = 65").expect_err("too many");
+        assert!(e.to_string().contains("history.clients_per_name"), "{e}");
+        let c = parse("state_dir = \"s\"\n[history]\ndays = 0").expect("valid");
+        assert!(!c.history.enabled());
+        assert_eq!(c.guard.max_new_blocks, 100_000);
     }
 
     #[test]

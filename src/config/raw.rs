@@ -51,6 +51,25 @@ pub(super) struct RawGuard {
     /// An update newly blocking more names than this is held (0: off).
     #[serde(default = "default_max_new_blocks")]
     pub(super) max_new_blocks: u64,
+    /// A newly listed name that at least this many distinct clients
+    /// resolved...
+    #[serde(default = "default_popular_clients")]
+    pub(super) popular_clients: u64,
+    /// ...on at least this many days of the name history is popular.
+    #[serde(default = "default_popular_days")]
+    pub(super) popular_days: u32,
+    #[serde(default = "default_on_popular")]
+    pub(super) on_popular: String,
+}
+
+pub(super) fn default_popular_clients() -> u64 {
+    50
+}
+pub(super) fn default_popular_days() -> u32 {
+    7
+}
+pub(super) fn default_on_popular() -> String {
+    "alert".into()
 }
 
 pub(super) fn default_max_new_blocks() -> u64 {
@@ -63,6 +82,9 @@ impl Default for RawGuard {
             protected: Vec::new(),
             report_protected: false,
             max_new_blocks: default_max_new_blocks(),
+            popular_clients: default_popular_clients(),
+            popular_days: default_popular_days(),
+            on_popular: default_on_popular(),
         }
     }
 }

@@ -145,6 +145,9 @@ pub struct Metrics {
     pub guard_held: IntGauge,
     /// `schild_retro_hits_total{feed}`: new IOCs found in the name history.
     retro_hits: IntCounterVec,
+    /// `schild_guard_popular_blocks_total{feed}`: newly listed names that
+    /// were popular here (`guard.popular_*`).
+    popular_blocks: IntCounterVec,
     /// `schild_history_dropped_total`: answered names the history did not
     /// record (queue full, or today's table at `max_names_per_day`).
     pub history_dropped: IntCounter,
@@ -504,6 +507,17 @@ impl Metrics {
                 )
                 .expect(LITERAL),
             ),
+            popular_blocks: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "schild_guard_popular_blocks_total",
+                        "Newly listed names that many clients resolved on many days (guard.popular_clients, guard.popular_days): blocked, and raised as a likely false positive or a wide compromise, by feed.",
+                    ),
+                    &["feed"],
+                )
+                .expect(LITERAL),
+            ),
             history_dropped: counter(
                 &r,
                 "schild_history_dropped_total",
@@ -513,10 +527,13 @@ impl Metrics {
         }
     }
 
-    /// Count retro-hunt matches for a configured feed.
-    pub fn retro_hits(&self, feed: &str, n: u64) {
-        if self.feed_names.iter().any(|f| f == feed) {
-            self.retro_hits.with_label_values(&[feed]).inc_by(n);
+    /// Count a hunt's retro-sightings and popular names for a configured feed.
+    pub fn retro_hits(&self, r: &crate::sightings::retro::FeedRetro) {
+        if self.feed_names.contains(&r.feed) {
+            self.retro_hits.with_label_values(&[&r.feed]).inc_by(r.hits);
+            self.popular_blocks
+                .with_label_values(&[&r.feed])
+                .inc_by(r.popular);
         }
     }
 

@@ -179,8 +179,8 @@ impl Refresher {
             let config = self.config.clone();
             let retro =
                 tokio::task::spawn_blocking(move || retro_hunt(&config, &today, &prev, &new)).await;
-            for (feed, n) in retro.unwrap_or_default() {
-                self.metrics.retro_hits(&feed, n);
+            for r in retro.unwrap_or_default() {
+                self.metrics.retro_hits(&r);
             }
         }
         Ok(())
@@ -346,8 +346,8 @@ impl Refresher {
         let result = joined.unwrap_or_else(|e| Err(RefreshError::Task(e)));
         match result {
             Ok((outcome, policy, retro)) => {
-                for (feed, n) in &retro {
-                    self.metrics.retro_hits(feed, *n);
+                for r in &retro {
+                    self.metrics.retro_hits(r);
                 }
                 let mut failed_feeds = Vec::new();
                 for r in &outcome.reports {
@@ -466,7 +466,7 @@ impl Refresher {
 }
 
 /// Retro-sightings per feed, from one compile.
-type RetroHits = Vec<(String, u64)>;
+type RetroHits = Vec<crate::sightings::retro::FeedRetro>;
 
 /// Write today's names out, then look the IOCs `new` adds up in the name
 /// history: retro-sightings per feed. Failures are logged; the new list is

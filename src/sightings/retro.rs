@@ -63,6 +63,21 @@ pub struct RetroLine {
     /// Days with queries, and the names asked (the first few).
     pub days: u64,
     pub names: Vec<String>,
+    /// At least `guard.popular_clients` distinct clients on at least
+    /// `guard.popular_days` days: likely a false positive, or a wide
+    /// compromise. Blocked, and raised.
+    #[serde(default)]
+    pub popular: bool,
+}
+
+/// What a hunt found for one feed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedRetro {
+    pub feed: String,
+    /// Retro-sightings.
+    pub hits: u64,
+    /// Of them, popular names (`guard.popular_*`).
+    pub popular: u64,
 }
 
 /// The folder the sightings task takes retro-sightings from.
@@ -83,10 +98,28 @@ struct Found {
     overflow: bool,
     ids: Vec<String>,
     days: u64,
+    /// Days on which at least `popular_clients` distinct clients asked.
+    popular_days: u32,
     names: BTreeSet<String>,
 }
 
-fn find(history: &History, b: &NewBlock, max_ids: usize) -> Option<Found> {
+/// Distinct clients of several records (names, days) together.
+fn distinct_of<'a>(recs: impl Iterator<Item = &'a crate::history::DayRecord>) -> u64 {
+    let (mut hashes, mut overflow, mut sketch) = (BTreeSet::new(), false, 0u128);
+    for r in recs {
+        sketch |= r.sketch;
+        overflow |= r.hashes.len() >= crate::history::EXACT;
+        hashes.extend(r.hashes.iter().copied());
+    }
+    let exact = if overflow {
+        crate::history::EXACT
+    } else {
+        hashes.len().min(crate::history::EXACT)
+    };
+    crate::history::distinct(exact, sketch)
+}
+
+fn find(history: &History, b: &NewBlock, max_ids: usize, popular_clients: u64) -> Option<Found> {
     let days = history.lookup(&b.name, b.exact.is_some(), b.sub.is_some());
     let mut f = Found {
         first: u64::MAX,
@@ -96,9 +129,13 @@ fn find(history: &History, b: &NewBlock, max_ids: usize) -> Option<Found> {
         overflow: false,
         ids: Vec::new(),
         days: days.len() as u64,
+        popular_days: 0,
         names: BTreeSet::new(),
     };
     for (_, recs) in &days {
+        if distinct_of(recs.iter().map(|(_, r)| r)) >= popular_clients {
+            f.popular_days += 1;
+        }
         for (name, r) in recs {
             f.first = f.first.min(r.first);
             f.last = f.last.max(r.last);
@@ -120,18 +157,23 @@ fn find(history: &History, b: &NewBlock, max_ids: usize) -> Option<Found> {
 
 /// Hunt the IOCs `new` adds to `previous` in the history under
 /// `history_dir`, drop the findings into the retro folder, and return the
-/// number of retro-sightings per feed.
+/// retro-sightings (and popular names among them) per feed.
 pub fn hunt(
     config: &Config,
     previous: &Policy,
     new: &Policy,
-) -> Result<Vec<(String, u64)>, SpoolError> {
+) -> Result<Vec<FeedRetro>, SpoolError> {
     let history = History::open(&config.history_dir());
     let targets = targets(config);
     let now = crate::clock::unix_now();
     let mut out: Vec<Retro> = Vec::new();
     new_blocks(Some(previous), new, |b| {
-        let Some(f) = find(&history, &b, config.history.clients_per_name) else {
+        let Some(f) = find(
+            &history,
+            &b,
+            config.history.clients_per_name,
+            config.guard.popular_clients,
+        ) else {
             return;
         };
         let mut seen = BTreeSet::new();
@@ -147,6 +189,7 @@ pub fn hunt(
                     f.hashes.len().min(crate::history::EXACT)
                 };
                 let clients = crate::history::distinct(exact, f.sketch);
+                let popular = f.popular_days >= config.guard.popular_days;
                 let sighting = targets.contains_key(&feed).then(|| Sighting {
                     id: 0,
                     target: feed.clone(),
@@ -174,19 +217,32 @@ pub fn hunt(
                         client_ids: f.ids.clone(),
                         days: f.days,
                         names: f.names.iter().cloned().collect(),
+                        popular,
                     },
                     sighting,
                 });
             }
         }
     });
-    let mut per_feed: Vec<(String, u64)> = Vec::new();
+    let mut per_feed: Vec<FeedRetro> = Vec::new();
     for r in &out {
-        tracing::warn!(ioc = %r.line.ioc, feed = %r.line.feed, first_seen = %r.line.first_seen, clients = r.line.clients, days = r.line.days, "retro-hunt: a newly listed IOC was resolved here before it was listed");
-        match per_feed.iter_mut().find(|(f, _)| *f == r.line.feed) {
-            Some(c) => c.1 += 1,
-            None => per_feed.push((r.line.feed.clone(), 1)),
+        let l = &r.line;
+        tracing::warn!(ioc = %l.ioc, feed = %l.feed, first_seen = %l.first_seen, clients = l.clients, days = l.days, "retro-hunt: a newly listed IOC was resolved here before it was listed");
+        if l.popular {
+            tracing::warn!(ioc = %l.ioc, feed = %l.feed, clients = l.clients, "a newly listed IOC is POPULAR here (guard.popular_clients on guard.popular_days days): it is blocked; if it is a false positive, `schild allow` it");
         }
+        let i = match per_feed.iter().position(|f| f.feed == l.feed) {
+            Some(i) => i,
+            None => {
+                per_feed.push(FeedRetro {
+                    feed: l.feed.clone(),
+                    ..FeedRetro::default()
+                });
+                per_feed.len() - 1
+            }
+        };
+        per_feed[i].hits += 1;
+        per_feed[i].popular += u64::from(l.popular);
     }
     if !out.is_empty() {
         write_retro(&retro_dir(config), &out)?;

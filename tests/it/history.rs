@@ -2,7 +2,8 @@
 //! names resolved from three clients on two days (a test clock), then the
 //! test MISP publishes an IOC for their parent domain; after the refresh
 //! MISP has a sighting stamped with the first resolution, the local log a
-//! `retro` line, and `schild history` shows both days.
+//! `retro` line (popular, by test thresholds), and `schild history` shows
+//! both days.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
@@ -60,6 +61,11 @@ client_privacy = "full"
 [history]
 days = 30
 clients_per_name = 2
+
+# Test thresholds: one client a day, on both days.
+[guard]
+popular_clients = 1
+popular_days = 2
 "#,
         url = misp.url("")
     )
@@ -139,6 +145,19 @@ fn a_new_ioc_resolved_on_earlier_days_is_sighted_from_its_first_resolution() {
     assert_eq!(v["days"], 2);
     assert_eq!(v["clients"], 3);
     assert_eq!(v["client_ids"].as_array().map(Vec::len), Some(2), "{v}");
+    // Asked on both days: popular by the test thresholds, blocked and raised.
+    assert_eq!(v["popular"], true);
+    assert_eq!(
+        s.metric("schild_guard_popular_blocks_total{feed=\"zdn\"}"),
+        Some(1.0)
+    );
+    assert!(s.log().contains("is POPULAR here"), "{}", s.log());
+    assert_eq!(
+        dns::udp(s.dns, &dns::query(&format!("www.{PARENT}."), RecordType::A))
+            .metadata
+            .response_code,
+        hickory_proto::op::ResponseCode::NXDomain
+    );
 
     let cfg = s.path("schild.toml");
     let dir = s.stop();
