@@ -324,7 +324,7 @@ impl Metrics {
             }
         }
 
-        Metrics {
+        let m = Metrics {
             queries,
             responses,
             acl_refused: counter(
@@ -524,7 +524,15 @@ impl Metrics {
                 "Answered names the name history did not record: its queue was full, or today's table reached history.max_names_per_day.",
             ),
             registry: r,
+        };
+        // Every configured feed has its series from the start, so rules
+        // and dashboards see 0, not nothing.
+        for f in &m.feed_names {
+            m.guard_protected.with_label_values(&[f.as_str()]).set(0);
+            m.retro_hits.with_label_values(&[f.as_str()]).inc_by(0);
+            m.popular_blocks.with_label_values(&[f.as_str()]).inc_by(0);
         }
+        m
     }
 
     /// Count a hunt's retro-sightings and popular names for a configured feed.
