@@ -121,6 +121,10 @@ pub struct Config {
     pub http: TlsClient,
     /// `[[forward_zone]]`, `[[stub_zone]]` and `[local]`.
     pub zones: ZonesConfig,
+    /// `[guard]`: protected names, the cap on newly blocked names.
+    pub guard: GuardConfig,
+    /// `[history]`: the local name history (days 0: off).
+    pub history: HistoryConfig,
 }
 
 /// The zone routes: where names at or below a zone are answered.
@@ -211,6 +215,43 @@ impl ZonesConfig {
             Way::Stub(i) => self.stub.get(i).map(|z| z.name.to_ascii()),
         }
         .unwrap_or_default()
+    }
+}
+
+/// `[guard]`: the clinical guardrail.
+#[derive(Debug, Clone, Default)]
+pub struct GuardConfig {
+    /// Files of names of clinical systems: a name and its subdomains are
+    /// never blocked; an IOC for one is refused at compile time.
+    pub protected: Vec<PathBuf>,
+    /// Send a false-positive sighting for each IOC refused as protected.
+    pub report_protected: bool,
+    /// An update that newly blocks more names than this (compared with the
+    /// artifact in use) is held until `schild guard accept`; 0: never held.
+    pub max_new_blocks: u64,
+    /// A newly listed name is popular when at least `popular_clients`
+    /// distinct clients resolved it on at least `popular_days` days of
+    /// the name history; it is blocked and raised (`on_popular = "alert"`).
+    pub popular_clients: u64,
+    pub popular_days: u32,
+}
+
+/// `[history]`: per day, every name answered, for `schild history` and
+/// the retro-hunt. Nothing of it leaves the hospital.
+#[derive(Debug, Clone)]
+pub struct HistoryConfig {
+    /// Days kept (today included); 0: no history, no retro-hunt.
+    pub days: u32,
+    /// Distinct names recorded per day; past it, new names are counted as
+    /// dropped.
+    pub max_names_per_day: usize,
+    /// Client identifiers kept per name and day.
+    pub clients_per_name: usize,
+}
+
+impl HistoryConfig {
+    pub fn enabled(&self) -> bool {
+        self.days > 0
     }
 }
 
@@ -545,6 +586,9 @@ impl Config {
         for (i, p) in self.allowlist.warninglists.iter().enumerate() {
             files.push((format!("allowlist.warninglists[{i}]"), p.clone()));
         }
+        for (i, p) in self.guard.protected.iter().enumerate() {
+            files.push((format!("guard.protected[{i}]"), p.clone()));
+        }
         for f in &self.feeds {
             if let Location::Path(p) = &f.location {
                 // A MISP feed on disk is a folder with its manifest.
@@ -565,6 +609,17 @@ impl Config {
     /// by the compile).
     pub fn local_allowlist_path(&self) -> PathBuf {
         self.state_dir.join("allowlist.local")
+    }
+
+    /// Where an update held by `guard.max_new_blocks` waits for
+    /// `schild guard accept`, beside the live artifact.
+    pub fn held_artifact_path(&self) -> PathBuf {
+        self.state_dir.join("policy.held.artifact")
+    }
+
+    /// The folder of the name history (`[history]`).
+    pub fn history_dir(&self) -> PathBuf {
+        self.state_dir.join("history")
     }
 
     /// The folder of the sightings spool.
@@ -652,6 +707,10 @@ mod tests {
         assert!(c.feeds[0].tls.client_cert.is_some());
         assert!(c.sightings.taxii_collection.is_some());
         assert_eq!(c.zones.records.len(), 3, "the hosts file's A and PTR");
+        assert_eq!(c.guard.protected.len(), 1);
+        assert_eq!(c.guard.max_new_blocks, 100_000);
+        assert_eq!((c.guard.popular_clients, c.guard.popular_days), (50, 7));
+        assert_eq!(c.history.clients_per_name, 8);
     }
 
     #[test]
@@ -745,6 +804,17 @@ mod tests {
         )
         .expect_err("forward mode");
         assert!(e.to_string().contains("recursive mode"), "{e}");
+    }
+
+    #[test]
+    fn guard_and_history_are_validated() {
+        let e = parse("state_dir = \"s\"\n[guard]\non_popular = \"quarantine\"").expect_err("n/a");
+        assert!(e.to_string().contains("guard.on_popular"), "{e}");
+        let e = parse("state_dir = \"s\"\n[history]\nclients_per_name = 65").expect_err("too many");
+        assert!(e.to_string().contains("history.clients_per_name"), "{e}");
+        let c = parse("state_dir = \"s\"\n[history]\ndays = 0").expect("valid");
+        assert!(!c.history.enabled());
+        assert_eq!(c.guard.max_new_blocks, 100_000);
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub(super) struct RawConfig {
     pub(super) stub_zones: Vec<RawStubZone>,
     #[serde(default)]
     pub(super) local: RawLocal,
+    #[serde(default)]
+    pub(super) guard: RawGuard,
+    #[serde(default)]
+    pub(super) history: RawHistory,
 }
 
 /// `[[forward_zone]]`.
@@ -83,6 +87,90 @@ impl Default for RawLocal {
             nodefault: Vec::new(),
             records: Vec::new(),
             hosts_files: Vec::new(),
+        }
+    }
+}
+
+/// `[guard]`: the clinical guardrail.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGuard {
+    /// Files of names (with their subdomains) that no feed may block.
+    #[serde(default)]
+    pub(super) protected: Vec<PathBuf>,
+    /// Send a false-positive sighting for an IOC refused as protected.
+    #[serde(default)]
+    pub(super) report_protected: bool,
+    /// An update newly blocking more names than this is held (0: off).
+    #[serde(default = "default_max_new_blocks")]
+    pub(super) max_new_blocks: u64,
+    /// A newly listed name that at least this many distinct clients
+    /// resolved...
+    #[serde(default = "default_popular_clients")]
+    pub(super) popular_clients: u64,
+    /// ...on at least this many days of the name history is popular.
+    #[serde(default = "default_popular_days")]
+    pub(super) popular_days: u32,
+    #[serde(default = "default_on_popular")]
+    pub(super) on_popular: String,
+}
+
+pub(super) fn default_popular_clients() -> u64 {
+    50
+}
+pub(super) fn default_popular_days() -> u32 {
+    7
+}
+pub(super) fn default_on_popular() -> String {
+    "alert".into()
+}
+
+pub(super) fn default_max_new_blocks() -> u64 {
+    100_000
+}
+
+impl Default for RawGuard {
+    fn default() -> Self {
+        RawGuard {
+            protected: Vec::new(),
+            report_protected: false,
+            max_new_blocks: default_max_new_blocks(),
+            popular_clients: default_popular_clients(),
+            popular_days: default_popular_days(),
+            on_popular: default_on_popular(),
+        }
+    }
+}
+
+/// `[history]`: the local name history behind retro-hunts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHistory {
+    /// Days kept; 0 turns the history (and retro-hunt) off.
+    #[serde(default = "default_history_days")]
+    pub(super) days: u32,
+    #[serde(default = "default_max_names_per_day")]
+    pub(super) max_names_per_day: u64,
+    #[serde(default = "default_clients_per_name")]
+    pub(super) clients_per_name: u32,
+}
+
+pub(super) fn default_history_days() -> u32 {
+    30
+}
+pub(super) fn default_max_names_per_day() -> u64 {
+    2_000_000
+}
+pub(super) fn default_clients_per_name() -> u32 {
+    8
+}
+
+impl Default for RawHistory {
+    fn default() -> Self {
+        RawHistory {
+            days: default_history_days(),
+            max_names_per_day: default_max_names_per_day(),
+            clients_per_name: default_clients_per_name(),
         }
     }
 }

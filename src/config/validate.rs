@@ -138,6 +138,8 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
             .collect(),
         max_spared: raw.allowlist.max_spared,
     };
+    let guard = guard(raw.guard, base)?;
+    let history = history(raw.history)?;
     let sightings = sightings(raw.sightings, base, &state_dir, &http)?;
     let rpz = raw.rpz.map(|z| rpz(z, base)).transpose()?;
     let dnstap = raw
@@ -165,6 +167,59 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
         rpz,
         dnstap,
         http,
+        guard,
+        history,
+    })
+}
+
+fn guard(g: RawGuard, base: &Path) -> Result<GuardConfig, ConfigError> {
+    match g.on_popular.as_str() {
+        "alert" => {}
+        "quarantine" => {
+            return Err(invalid(
+                "guard.on_popular",
+                "\"quarantine\" (log-only until released) is not available in this version; use \"alert\"",
+            ));
+        }
+        other => {
+            return Err(invalid(
+                "guard.on_popular",
+                format!("{other:?}: expected \"alert\""),
+            ));
+        }
+    }
+    if g.popular_clients == 0 || g.popular_days == 0 {
+        return Err(invalid(
+            "guard.popular_clients",
+            "popular_clients and popular_days must be at least 1",
+        ));
+    }
+    Ok(GuardConfig {
+        protected: g.protected.iter().map(|p| resolve(base, p)).collect(),
+        report_protected: g.report_protected,
+        max_new_blocks: g.max_new_blocks,
+        popular_clients: g.popular_clients,
+        popular_days: g.popular_days,
+    })
+}
+
+fn history(h: RawHistory) -> Result<HistoryConfig, ConfigError> {
+    if h.days > 3660 {
+        return Err(invalid("history.days", "at most 3660 (ten years)"));
+    }
+    if h.max_names_per_day == 0 || h.max_names_per_day > 100_000_000 {
+        return Err(invalid(
+            "history.max_names_per_day",
+            "between 1 and 100000000",
+        ));
+    }
+    if h.clients_per_name > 64 {
+        return Err(invalid("history.clients_per_name", "at most 64"));
+    }
+    Ok(HistoryConfig {
+        days: h.days,
+        max_names_per_day: h.max_names_per_day as usize,
+        clients_per_name: h.clients_per_name as usize,
     })
 }
 

@@ -80,6 +80,9 @@ pub struct Compiler {
     plain_prov: HashMap<PlainKey, u32>,
     allow_sources: Vec<AllowSource>,
     allow_names: HashMap<String, (AllowScope, u32)>,
+    /// Protected names (`[guard] protected`) and their source: the name
+    /// and its subdomains are never blocked.
+    protected: HashMap<String, u32>,
     allow_nets: Vec<(IpNet, u32)>,
     arena: Vec<u8>,
     entries: Vec<Entry>,
@@ -111,6 +114,7 @@ impl Compiler {
             plain_prov: HashMap::new(),
             allow_sources: Vec::new(),
             allow_names: HashMap::new(),
+            protected: HashMap::new(),
             allow_nets: Vec::new(),
             arena: Vec::new(),
             entries: Vec::new(),
@@ -169,6 +173,37 @@ impl Compiler {
             _ => (AllowScope::Subtree, source),
         };
         Ok(())
+    }
+
+    /// Protect a name of a clinical system: it and every name below it
+    /// are never blocked. An IOC at or below it is refused (reason
+    /// [`RefusalReason::Protected`]); one for a parent stays, and the
+    /// protected subtree is carved out of it at query time, as an allowlist
+    /// entry is. `source` is from [`Compiler::allow_source`] (kind
+    /// `protected`). Fails like [`Compiler::allow`].
+    pub fn protect(&mut self, source: u32, value: &str) -> Result<(), AllowEntryError> {
+        let parsed = name::parse_name(value)?;
+        if parsed.name.is_public_suffix() {
+            return Err(AllowEntryError::PublicSuffix);
+        }
+        let key = parsed.name.into_string();
+        self.protected.entry(key.clone()).or_insert(source);
+        self.allow_names.insert(key, (AllowScope::Subtree, source));
+        Ok(())
+    }
+
+    /// The protected entry covering `name` (itself or a parent), if any.
+    fn protected_by(&self, name: &NormalName) -> Option<(String, u32)> {
+        if self.protected.is_empty() {
+            return None;
+        }
+        let mut rest = name.as_str();
+        loop {
+            if let Some(&source) = self.protected.get(rest) {
+                return Some((rest.to_string(), source));
+            }
+            rest = rest.split_once('.')?.1;
+        }
     }
 
     /// Add an allowlisted network: IP indicators inside it are refused.
@@ -428,6 +463,15 @@ impl Compiler {
             let prov = self.provenance(feed, ioc_type, rec, shown, parsed.wildcard, rule);
             self.reports[feed as usize].refused_public_suffix += 1;
             self.refuse(name.as_str(), prov, RefusalReason::PublicSuffix);
+            return;
+        }
+        if let Some((entry, source)) = self.protected_by(&name) {
+            let prov = self.provenance(feed, ioc_type, rec, shown, parsed.wildcard, rule);
+            self.refuse(
+                name.as_str(),
+                prov,
+                RefusalReason::Protected { entry, source },
+            );
             return;
         }
         if let Some((entry, source)) = self.allowlisted(&name) {

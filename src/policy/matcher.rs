@@ -18,7 +18,7 @@ use super::filter::Filter;
 use super::index::{Entries, Index};
 use super::ioc::{Action, EventInfo, FeedId, FeedInfo, LocalRecord, Provenance};
 use super::name::MAX_NAME_LEN;
-use super::report::AllowSource;
+use super::report::{AllowSource, Refusal, RefusalReason};
 
 /// A block: which provenance set matched and what to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -459,6 +459,41 @@ impl Policy {
 
     pub fn allow_source(&self, id: u32) -> Option<&AllowSource> {
         self.parts.meta.allow_sources.get(id as usize)
+    }
+
+    /// The refusals of protected names (`[guard] protected`), each with
+    /// the name of the feed that listed it.
+    pub fn protected_refusals(&self) -> impl Iterator<Item = (&str, &Refusal)> + '_ {
+        let meta = &self.parts.meta;
+        meta.refusals
+            .iter()
+            .filter(|r| matches!(r.reason, RefusalReason::Protected { .. }))
+            .map(move |r| {
+                let feed = meta
+                    .provenance
+                    .get(r.prov as usize)
+                    .and_then(|p| meta.feeds.get(p.feed as usize))
+                    .map_or("", |f| f.name.as_str());
+                (feed, r)
+            })
+    }
+
+    /// Per feed (every feed, in order), how many of its IOCs were refused
+    /// as protected names.
+    pub fn protected_refusal_counts(&self) -> Vec<(&str, u64)> {
+        let mut counts: Vec<(&str, u64)> = self
+            .parts
+            .meta
+            .feeds
+            .iter()
+            .map(|f| (f.name.as_str(), 0))
+            .collect();
+        for (feed, _) in self.protected_refusals() {
+            if let Some(c) = counts.iter_mut().find(|(f, _)| *f == feed) {
+                c.1 += 1;
+            }
+        }
+        counts
     }
 }
 

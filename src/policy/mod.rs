@@ -7,6 +7,7 @@
 
 pub mod artifact;
 pub mod compile;
+pub mod diff;
 mod filter;
 pub(crate) mod index;
 pub mod ioc;
@@ -16,6 +17,7 @@ pub mod report;
 
 pub use artifact::{ArtifactError, IpTrigger, Meta};
 pub use compile::{AllowEntryError, Compiler};
+pub use diff::{NewBlock, new_blocks};
 pub use index::Entries;
 pub use ioc::{
     Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, LocalRecord, Provenance,

@@ -41,6 +41,10 @@ pub enum RefusalReason {
     PublicSuffix,
     /// A special-use or far too wide address range.
     AddressGuard { why: String },
+    /// A protected name (`[guard] protected`: a clinical system): the
+    /// protected entry covering it and its source (kind `protected`).
+    /// Last, so artifacts written before it still decode.
+    Protected { entry: String, source: u32 },
 }
 
 /// An indicator the guards refused, kept so `check` can explain.

@@ -134,6 +134,8 @@ pub struct Shared {
     pub routes: arc_swap::ArcSwap<super::route::Routes>,
     pub metrics: Arc<Metrics>,
     pub hits: HitSink,
+    /// The name history's queue (`[history]`), if kept.
+    pub history: Option<super::history::HistorySink>,
     /// The RPZ primary, once `[rpz]` is configured and a list is loaded.
     pub rpz: Arc<ArcSwapOption<RpzPrimary>>,
     pub in_flight: InFlight,
@@ -332,6 +334,10 @@ impl Shared {
         if let Some((verdict, slot)) = rate {
             self.sighting_while_limited(qname, &hit_ctx, slot);
             return self.shed(request, &mut rh, resp_edns, verdict).await;
+        }
+        // The name history (retro-hunt): a try_send, nothing more.
+        if let Some(h) = &self.history {
+            h.record(lower, hit_ctx.client);
         }
 
         let exempt = match self.policy_on_question(qname, &hit_ctx) {

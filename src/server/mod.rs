@@ -14,6 +14,7 @@ pub mod admin;
 pub mod answer;
 pub mod dnstap;
 pub mod handler;
+pub mod history;
 pub mod hits;
 pub mod listen;
 pub mod metrics;
@@ -274,6 +275,20 @@ pub async fn run(mut config: Config) -> i32 {
         });
     }
 
+    // 3c. The name history: a bounded queue to one recorder task.
+    let stop_history = CancellationToken::new();
+    let (history_sink, history_task) = if config.history.enabled() {
+        let (sink, today, task) = history::start(
+            &config,
+            metrics.history_dropped.clone(),
+            stop_history.clone(),
+        );
+        refresher.set_history(today);
+        (Some(sink), Some(task))
+    } else {
+        (None, None)
+    };
+
     let shared = Arc::new(Shared {
         config: arc_swap::ArcSwap::from_pointee(HandlerConfig::new(&config)),
         policy: store.clone(),
@@ -281,6 +296,7 @@ pub async fn run(mut config: Config) -> i32 {
         routes: arc_swap::ArcSwap::from_pointee(routes),
         metrics: metrics.clone(),
         hits: sink,
+        history: history_sink,
         rpz: refresher.rpz(),
         in_flight: InFlight::default(),
         draining: AtomicBool::new(false),
@@ -452,6 +468,15 @@ pub async fn run(mut config: Config) -> i32 {
         .is_err()
     {
         tracing::warn!("sightings did not finish in time; unsent ones stay in the spool");
+    }
+    // The drained queries' names are queued: record them, write the day.
+    stop_history.cancel();
+    if let Some(task) = history_task
+        && tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the name history was not written in time");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
     // The drained queries' frames are queued: send them, then STOP.

@@ -5,7 +5,7 @@
 //! stub zone or `[local]` changed; their caches start empty)
 //! and the ACL, EDNS size, block TTL and sinkholes. What cannot change
 //! without a restart (listen addresses, sockets, TCP limits, the admin
-//! listener, sightings, RPZ, dnstap, `[http]`, `state_dir`) is logged by
+//! listener, sightings, RPZ, dnstap, `[http]`, `[history]`, `state_dir`) is logged by
 //! key as needing one; the running values stay. A file that does not load
 //! or validate changes nothing and says why.
 
@@ -82,6 +82,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     check("rpz", changed(&old.rpz, &new.rpz));
     check("dnstap", changed(&old.dnstap, &new.dnstap));
     check("http", old.http != new.http);
+    check("history", changed(&old.history, &new.history));
     keys
 }
 
@@ -121,6 +122,7 @@ pub fn reconfigure(
     new.rpz = old.rpz.clone();
     new.dnstap = old.dnstap.clone();
     new.http = old.http.clone();
+    new.history = old.history.clone();
     shared.config.store(Arc::new(HandlerConfig::new(&new)));
     if !done.restart_needed.is_empty() {
         tracing::warn!(
