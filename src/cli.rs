@@ -2,6 +2,7 @@
 //! returns the process exit code.
 
 pub mod ctl;
+pub mod guard;
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -87,6 +88,16 @@ pub fn check_config(path: &Path) -> i32 {
             }
         }
     }
+    if let (0, Some(path)) = (unreadable, &config.resolver.trust_anchor_file)
+        && let Err(e) = crate::config::anchors::read_trust_anchors(path)
+    {
+        eprintln!(
+            "schild: {}: resolver.trust_anchor_file: {}",
+            config.path.display(),
+            crate::error::error_chain(&e)
+        );
+        unreadable += 1;
+    }
     // The client groups' name lists must parse, as serve reads them.
     if unreadable == 0
         && let Err(e) = crate::config::groups::PerNetworkPolicy::load(&config)
@@ -121,8 +132,18 @@ pub fn check_config(path: &Path) -> i32 {
 /// `schild compile`: pull every feed and write the artifact.
 pub async fn compile(config: &Config) -> i32 {
     let puller = Puller::new(&config.state_dir);
+    let previous = Policy::load(&config.artifact_path()).ok();
     match pipeline::compile(config, &puller).await {
         Ok(outcome) => {
+            if let Ok(new) = Policy::load(&outcome.path)
+                && let Err(e) =
+                    crate::sightings::guard::report_protected(config, previous.as_ref(), &new)
+            {
+                eprintln!(
+                    "schild: cannot queue the false-positive sightings of protected names: {}",
+                    error_chain(&e)
+                );
+            }
             println!(
                 "compiled {} names and {} address triggers into {} ({} bytes, serial {})",
                 outcome.names,
@@ -179,6 +200,13 @@ fn print_report(out: &mut impl Write, r: &policy::FeedReport) -> std::io::Result
     for (v, why) in r.invalid_samples.iter().take(5) {
         writeln!(out, "    e.g. {v:?} ({why})")?;
     }
+    if r.passthru + r.client_ips > 0 {
+        writeln!(
+            out,
+            "  rpz: {} passthru exceptions (allowlist entries), {} client-ip triggers",
+            r.passthru, r.client_ips
+        )?;
+    }
     for (why, n) in &r.unsupported {
         writeln!(out, "  unsupported ({why}): {n}")?;
     }
@@ -199,6 +227,25 @@ fn load_policy(config: &Config) -> Result<Policy, i32> {
 /// `schild check NAME [--client ADDR]`: is it blocked (for that client),
 /// and why? Exit 0 not blocked, 1 blocked, 2 error.
 pub fn check(config: &Config, query: &str, client: Option<IpAddr>) -> i32 {
+    let code = check_policy(config, query, client);
+    // The route is said even without a compiled list.
+    let host = url_host(query);
+    let name = host.as_deref().unwrap_or(query).trim();
+    let is_ip = name
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<IpAddr>()
+        .is_ok();
+    if !is_ip
+        && let Ok(n) = policy::normalise(&policy::name::refang(name))
+        && let Some(route) = route_of(config, n.as_str())
+    {
+        let _ = writeln!(std::io::stdout().lock(), "  route: {route}");
+    }
+    code
+}
+
+/// The policy part of [`check`].
+fn check_policy(config: &Config, query: &str, client: Option<IpAddr>) -> i32 {
     let policy = match load_policy(config) {
         Ok(p) => p,
         Err(code) => return code,
@@ -276,12 +323,9 @@ pub fn check(config: &Config, query: &str, client: Option<IpAddr>) -> i32 {
             }
         };
     }
-    let name = match policy::normalise(&policy::name::refang(query)) {
+    let name = match name_arg(query) {
         Ok(n) => n,
-        Err(e) => {
-            eprintln!("schild: {query:?} is not a valid name: {e}");
-            return exit::CHECK_ERROR;
-        }
+        Err(code) => return code,
     };
     let n = name.as_str();
     if let Some(g) = group
@@ -361,6 +405,20 @@ pub fn check(config: &Config, query: &str, client: Option<IpAddr>) -> i32 {
             let _ = explain_set(&mut out, &policy, blocked.set, Some(listed));
             exit::OK
         }
+        Verdict::AllowOnly(allow)
+            if policy
+                .allow_source(allow.source)
+                .is_some_and(|s| s.kind == "protected") =>
+        {
+            let spared = policy::matched_suffix(n, allow.matched_len);
+            let _ = writeln!(
+                out,
+                "{n}: PROTECTED, never blocked (entry {spared}, {})",
+                allow_source(&policy, allow.source)
+            );
+            let _ = explain_refusals(&mut out, &policy, n);
+            exit::OK
+        }
         Verdict::AllowOnly(allow) => {
             let spared = policy::matched_suffix(n, allow.matched_len);
             let _ = writeln!(
@@ -396,6 +454,24 @@ fn describe_group(g: &policy::groups::ClientGroup) -> String {
     } else {
         format!(" ({})", parts.join("; "))
     }
+}
+
+/// Which route answers `name` (a normalised name): a forward or stub
+/// zone, local data, a default local zone, or the global mode. A function
+/// of its own so per-client checks can say it too.
+pub fn route_of(config: &Config, name: &str) -> Option<String> {
+    let mut parsed = hickory_proto::rr::Name::from_ascii(name).ok()?;
+    parsed.set_fqdn(true);
+    let lower = hickory_proto::rr::LowerName::new(&parsed);
+    Some(config.zones.describe(config.resolver.mode, &lower))
+}
+
+/// A name given on the command line (defanged forms too), normalised.
+fn name_arg(query: &str) -> Result<policy::NormalName, i32> {
+    policy::normalise(&policy::name::refang(query)).map_err(|e| {
+        eprintln!("schild: {query:?} is not a valid name: {e}");
+        exit::CHECK_ERROR
+    })
 }
 
 fn feed_name(policy: &Policy, id: u16) -> String {
@@ -464,6 +540,10 @@ fn explain_refusals(out: &mut impl Write, policy: &Policy, name: &str) -> std::i
             }
             RefusalReason::PublicSuffix => "refused: a public suffix is never blocked".to_string(),
             RefusalReason::AddressGuard { why } => format!("refused: {why}"),
+            RefusalReason::Protected { entry, source } => format!(
+                "refused: a protected clinical name, spared by entry {entry} ({})",
+                allow_source(policy, *source)
+            ),
         };
         writeln!(out, "  {} {why}", r.value)?;
         if let Some(p) = policy.meta().provenance.get(r.prov as usize) {
@@ -510,7 +590,18 @@ pub fn stats(config: &Config) -> i32 {
     );
     for r in &m.reports {
         let _ = print_report(&mut out, r);
+        let protected = policy
+            .protected_refusals()
+            .filter(|(f, _)| *f == r.feed)
+            .count();
+        if protected > 0 {
+            let _ = writeln!(
+                out,
+                "  refused: {protected} IOCs naming protected clinical systems (guard.protected)"
+            );
+        }
     }
+    let _ = guard::print_held(&mut out, config, &policy);
     exit::OK
 }
 
@@ -612,5 +703,51 @@ pub async fn allow(config: &Config, name: &str, reason: &str, force: bool) -> i3
         );
     }
     println!("  a running schild applies it within seconds (it watches its allowlist files)");
+    exit::OK
+}
+
+/// `schild history NAME`: who resolved NAME (and the names below it), and
+/// since when, day by day. Exit 0 found, 1 nothing recorded, 2 error.
+pub fn history(config: &Config, query: &str) -> i32 {
+    use std::time::{Duration, UNIX_EPOCH};
+    if !config.history.enabled() {
+        eprintln!("schild: the name history is off (history.days = 0)");
+        return exit::CHECK_ERROR;
+    }
+    let host = url_host(query);
+    let query = host.as_deref().unwrap_or(query);
+    let name = match name_arg(query) {
+        Ok(n) => n,
+        Err(code) => return code,
+    };
+    let n = name.as_str();
+    let history = crate::history::History::open(&config.history_dir());
+    let days = history.lookup(n, true, true);
+    let mut out = std::io::stdout().lock();
+    let time = |t: u64| crate::sightings::log::rfc3339(UNIX_EPOCH + Duration::from_secs(t));
+    if days.is_empty() {
+        let _ = writeln!(
+            out,
+            "{n}: not in the name history ({} days kept; a running server writes today's names every minute)",
+            config.history.days
+        );
+        return exit::FAILURE;
+    }
+    let _ = writeln!(out, "{n}: resolved on {} day(s)", days.len());
+    for (day, names) in &days {
+        let _ = writeln!(out, "{}", crate::history::date(*day));
+        for (name, r) in names {
+            let _ = writeln!(
+                out,
+                "  {name}: ~{} client(s), first {}, last {}",
+                r.distinct(),
+                time(r.first),
+                time(r.last)
+            );
+            if !r.clients.is_empty() {
+                let _ = writeln!(out, "    clients: {}", r.clients.join(", "));
+            }
+        }
+    }
     exit::OK
 }

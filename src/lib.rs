@@ -9,7 +9,7 @@
 //!
 //! The modules form layers, each using only the ones below it (checked by
 //! `src/tidy.rs`): `cli`, `server` -> `pipeline`, `sightings`, `rpz` ->
-//! `feeds` -> `config` -> `policy` -> the leaves (`clock`, `error`,
+//! `feeds`, `history` -> `config` -> `policy`, `zones` -> the leaves (`clock`, `error`,
 //! `exit`, `fs`, `http`, `wire`).
 
 pub mod cli;
@@ -19,6 +19,7 @@ pub mod error;
 pub mod exit;
 pub mod feeds;
 pub mod fs;
+pub mod history;
 pub mod http;
 pub mod pipeline;
 pub mod policy;
@@ -28,6 +29,7 @@ pub mod sightings;
 pub mod telemetry;
 pub mod tsig;
 pub mod wire;
+pub mod zones;
 
 #[cfg(test)]
 mod tidy;

@@ -70,6 +70,17 @@ enum Command {
     /// Write the current list in another format.
     #[command(subcommand)]
     Export(Export),
+    /// Who resolved NAME (and the names below it), and since when: the
+    /// local name history, day by day. Exit 0 found, 1 not found, 2 error.
+    History {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A domain name (or a URL: its host).
+        name: String,
+    },
+    /// The clinical guardrail: list what it holds back, accept a held update.
+    #[command(subcommand)]
+    Guard(Guard),
     /// Control a running schild through its admin listener (address and
     /// token from the configuration).
     Ctl {
@@ -100,6 +111,21 @@ enum Ctl {
         /// Let this refresh pass the shrink guard (max_shrink_percent).
         #[arg(long)]
         accept_shrink: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum Guard {
+    /// What is held back: an update held by guard.max_new_blocks, and the
+    /// IOCs refused as protected names.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Apply the update held by guard.max_new_blocks.
+    Accept {
+        #[arg(long, short)]
+        config: PathBuf,
     },
 }
 
@@ -151,6 +177,14 @@ fn main() -> ExitCode {
         Command::Stats { config } => with_config(&config, |c| cli::stats(&c)),
         Command::Export(Export::Rpz { config, out }) => {
             with_config(&config, |c| cli::export_rpz(&c, out.as_deref()))
+        }
+        Command::History { config, name } => match cli::load_config(&config) {
+            Ok(c) => cli::history(&c, &name),
+            Err(_) => exit::CHECK_ERROR,
+        },
+        Command::Guard(Guard::List { config }) => with_config(&config, |c| cli::guard::list(&c)),
+        Command::Guard(Guard::Accept { config }) => {
+            with_config(&config, |c| cli::guard::accept(&c))
         }
         Command::Ctl { config, action } => with_config(&config, |c| {
             let cmd = match action {

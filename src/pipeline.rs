@@ -35,6 +35,8 @@ pub enum PipelineError {
     Artifact(#[from] ArtifactError),
     #[error("feed(s) {} failed with no cached copy; keeping the last good artifact so their indicators stay blocked", feeds.join(", "))]
     WouldDrop { feeds: Vec<String> },
+    #[error("the update newly blocks {new} names, more than guard.max_new_blocks ({max}): it is held in {} and the list in use keeps serving; apply it with `schild guard accept`", path.display())]
+    Held { new: u64, max: u64, path: PathBuf },
     #[error("feed(s) {} have never been fetched successfully (no last good copy); no list is written, so nothing passes for a complete list", feeds.join(", "))]
     NeverFetched { feeds: Vec<String> },
 }
@@ -179,6 +181,29 @@ pub async fn compile_with(
     let bytes = compiler.finish()?;
     // Verify what we are about to install, exactly as the server will.
     let policy = Policy::from_bytes(bytes)?;
+    warn_protected(&policy);
+    let held = config.held_artifact_path();
+    if let Some(prev) = &previous
+        && config.guard.max_new_blocks > 0
+    {
+        let new = crate::policy::new_blocks(Some(prev), &policy, |_| {});
+        let max = config.guard.max_new_blocks;
+        if new > max {
+            // Held beside the live one, for `schild guard accept`.
+            artifact::write_atomic(&held, policy.raw_bytes())?;
+            return Err(PipelineError::Held {
+                new,
+                max,
+                path: held,
+            });
+        }
+    }
+    // A held update that a later one replaced is void.
+    if held.exists()
+        && let Err(e) = std::fs::remove_file(&held)
+    {
+        tracing::warn!(path = %held.display(), error = %e, "cannot remove the held update");
+    }
     let outcome = CompileOutcome {
         path: path.clone(),
         serial: policy.serial(),
@@ -239,25 +264,37 @@ struct Warninglist {
     matching_attributes: Vec<String>,
 }
 
+/// Read a list file (allowlist, protected names) and register it as an
+/// allow source of `kind`.
+fn read_list(c: &mut Compiler, kind: &str, path: &Path) -> Result<(u32, String), PipelineError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Allowlist {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let src = c.allow_source(AllowSource {
+        kind: kind.into(),
+        path: path.display().to_string(),
+        name: None,
+    });
+    Ok((src, text))
+}
+
+/// A list file's entries with their line numbers (from 1): `#` starts a
+/// comment, blank lines are skipped.
+fn list_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().filter_map(|(n, line)| {
+        let line = line.split('#').next().unwrap_or("").trim();
+        (!line.is_empty()).then_some((n + 1, line))
+    })
+}
+
 fn load_allowlist(config: &Config, c: &mut Compiler) -> Result<(), PipelineError> {
     // `schild allow` writes false positives to this file; it is always read.
     let local = config.local_allowlist_path();
     let local = local.exists().then_some(local);
     for path in config.allowlist.files.iter().chain(local.iter()) {
-        let text = std::fs::read_to_string(path).map_err(|source| PipelineError::Allowlist {
-            path: path.clone(),
-            source,
-        })?;
-        let src = c.allow_source(AllowSource {
-            kind: "file".into(),
-            path: path.display().to_string(),
-            name: None,
-        });
-        for (n, line) in text.lines().enumerate() {
-            let line = line.split('#').next().unwrap_or("").trim();
-            if line.is_empty() {
-                continue;
-            }
+        let (src, text) = read_list(c, "file", path)?;
+        for (n, line) in list_lines(&text) {
             if let Ok(net) = crate::policy::compile::parse_net(line)
                 && line.parse::<std::net::IpAddr>().is_ok() | line.contains('/')
             {
@@ -265,14 +302,54 @@ fn load_allowlist(config: &Config, c: &mut Compiler) -> Result<(), PipelineError
                 continue;
             }
             if let Err(e) = c.allow(src, line, AllowScope::Subtree) {
-                tracing::warn!(file = %path.display(), line = n + 1, value = line, error = %e, "allowlist entry ignored");
+                tracing::warn!(file = %path.display(), line = n, value = line, error = %e, "allowlist entry ignored");
             }
         }
     }
     for path in &config.allowlist.warninglists {
         load_warninglist(path, c)?;
     }
+    load_protected(config, c)
+}
+
+/// `[guard] protected`: names of clinical systems, one a line (`#`
+/// comments); each spares itself and every name below it.
+fn load_protected(config: &Config, c: &mut Compiler) -> Result<(), PipelineError> {
+    for path in &config.guard.protected {
+        let (src, text) = read_list(c, "protected", path)?;
+        for (n, line) in list_lines(&text) {
+            if let Err(e) = c.protect(src, line) {
+                tracing::warn!(file = %path.display(), line = n, value = line, error = %e, "protected entry ignored");
+            }
+        }
+    }
     Ok(())
+}
+
+/// How many protected-name refusals are logged one by one per compile.
+const PROTECTED_LOGGED: usize = 20;
+
+/// A feed listed a clinical system: say so loudly (it is also a metric).
+fn warn_protected(policy: &Policy) {
+    let mut n = 0;
+    for (feed, r) in policy.protected_refusals() {
+        n += 1;
+        if n <= PROTECTED_LOGGED
+            && let crate::policy::RefusalReason::Protected { entry, source } = &r.reason
+        {
+            let file = policy
+                .allow_source(*source)
+                .map(|s| s.path.as_str())
+                .unwrap_or("");
+            tracing::warn!(feed, ioc = %r.value, protected = %entry, file, "a feed lists a protected clinical name; the IOC is refused, the name stays resolvable");
+        }
+    }
+    if n > PROTECTED_LOGGED {
+        tracing::warn!(
+            refused = n,
+            "IOCs refused as protected names (the first {PROTECTED_LOGGED} are logged)"
+        );
+    }
 }
 
 /// Attribute types a warninglist must cover to matter for schild.

@@ -8,13 +8,13 @@ use std::path::{Path, PathBuf};
 
 /// The layers of the crate, bottom first. A module may use modules of
 /// lower layers only, which keeps the graph free of cycles and readable
-/// top-down: `main -> cli/server -> pipeline/sightings/rpz -> feeds ->
+/// top-down: `main -> cli/server -> pipeline/sightings/rpz -> feeds/history ->
 /// config -> policy -> leaves`.
 const LAYERS: &[&[&str]] = &[
     &["clock", "error", "exit", "fs", "http", "tsig", "wire"],
-    &["policy"],
+    &["policy", "zones"],
     &["config"],
-    &["feeds"],
+    &["feeds", "history"],
     &["pipeline", "rpz", "sightings"],
     &["cli", "server", "telemetry"],
 ];

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use schild::config::FeedKind;
 use schild::feeds::plain::push_lines;
 use schild::policy::{
-    Action, AllowScope, AllowSource, Compiler, FeedInfo, IocRecord, Policy, Verdict,
+    Action, AllowScope, AllowSource, Compiler, FeedInfo, IocRecord, Policy, RpzRule, Verdict,
 };
 
 #[path = "../benches/common/domains.rs"]
@@ -103,6 +103,8 @@ fn lookups_do_not_allocate() {
     push_lines(FeedKind::Domains, list.text.as_bytes(), 0, &mut c);
     c.add(0, &IocRecord::plain("ip-dst", "203.0.113.7"));
     c.add(0, &IocRecord::plain("ip-dst", "2001:db8::/48"));
+    // An `rpz-client-ip` trigger: every query asks about its client.
+    c.add_rpz_client(0, "10.20.0.0/16", RpzRule::Action(Action::Nxdomain));
     let policy = Policy::from_bytes(c.finish().expect("compiles")).expect("loads");
 
     let exact = list.sample(2_000, 1);
@@ -118,9 +120,13 @@ fn lookups_do_not_allocate() {
     .iter()
     .map(|s| s.parse().expect("address"))
     .collect();
+    let clients: Vec<IpAddr> = ["10.20.3.4", "127.0.0.1", "::1"]
+        .iter()
+        .map(|s| s.parse().expect("address"))
+        .collect();
 
     let (counts, allocations) = allocations_in(|| {
-        let mut counts = [0usize; 5];
+        let mut counts = [0usize; 6];
         for _ in 0..5 {
             for q in &exact {
                 counts[0] +=
@@ -139,6 +145,9 @@ fn lookups_do_not_allocate() {
             for ip in &ips {
                 counts[4] += usize::from(policy.lookup_ip(*ip).is_some());
             }
+            for ip in &clients {
+                counts[5] += usize::from(policy.lookup_client(*ip).is_some());
+            }
         }
         counts
     });
@@ -150,7 +159,8 @@ fn lookups_do_not_allocate() {
             5 * sub.len(),
             5 * miss.len(),
             5 * allowed.len(),
-            5 * 3
+            5 * 3,
+            5
         ]
     );
     // …and allocated nothing.

@@ -81,6 +81,7 @@ impl fmt::Display for Secret {
     }
 }
 
+pub mod anchors;
 pub mod groups;
 mod raw;
 mod validate;
@@ -119,9 +120,143 @@ pub struct Config {
     /// `[http]`: the TLS defaults of every HTTPS client (feeds, sightings,
     /// TAXII); a feed's own keys override them.
     pub http: TlsClient,
+    /// `[[forward_zone]]`, `[[stub_zone]]` and `[local]`.
+    pub zones: ZonesConfig,
+    /// `[guard]`: protected names, the cap on newly blocked names.
+    pub guard: GuardConfig,
+    /// `[history]`: the local name history (days 0: off).
+    pub history: HistoryConfig,
     /// `[[client_group]]`s, in configuration order (the first that holds
     /// a client applies).
     pub client_groups: Vec<ClientGroupConfig>,
+}
+
+/// The zone routes: where names at or below a zone are answered.
+#[derive(Debug, Clone, Default)]
+pub struct ZonesConfig {
+    pub forward: Vec<ForwardZone>,
+    pub stub: Vec<StubZone>,
+    /// Serve Unbound's default local zones (`local.zones`).
+    pub default_zones: bool,
+    /// `local.nodefault`: default zones left out.
+    pub nodefault: Vec<hickory_proto::rr::Name>,
+    /// `local.records` and the records of `local.hosts_files`.
+    pub records: Vec<hickory_proto::rr::Record>,
+    pub hosts_files: Vec<PathBuf>,
+}
+
+/// `[[forward_zone]]`: names at or below `name` go to `upstreams`.
+#[derive(Debug, Clone)]
+pub struct ForwardZone {
+    /// Lower case, with the trailing dot.
+    pub name: hickory_proto::rr::Name,
+    pub upstreams: Vec<Upstream>,
+    /// When every upstream fails, resolve by the global route.
+    pub first: bool,
+    pub dnssec: bool,
+}
+
+/// `[[stub_zone]]`: names at or below `name` are asked of `servers`.
+#[derive(Debug, Clone)]
+pub struct StubZone {
+    pub name: hickory_proto::rr::Name,
+    pub servers: Vec<SocketAddr>,
+}
+
+impl ZonesConfig {
+    /// The zone table these settings describe (pure: the records were
+    /// read when the configuration was loaded).
+    pub fn table(&self) -> crate::zones::Zones {
+        use crate::zones::{Way, ZoneSpec, Zones};
+        let mut ways = Vec::new();
+        for (i, z) in self.forward.iter().enumerate() {
+            ways.push((z.name.clone(), Way::Forward(i)));
+        }
+        for (i, z) in self.stub.iter().enumerate() {
+            ways.push((z.name.clone(), Way::Stub(i)));
+        }
+        Zones::new(ZoneSpec {
+            defaults: self.default_zones,
+            nodefault: self.nodefault.clone(),
+            records: self.records.clone(),
+            ways,
+        })
+    }
+
+    /// Which route answers `name`, in words (for `schild check`).
+    pub fn describe(&self, mode: ResolverMode, name: &hickory_proto::rr::LowerName) -> String {
+        use crate::zones::{RouteKind, Way};
+        match self.table().route_of(name) {
+            RouteKind::LocalRecord => "local record ([local] records or hosts_files)".to_string(),
+            RouteKind::LocalZone(zone) => {
+                format!(
+                    "local zone {zone} (a default local zone: answered here, never sent upstream)"
+                )
+            }
+            RouteKind::Zone(way @ Way::Forward(i)) => {
+                let first = self.forward.get(i).is_some_and(|f| f.first);
+                let then = if first {
+                    " (first = true: resolved normally when its upstreams fail)"
+                } else {
+                    " (never resolved elsewhere)"
+                };
+                format!("forward_zone {}{then}", self.way_name(way))
+            }
+            RouteKind::Zone(way @ Way::Stub(_)) => format!("stub_zone {}", self.way_name(way)),
+            RouteKind::Global => match mode {
+                ResolverMode::Forward => "forward (resolver.upstreams)".to_string(),
+                ResolverMode::Recursive => "recursive".to_string(),
+            },
+        }
+    }
+
+    /// The name of a forward or stub zone, as `check` and the metrics
+    /// name it (with its trailing dot).
+    pub fn way_name(&self, way: crate::zones::Way) -> String {
+        use crate::zones::Way;
+        match way {
+            Way::Forward(i) => self.forward.get(i).map(|z| z.name.to_ascii()),
+            Way::Stub(i) => self.stub.get(i).map(|z| z.name.to_ascii()),
+        }
+        .unwrap_or_default()
+    }
+}
+
+/// `[guard]`: the clinical guardrail.
+#[derive(Debug, Clone, Default)]
+pub struct GuardConfig {
+    /// Files of names of clinical systems: a name and its subdomains are
+    /// never blocked; an IOC for one is refused at compile time.
+    pub protected: Vec<PathBuf>,
+    /// Send a false-positive sighting for each IOC refused as protected.
+    pub report_protected: bool,
+    /// An update that newly blocks more names than this (compared with the
+    /// artifact in use) is held until `schild guard accept`; 0: never held.
+    pub max_new_blocks: u64,
+    /// A newly listed name is popular when at least `popular_clients`
+    /// distinct clients resolved it on at least `popular_days` days of
+    /// the name history; it is blocked and raised (`on_popular = "alert"`).
+    pub popular_clients: u64,
+    pub popular_days: u32,
+}
+
+/// `[history]`: per day, every name answered, for `schild history` and
+/// the retro-hunt. Nothing of it leaves the hospital.
+#[derive(Debug, Clone)]
+pub struct HistoryConfig {
+    /// Days kept (today included); 0: no history, no retro-hunt.
+    pub days: u32,
+    /// Distinct names recorded per day; past it, new names are counted as
+    /// dropped.
+    pub max_names_per_day: usize,
+    /// Client identifiers kept per name and day.
+    pub clients_per_name: usize,
+}
+
+impl HistoryConfig {
+    pub fn enabled(&self) -> bool {
+        self.days > 0
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +316,11 @@ pub struct ResolverConfig {
     pub max_inflight_per_client: usize,
     pub allow_servers: Vec<IpNet>,
     pub recursion_port: Option<u16>,
+    /// DNSKEY trust anchors; `None`: the built-in root keys.
+    pub trust_anchor_file: Option<PathBuf>,
+    /// Names at and below which nothing is validated, lower case with the
+    /// trailing dot.
+    pub domain_insecure: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -449,6 +589,13 @@ impl Config {
         add("server.tls_cert_file".into(), &self.server.tls_cert_file);
         add("server.tls_key_file".into(), &self.server.tls_key_file);
         add("resolver.root_hints".into(), &self.resolver.root_hints);
+        for (i, p) in self.zones.hosts_files.iter().enumerate() {
+            add(format!("local.hosts_files[{i}]"), &Some(p.clone()));
+        }
+        add(
+            "resolver.trust_anchor_file".into(),
+            &self.resolver.trust_anchor_file,
+        );
         add(
             "rpz.tsig_key_file".into(),
             &self.rpz.as_ref().and_then(|r| r.tsig_key_file.clone()),
@@ -474,6 +621,9 @@ impl Config {
                 ));
             }
         }
+        for (i, p) in self.guard.protected.iter().enumerate() {
+            files.push((format!("guard.protected[{i}]"), p.clone()));
+        }
         for f in &self.feeds {
             if let Location::Path(p) = &f.location {
                 // A MISP feed on disk is a folder with its manifest.
@@ -494,6 +644,17 @@ impl Config {
     /// by the compile).
     pub fn local_allowlist_path(&self) -> PathBuf {
         self.state_dir.join("allowlist.local")
+    }
+
+    /// Where an update held by `guard.max_new_blocks` waits for
+    /// `schild guard accept`, beside the live artifact.
+    pub fn held_artifact_path(&self) -> PathBuf {
+        self.state_dir.join("policy.held.artifact")
+    }
+
+    /// The folder of the name history (`[history]`).
+    pub fn history_dir(&self) -> PathBuf {
+        self.state_dir.join("history")
     }
 
     /// The folder of the sightings spool.
@@ -555,6 +716,15 @@ mod tests {
         for f in ["misp.key", "taxii.key"] {
             std::fs::write(dir.path().join(f), "0123456789abcdef").expect("key");
         }
+        std::fs::write(
+            dir.path().join("hosts"),
+            "10.0.9.10 mri.corp.hospital.example\n",
+        )
+        .expect("hosts");
+        assert_eq!(c.zones.forward.len(), 1);
+        assert_eq!(c.zones.stub.len(), 1);
+        assert!(c.zones.default_zones);
+        assert_eq!(c.zones.records.len(), 1);
         let mut uncommented = String::new();
         let mut n = 0;
         for line in text.lines() {
@@ -574,6 +744,52 @@ mod tests {
         let c = load(&uncommented).unwrap_or_else(|e| panic!("README reference, uncommented: {e}"));
         assert!(c.feeds[0].tls.client_cert.is_some());
         assert!(c.sightings.taxii_collection.is_some());
+        assert_eq!(c.zones.records.len(), 3, "the hosts file's A and PTR");
+        assert_eq!(c.guard.protected.len(), 1);
+        assert_eq!(c.guard.max_new_blocks, 100_000);
+        assert_eq!((c.guard.popular_clients, c.guard.popular_days), (50, 7));
+        assert_eq!(c.history.clients_per_name, 8);
+    }
+
+    #[test]
+    fn zones_are_validated() {
+        let c = parse(
+            "state_dir = \"s\"\n[resolver]\ndnssec = true\n[[forward_zone]]\nname = \"Corp.Hospital.NL\"\nupstreams = [\"10.0.0.10\", \"tls://10.0.0.11#dc2.corp\"]\n[[stub_zone]]\nname = \"lab.hospital.nl.\"\nservers = [\"10.0.5.2:5300\"]\n",
+        )
+        .expect("valid");
+        let f = &c.zones.forward[0];
+        assert_eq!(f.name.to_ascii(), "corp.hospital.nl.");
+        assert!(f.dnssec, "defaults to resolver.dnssec");
+        assert!(!f.first);
+        assert_eq!(f.upstreams.len(), 2);
+        assert_eq!(c.zones.stub[0].servers[0].port(), 5300);
+        assert!(c.zones.default_zones, "on by default");
+        let err = |text: &str| {
+            parse(&format!("state_dir = \"s\"\n{text}"))
+                .expect_err(text)
+                .to_string()
+        };
+        let e = err(
+            "[[forward_zone]]\nname = \"corp.nl\"\nupstreams = [\"10.0.0.1\"]\n[[stub_zone]]\nname = \"CORP.nl.\"\nservers = [\"10.0.0.2\"]\n",
+        );
+        assert!(
+            e.contains("stub_zone[0].name") && e.contains("forward_zone[0]"),
+            "{e}"
+        );
+        let e = err("[[forward_zone]]\nname = \"corp.nl\"\nupstreams = [\"nonsense\"]\n");
+        assert!(e.contains("forward_zone \"corp.nl.\".upstreams"), "{e}");
+        let e = err("[[forward_zone]]\nname = \"corp.nl\"\nupstreams = []\n");
+        assert!(e.contains("forward_zone \"corp.nl.\".upstreams"), "{e}");
+        let e = err("[[forward_zone]]\nname = \".\"\nupstreams = [\"10.0.0.1\"]\n");
+        assert!(e.contains("forward_zone[0].name"), "{e}");
+        let e = err("[local]\nnodefault = [\"example.com\"]\n");
+        assert!(e.contains("local.nodefault[0]"), "{e}");
+        let e = err("[local]\nrecords = [\"ok.example. A 10.0.0.1\", \"bad.example. A nope\"]\n");
+        assert!(e.contains("local.records[1]"), "{e}");
+        let e = err("[local]\nhosts_files = [\"/nonexistent/hosts\"]\n");
+        assert!(e.contains("local.hosts_files[0]"), "{e}");
+        let e = err("[[stub_zone]]\nname = \"lab.nl\"\nservers = [\"tls://10.0.0.1#x\"]\n");
+        assert!(e.contains("stub_zone \"lab.nl.\".servers"), "{e}");
     }
 
     #[test]
@@ -676,6 +892,51 @@ mod tests {
     }
 
     #[test]
+    fn dnssec_anchors_and_insecure_domains() {
+        let c = parse(
+            "state_dir = \"s\"\n[resolver]\ntrust_anchor_file = \"anchors.key\"\ndomain_insecure = [\"Corp.Hospital.NL\", \"lab.test.\"]",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.resolver.trust_anchor_file,
+            Some(PathBuf::from("/etc/schild/anchors.key"))
+        );
+        assert_eq!(
+            c.resolver.domain_insecure,
+            ["corp.hospital.nl.", "lab.test."]
+        );
+        assert!(
+            c.referenced_files()
+                .iter()
+                .any(|(k, _)| k == "resolver.trust_anchor_file"),
+            "check-config reads it"
+        );
+        for bad in ["\".\"", "\"a..b\"", "\"bad name\"", "\"\""] {
+            let e = parse(&format!(
+                "state_dir = \"s\"\n[resolver]\ndomain_insecure = [{bad}]"
+            ))
+            .expect_err(bad);
+            assert!(e.to_string().contains("resolver.domain_insecure"), "{e}");
+        }
+        let e = parse(
+            "state_dir = \"s\"\n[resolver]\nmode = \"forward\"\nupstreams = [\"192.0.2.53\"]\ndomain_insecure = [\"corp.nl\"]",
+        )
+        .expect_err("forward mode");
+        assert!(e.to_string().contains("recursive mode"), "{e}");
+    }
+
+    #[test]
+    fn guard_and_history_are_validated() {
+        let e = parse("state_dir = \"s\"\n[guard]\non_popular = \"quarantine\"").expect_err("n/a");
+        assert!(e.to_string().contains("guard.on_popular"), "{e}");
+        let e = parse("state_dir = \"s\"\n[history]\nclients_per_name = 65").expect_err("too many");
+        assert!(e.to_string().contains("history.clients_per_name"), "{e}");
+        let c = parse("state_dir = \"s\"\n[history]\ndays = 0").expect("valid");
+        assert!(!c.history.enabled());
+        assert_eq!(c.guard.max_new_blocks, 100_000);
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         let e = parse("state_dir = \"s\"\n[server]\nlisten_on = []").expect_err("unknown field");
         assert!(format!("{:?}", e).contains("listen_on"), "{e:?}");
@@ -697,6 +958,9 @@ mod tests {
         let e = parse("state_dir = \"s\"\n[[feed]]\nname = \"a\"\ntype = \"domains\"\nlocation = \"x\"\naction = \"sinkhole\"")
             .expect_err("sinkhole without addresses");
         assert!(e.to_string().contains("sinkhole"), "{e}");
+        let e = parse("state_dir = \"s\"\n[[feed]]\nname = \"a\"\ntype = \"rpz\"\nlocation = \"x\"\naction = \"local-data\"")
+            .expect_err("local-data is a record's action");
+        assert!(e.to_string().contains("local-data"), "{e}");
         let c = parse("state_dir = \"s\"\n[[feed]]\nname = \"a\"\ntype = \"domains\"\nlocation = \"lists/a.txt\"\naction = \"log-only\"")
             .expect("valid");
         assert_eq!(

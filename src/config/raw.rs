@@ -34,6 +34,16 @@ pub(super) struct RawConfig {
     pub(super) dnstap: Option<RawDnstap>,
     #[serde(default, rename = "client_group")]
     pub(super) client_groups: Vec<RawClientGroup>,
+    #[serde(default, rename = "forward_zone")]
+    pub(super) forward_zones: Vec<RawForwardZone>,
+    #[serde(default, rename = "stub_zone")]
+    pub(super) stub_zones: Vec<RawStubZone>,
+    #[serde(default)]
+    pub(super) local: RawLocal,
+    #[serde(default)]
+    pub(super) guard: RawGuard,
+    #[serde(default)]
+    pub(super) history: RawHistory,
 }
 
 /// `[[client_group]]`: a policy for the clients of some networks.
@@ -45,6 +55,137 @@ pub(super) struct RawClientGroup {
     pub(super) allow_only: Option<Vec<PathBuf>>,
     pub(super) action: Option<String>,
     pub(super) feeds: Option<Vec<String>>,
+}
+
+/// `[[forward_zone]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawForwardZone {
+    pub(super) name: String,
+    pub(super) upstreams: Vec<String>,
+    /// Resolve normally when every upstream fails (Unbound's forward-first).
+    #[serde(default)]
+    pub(super) first: bool,
+    /// Default: `resolver.dnssec`.
+    pub(super) dnssec: Option<bool>,
+}
+
+/// `[[stub_zone]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStubZone {
+    pub(super) name: String,
+    pub(super) servers: Vec<String>,
+}
+
+/// `[local]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLocal {
+    /// Serve Unbound's default local zones.
+    #[serde(default = "default_true")]
+    pub(super) zones: bool,
+    #[serde(default)]
+    pub(super) nodefault: Vec<String>,
+    #[serde(default)]
+    pub(super) records: Vec<String>,
+    #[serde(default)]
+    pub(super) hosts_files: Vec<PathBuf>,
+}
+
+impl Default for RawLocal {
+    fn default() -> Self {
+        RawLocal {
+            zones: true,
+            nodefault: Vec::new(),
+            records: Vec::new(),
+            hosts_files: Vec::new(),
+        }
+    }
+}
+
+/// `[guard]`: the clinical guardrail.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGuard {
+    /// Files of names (with their subdomains) that no feed may block.
+    #[serde(default)]
+    pub(super) protected: Vec<PathBuf>,
+    /// Send a false-positive sighting for an IOC refused as protected.
+    #[serde(default)]
+    pub(super) report_protected: bool,
+    /// An update newly blocking more names than this is held (0: off).
+    #[serde(default = "default_max_new_blocks")]
+    pub(super) max_new_blocks: u64,
+    /// A newly listed name that at least this many distinct clients
+    /// resolved...
+    #[serde(default = "default_popular_clients")]
+    pub(super) popular_clients: u64,
+    /// ...on at least this many days of the name history is popular.
+    #[serde(default = "default_popular_days")]
+    pub(super) popular_days: u32,
+    #[serde(default = "default_on_popular")]
+    pub(super) on_popular: String,
+}
+
+pub(super) fn default_popular_clients() -> u64 {
+    50
+}
+pub(super) fn default_popular_days() -> u32 {
+    7
+}
+pub(super) fn default_on_popular() -> String {
+    "alert".into()
+}
+
+pub(super) fn default_max_new_blocks() -> u64 {
+    100_000
+}
+
+impl Default for RawGuard {
+    fn default() -> Self {
+        RawGuard {
+            protected: Vec::new(),
+            report_protected: false,
+            max_new_blocks: default_max_new_blocks(),
+            popular_clients: default_popular_clients(),
+            popular_days: default_popular_days(),
+            on_popular: default_on_popular(),
+        }
+    }
+}
+
+/// `[history]`: the local name history behind retro-hunts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHistory {
+    /// Days kept; 0 turns the history (and retro-hunt) off.
+    #[serde(default = "default_history_days")]
+    pub(super) days: u32,
+    #[serde(default = "default_max_names_per_day")]
+    pub(super) max_names_per_day: u64,
+    #[serde(default = "default_clients_per_name")]
+    pub(super) clients_per_name: u32,
+}
+
+pub(super) fn default_history_days() -> u32 {
+    30
+}
+pub(super) fn default_max_names_per_day() -> u64 {
+    2_000_000
+}
+pub(super) fn default_clients_per_name() -> u32 {
+    8
+}
+
+impl Default for RawHistory {
+    fn default() -> Self {
+        RawHistory {
+            days: default_history_days(),
+            max_names_per_day: default_max_names_per_day(),
+            clients_per_name: default_clients_per_name(),
+        }
+    }
 }
 
 /// `[dnstap]`.
@@ -197,6 +338,14 @@ pub(super) struct RawResolver {
     /// Port used for every server contacted while recursing (tests only).
     #[serde(default)]
     pub(super) recursion_port: Option<u16>,
+    /// DNSKEY records (zone-file syntax) to validate from instead of the
+    /// built-in root keys (Unbound's trust-anchor-file).
+    #[serde(default)]
+    pub(super) trust_anchor_file: Option<PathBuf>,
+    /// No validation at or below these names (negative trust anchors,
+    /// RFC 7646; Unbound's domain-insecure).
+    #[serde(default)]
+    pub(super) domain_insecure: Vec<String>,
 }
 
 impl Default for RawResolver {
@@ -217,6 +366,8 @@ impl Default for RawResolver {
             max_inflight_per_client: default_max_inflight_per_client(),
             allow_servers: Vec::new(),
             recursion_port: None,
+            trust_anchor_file: None,
+            domain_insecure: Vec::new(),
         }
     }
 }

@@ -154,13 +154,23 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
         max_spared: raw.allowlist.max_spared,
     };
     let client_groups = client_groups(raw.client_groups, base, &feeds)?;
+    let guard = guard(raw.guard, base)?;
+    let history = history(raw.history)?;
     let sightings = sightings(raw.sightings, base, &state_dir, &http)?;
     let rpz = raw.rpz.map(|z| rpz(z, base)).transpose()?;
     let dnstap = raw
         .dnstap
         .map(|d| dnstap(d, base, sightings.client_privacy))
         .transpose()?;
+    let zones = zones(
+        raw.forward_zones,
+        raw.stub_zones,
+        raw.local,
+        base,
+        resolver.dnssec,
+    )?;
     Ok(Config {
+        zones,
         path: path.to_path_buf(),
         state_dir,
         server,
@@ -174,6 +184,59 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
         dnstap,
         http,
         client_groups,
+        guard,
+        history,
+    })
+}
+
+fn guard(g: RawGuard, base: &Path) -> Result<GuardConfig, ConfigError> {
+    match g.on_popular.as_str() {
+        "alert" => {}
+        "quarantine" => {
+            return Err(invalid(
+                "guard.on_popular",
+                "\"quarantine\" (log-only until released) is not available in this version; use \"alert\"",
+            ));
+        }
+        other => {
+            return Err(invalid(
+                "guard.on_popular",
+                format!("{other:?}: expected \"alert\""),
+            ));
+        }
+    }
+    if g.popular_clients == 0 || g.popular_days == 0 {
+        return Err(invalid(
+            "guard.popular_clients",
+            "popular_clients and popular_days must be at least 1",
+        ));
+    }
+    Ok(GuardConfig {
+        protected: g.protected.iter().map(|p| resolve(base, p)).collect(),
+        report_protected: g.report_protected,
+        max_new_blocks: g.max_new_blocks,
+        popular_clients: g.popular_clients,
+        popular_days: g.popular_days,
+    })
+}
+
+fn history(h: RawHistory) -> Result<HistoryConfig, ConfigError> {
+    if h.days > 3660 {
+        return Err(invalid("history.days", "at most 3660 (ten years)"));
+    }
+    if h.max_names_per_day == 0 || h.max_names_per_day > 100_000_000 {
+        return Err(invalid(
+            "history.max_names_per_day",
+            "between 1 and 100000000",
+        ));
+    }
+    if h.clients_per_name > 64 {
+        return Err(invalid("history.clients_per_name", "at most 64"));
+    }
+    Ok(HistoryConfig {
+        days: h.days,
+        max_names_per_day: h.max_names_per_day as usize,
+        clients_per_name: h.clients_per_name as usize,
     })
 }
 
@@ -424,7 +487,20 @@ fn resolver(r: RawResolver, base: &Path) -> Result<ResolverConfig, ConfigError> 
             "max_inflight and max_inflight_per_client must be at least 1",
         ));
     }
+    if mode == ResolverMode::Forward && !r.domain_insecure.is_empty() {
+        return Err(invalid(
+            "resolver.domain_insecure",
+            "is for recursive mode (in forward mode the upstream validates; set dnssec = false there)",
+        ));
+    }
+    let domain_insecure = r
+        .domain_insecure
+        .iter()
+        .map(|n| insecure_name(n))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(ResolverConfig {
+        trust_anchor_file: r.trust_anchor_file.map(|p| resolve(base, &p)),
+        domain_insecure,
         max_inflight: r.max_inflight,
         max_inflight_per_client: r.max_inflight_per_client.min(r.max_inflight),
         mode,
@@ -445,6 +521,34 @@ fn resolver(r: RawResolver, base: &Path) -> Result<ResolverConfig, ConfigError> 
             .collect::<Result<Vec<_>, _>>()?,
         recursion_port: r.recursion_port,
     })
+}
+
+/// A `resolver.domain_insecure` entry: a domain name, lower case, with
+/// its trailing dot. The root would switch validation off entirely: that
+/// is `dnssec = false`.
+fn insecure_name(n: &str) -> Result<String, ConfigError> {
+    let field = "resolver.domain_insecure";
+    let t = n.trim().trim_end_matches('.').to_ascii_lowercase();
+    if t.is_empty() {
+        return Err(invalid(
+            field,
+            format!("{n:?}: the root is not a domain to exempt (set dnssec = false)"),
+        ));
+    }
+    let ok = t.len() <= 253
+        && t.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !ok {
+        return Err(invalid(
+            field,
+            format!("{n:?} is not a domain name (ASCII labels; write IDNs as xn--)"),
+        ));
+    }
+    Ok(format!("{t}."))
 }
 
 fn policy(p: RawPolicy) -> Result<PolicyConfig, ConfigError> {
@@ -615,6 +719,12 @@ fn feed(
                 "misp-api needs api_key_file or api_key_env",
             ));
         }
+        if f.action == Action::LocalData {
+            return Err(invalid(
+                field("action"),
+                "local-data is an RPZ record's own action, not a feed's (use sinkhole)",
+            ));
+        }
         if f.action == Action::Sinkhole
             && policy.sinkhole_ipv4.is_empty()
             && policy.sinkhole_ipv6.is_empty()
@@ -778,24 +888,114 @@ fn rpz(z: RawRpz, base: &Path) -> Result<RpzConfig, ConfigError> {
 
 /// `IP`, `IP:port`, `[v6]:port`, or `tls://IP[:port]#name`.
 pub(super) fn parse_upstream(s: &str) -> Result<Upstream, ConfigError> {
+    parse_upstream_at("resolver.upstreams", s)
+}
+
+/// [`parse_upstream`] for the key `field`.
+fn parse_upstream_at(field: &str, s: &str) -> Result<Upstream, ConfigError> {
     if let Some(rest) = s.strip_prefix("tls://") {
         let (addr, name) = rest.split_once('#').ok_or_else(|| {
             invalid(
-                "resolver.upstreams",
+                field,
                 format!("{s:?}: DoT needs the server name: tls://IP#name"),
             )
         })?;
-        let addr = parse_socket("resolver.upstreams", addr, 853)?;
+        let addr = parse_socket(field, addr, 853)?;
         if name.is_empty() {
-            return Err(invalid(
-                "resolver.upstreams",
-                format!("{s:?}: empty server name"),
-            ));
+            return Err(invalid(field, format!("{s:?}: empty server name")));
         }
         return Ok(Upstream::Tls {
             addr,
             name: name.to_string(),
         });
     }
-    Ok(Upstream::Plain(parse_socket("resolver.upstreams", s, 53)?))
+    Ok(Upstream::Plain(parse_socket(field, s, 53)?))
+}
+
+/// `[[forward_zone]]`, `[[stub_zone]]` and `[local]`: names normalised,
+/// one zone per name, records and hosts files parsed now.
+fn zones(
+    forward: Vec<RawForwardZone>,
+    stub: Vec<RawStubZone>,
+    local: RawLocal,
+    base: &Path,
+    dnssec: bool,
+) -> Result<ZonesConfig, ConfigError> {
+    use crate::zones::{is_default_zone, parse_hosts, parse_record, zone_name};
+    let mut seen: Vec<(hickory_proto::rr::Name, String)> = Vec::new();
+    let mut claim = |key: String, raw: &str| {
+        let name = zone_name(raw).map_err(|e| invalid(format!("{key}.name"), e.to_string()))?;
+        if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+            return Err(invalid(
+                format!("{key}.name"),
+                format!("{raw:?} is already routed by {first}"),
+            ));
+        }
+        seen.push((name.clone(), key));
+        Ok(name)
+    };
+    let mut out = ZonesConfig {
+        default_zones: local.zones,
+        ..ZonesConfig::default()
+    };
+    for (i, z) in forward.into_iter().enumerate() {
+        let key = format!("forward_zone[{i}]");
+        let name = claim(key.clone(), &z.name)?;
+        let field = format!("forward_zone {:?}.upstreams", name.to_ascii());
+        if z.upstreams.is_empty() {
+            return Err(invalid(field, "needs at least one upstream"));
+        }
+        let upstreams = z
+            .upstreams
+            .iter()
+            .map(|u| parse_upstream_at(&field, u))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.forward.push(ForwardZone {
+            name,
+            upstreams,
+            first: z.first,
+            dnssec: z.dnssec.unwrap_or(dnssec),
+        });
+    }
+    for (i, z) in stub.into_iter().enumerate() {
+        let key = format!("stub_zone[{i}]");
+        let name = claim(key.clone(), &z.name)?;
+        let field = format!("stub_zone {:?}.servers", name.to_ascii());
+        if z.servers.is_empty() {
+            return Err(invalid(field, "needs at least one server"));
+        }
+        let servers = z
+            .servers
+            .iter()
+            .map(|s| parse_socket(&field, s, 53))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.stub.push(StubZone { name, servers });
+    }
+    for (i, n) in local.nodefault.iter().enumerate() {
+        let field = format!("local.nodefault[{i}]");
+        let name = zone_name(n).map_err(|e| invalid(&field, e.to_string()))?;
+        if !is_default_zone(&name) {
+            return Err(invalid(
+                field,
+                crate::zones::ZoneError::NotDefault(name.to_ascii()).to_string(),
+            ));
+        }
+        out.nodefault.push(name);
+    }
+    for (i, r) in local.records.iter().enumerate() {
+        let records =
+            parse_record(r).map_err(|e| invalid(format!("local.records[{i}]"), e.to_string()))?;
+        out.records.extend(records);
+    }
+    for (i, p) in local.hosts_files.iter().enumerate() {
+        let field = format!("local.hosts_files[{i}]");
+        let path = resolve(base, p);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| invalid(&field, format!("cannot read {}: {e}", path.display())))?;
+        let records =
+            parse_hosts(&text).map_err(|e| invalid(&field, format!("{}: {e}", path.display())))?;
+        out.records.extend(records);
+        out.hosts_files.push(path);
+    }
+    Ok(out)
 }

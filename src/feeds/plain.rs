@@ -2,13 +2,17 @@
 //!
 //! A `domains` or `hosts` entry blocks the name and its subdomains, like a
 //! MISP `domain`. An RPZ file keeps its own triggers: `name` is exact,
-//! `*.name` is the subdomains only, `N.d.c.b.a.rpz-ip` is an address.
+//! `*.name` is the subdomains only, `N.d.c.b.a.rpz-ip` is an address in
+//! the answer, `N.d.c.b.a.rpz-client-ip` the client's; and each record
+//! keeps its own action (NXDOMAIN, NODATA, drop, TCP-only, passthru, or
+//! local data). What schild cannot honour (`rpz-nsdname`, `rpz-nsip`,
+//! local data of other types) is counted with its reason, never guessed.
 //! A line that cannot be read is counted with its reason; it never stops
 //! the rest of the file.
 
 use super::Census;
 use crate::config::FeedKind;
-use crate::policy::{Compiler, FeedId, IocRecord};
+use crate::policy::{Action, Compiler, FeedId, IocRecord, LocalRecord, RpzRule};
 
 /// Push every entry of a plain list into the compiler.
 pub fn push_lines(kind: FeedKind, bytes: &[u8], feed: FeedId, compiler: &mut Compiler) {
@@ -104,34 +108,73 @@ fn push_hosts(bytes: &[u8], feed: FeedId, c: &mut Compiler) {
 fn push_rpz(bytes: &[u8], feed: FeedId, c: &mut Compiler) {
     walk_rpz(bytes, |item| match item {
         RpzItem::NotUtf8 => c.report_mut(feed).unsupported("line-not-utf8"),
-        RpzItem::Passthru => c
-            .report_mut(feed)
-            .unsupported("rpz-passthru (use [allowlist] instead)"),
         RpzItem::NoType => {}
-        RpzItem::Trigger { name, .. } => push_rpz_trigger(&name, feed, c),
+        RpzItem::Record(r) => push_rpz_record(&r, feed, c),
     });
 }
 
 /// What one line of an RPZ zone file holds.
-enum RpzItem {
+enum RpzItem<'a> {
     NotUtf8,
     /// An owner without a record type.
     NoType,
-    Passthru,
-    /// A policy record; `known` when its type is a DNS record type.
-    Trigger {
-        name: String,
-        known: bool,
-    },
+    Record(RpzRecord<'a>),
+}
+
+/// One policy record: its trigger (the owner relative to the zone), its
+/// type (upper case) and its data as written.
+struct RpzRecord<'a> {
+    owner: String,
+    rtype: String,
+    rdata: Vec<&'a str>,
+    origin: Option<String>,
+}
+
+impl RpzRecord<'_> {
+    /// Whether its type is a DNS record type an RPZ record can have.
+    fn known(&self) -> bool {
+        RPZ_TYPES.contains(&self.rtype.as_str())
+    }
 }
 
 /// Record types an RPZ policy record can have.
 const RPZ_TYPES: &[&str] = &[
-    "CNAME", "A", "AAAA", "TXT", "DNAME", "MX", "PTR", "SRV", "HINFO",
+    "CNAME", "A", "AAAA", "TXT", "DNAME", "MX", "PTR", "SRV", "HINFO", "NAPTR", "CAA",
 ];
 
+/// A zone-file line cut into words: a quoted string is one word (quotes
+/// kept), `;` outside quotes starts a comment.
+fn zone_words(line: &str) -> Vec<&str> {
+    let mut words = Vec::new();
+    let b = line.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b' ' | b'\t' => i += 1,
+            b';' => break,
+            b'"' => {
+                let start = i;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i = (i + 1).min(b.len());
+                words.push(&line[start..i]);
+            }
+            _ => {
+                let start = i;
+                while i < b.len() && !matches!(b[i], b' ' | b'\t' | b';' | b'"') {
+                    i += 1;
+                }
+                words.push(&line[start..i]);
+            }
+        }
+    }
+    words
+}
+
 /// Walk an RPZ zone file line by line.
-fn walk_rpz(bytes: &[u8], mut f: impl FnMut(RpzItem)) {
+fn walk_rpz<'a>(bytes: &'a [u8], mut f: impl FnMut(RpzItem<'a>)) {
     let mut origin: Option<String> = None;
     let mut in_parens = false;
     let mut last_owner: Option<String> = None;
@@ -140,45 +183,45 @@ fn walk_rpz(bytes: &[u8], mut f: impl FnMut(RpzItem)) {
             f(RpzItem::NotUtf8);
             continue;
         };
-        let line = strip_comment(raw, ';');
+        let words = zone_words(raw);
+        let has = |c: char| words.iter().any(|w| !w.starts_with('"') && w.contains(c));
         if in_parens {
-            if line.contains(')') {
+            if has(')') {
                 in_parens = false;
             }
             continue;
         }
-        if line.contains('(') && !line.contains(')') {
+        if has('(') && !has(')') {
             in_parens = true;
         }
-        if line.trim().is_empty() {
+        let Some(&first) = words.first() else {
             continue;
-        }
-        let continues = line.starts_with(' ') || line.starts_with('\t');
-        let mut words = line.split_whitespace();
-        let Some(first) = words.next() else { continue };
+        };
+        let continues = raw.starts_with(' ') || raw.starts_with('\t');
         if first.eq_ignore_ascii_case("$ORIGIN") {
             origin = words
-                .next()
+                .get(1)
                 .map(|o| o.trim_end_matches('.').to_ascii_lowercase());
             continue;
         }
         if first.starts_with('$') {
             continue; // $TTL, $INCLUDE (not followed)
         }
-        let (owner, rest): (String, Vec<&str>) = if continues {
+        let (owner, rest): (String, &[&str]) = if continues {
             let Some(o) = last_owner.clone() else {
                 continue;
             };
-            (o, std::iter::once(first).chain(words).collect())
+            (o, &words[..])
         } else {
-            (first.to_string(), words.collect())
+            (first.to_string(), &words[1..])
         };
         last_owner = Some(owner.clone());
         // Skip TTL and class to find the type.
-        let mut it = rest
+        let skip = rest
             .iter()
-            .skip_while(|w| w.parse::<u32>().is_ok() || w.eq_ignore_ascii_case("IN"));
-        let Some(rtype) = it.next() else {
+            .take_while(|w| w.parse::<u32>().is_ok() || w.eq_ignore_ascii_case("IN"))
+            .count();
+        let Some(rtype) = rest.get(skip) else {
             f(RpzItem::NoType);
             continue;
         };
@@ -192,15 +235,132 @@ fn walk_rpz(bytes: &[u8], mut f: impl FnMut(RpzItem)) {
         if owner == "@" {
             continue;
         }
-        let target = it.next().map(|t| t.to_ascii_lowercase());
-        if rtype == "CNAME" && target.as_deref() == Some("rpz-passthru.") {
-            f(RpzItem::Passthru);
-            continue;
+        f(RpzItem::Record(RpzRecord {
+            owner: relative_owner(&owner, origin.as_deref()),
+            rtype,
+            rdata: rest[skip + 1..].to_vec(),
+            origin: origin.clone(),
+        }));
+    }
+}
+
+/// What a policy record says to do, as BIND and Unbound read it
+/// (draft-vixie-dnsop-dns-rpz section 4): `CNAME .` NXDOMAIN, `CNAME *.`
+/// NODATA, `CNAME rpz-drop.`, `CNAME rpz-tcp-only.`, `CNAME rpz-passthru.`
+/// (or, the old form, a CNAME to the trigger itself), and anything else
+/// local data. `Err` is why schild cannot honour it.
+fn rpz_rule(r: &RpzRecord<'_>) -> Result<RpzRule, String> {
+    let one = || match r.rdata.as_slice() {
+        [w] => Ok(*w),
+        _ => Err(format!("{}-malformed", r.rtype.to_ascii_lowercase())),
+    };
+    match r.rtype.as_str() {
+        "CNAME" => {
+            let target = one()?.to_ascii_lowercase();
+            Ok(match target.as_str() {
+                "." => RpzRule::Action(Action::Nxdomain),
+                "*." => RpzRule::Action(Action::Nodata),
+                "rpz-drop." => RpzRule::Action(Action::Drop),
+                "rpz-tcp-only." => RpzRule::Action(Action::TcpOnly),
+                "rpz-passthru." => RpzRule::Passthru,
+                t if t.starts_with("*.") => {
+                    // BIND's `CNAME *.garden.example.`: the query name
+                    // prefixed to the garden. Not done; never guessed.
+                    return Err("cname-wildcard-target".into());
+                }
+                t if t.starts_with("rpz-") => return Err(format!("cname-{t}")),
+                t => {
+                    let abs = match (t.strip_suffix('.'), r.origin.as_deref()) {
+                        (Some(abs), _) => abs.to_string(),
+                        (None, Some(origin)) => format!("{t}.{origin}"),
+                        (None, None) => t.to_string(),
+                    };
+                    let name = crate::policy::normalise(&abs)
+                        .map_err(|_| "cname-target-invalid".to_string())?;
+                    if name.as_str() == r.owner {
+                        RpzRule::Passthru
+                    } else {
+                        RpzRule::Local(LocalRecord::Cname(name.into_string()))
+                    }
+                }
+            })
         }
-        f(RpzItem::Trigger {
-            name: relative_owner(&owner, origin.as_deref()),
-            known: RPZ_TYPES.contains(&rtype.as_str()),
-        });
+        "A" => one()?
+            .parse()
+            .map(|a| RpzRule::Local(LocalRecord::A(a)))
+            .map_err(|_| "a-malformed".into()),
+        "AAAA" => one()?
+            .parse()
+            .map(|a| RpzRule::Local(LocalRecord::Aaaa(a)))
+            .map_err(|_| "aaaa-malformed".into()),
+        "TXT" => {
+            if r.rdata.is_empty() {
+                return Err("txt-malformed".into());
+            }
+            Ok(RpzRule::Local(LocalRecord::Txt(
+                r.rdata.iter().map(|w| txt_string(w)).collect(),
+            )))
+        }
+        other => Err(format!("local-data {other}")),
+    }
+}
+
+/// A TXT character-string as written: quotes removed, `\"`, `\\` and
+/// `\DDD` escapes undone.
+fn txt_string(word: &str) -> String {
+    let inner = word
+        .strip_prefix('"')
+        .map(|w| w.strip_suffix('"').unwrap_or(w))
+        .unwrap_or(word);
+    let mut out = Vec::with_capacity(inner.len());
+    let b = inner.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            let digits = b
+                .get(i + 1..i + 4)
+                .filter(|d| d.iter().all(u8::is_ascii_digit));
+            if let Some(d) = digits
+                && let Ok(v) = std::str::from_utf8(d).unwrap_or("").parse::<u8>()
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+            out.push(b[i + 1]);
+            i += 2;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn push_rpz_record(r: &RpzRecord<'_>, feed: FeedId, c: &mut Compiler) {
+    let name = r.owner.as_str();
+    for other in [".rpz-nsdname", ".rpz-nsip"] {
+        if name.ends_with(other) {
+            c.report_mut(feed).unsupported(&other[1..]);
+            return;
+        }
+    }
+    let rule = match rpz_rule(r) {
+        Ok(rule) => rule,
+        Err(why) => {
+            c.report_mut(feed).unsupported(&why);
+            return;
+        }
+    };
+    if let Some(ip) = name.strip_suffix(".rpz-ip") {
+        let net = rpz_ip(ip);
+        c.add_rpz_ip(feed, net.as_deref().unwrap_or(name), rule);
+    } else if let Some(ip) = name.strip_suffix(".rpz-client-ip") {
+        let net = rpz_ip(ip);
+        c.add_rpz_client(feed, net.as_deref().unwrap_or(name), rule);
+    } else {
+        // `name` is exact, `*.name` is subdomains only: the RPZ meaning.
+        c.add_rpz_name(feed, name, rule);
     }
 }
 
@@ -215,11 +375,9 @@ pub fn census(kind: FeedKind, bytes: &[u8]) -> Census {
         FeedKind::Rpz => walk_rpz(bytes, |item| {
             n.lines += 1;
             match item {
-                RpzItem::NotUtf8 | RpzItem::NoType | RpzItem::Trigger { known: false, .. } => {
-                    n.bad += 1
-                }
-                RpzItem::Trigger { known: true, .. } => n.entries += 1,
-                RpzItem::Passthru => {}
+                RpzItem::NotUtf8 | RpzItem::NoType => n.bad += 1,
+                RpzItem::Record(r) if !r.known() => n.bad += 1,
+                RpzItem::Record(_) => n.entries += 1,
             }
         }),
         FeedKind::Hosts => each_line(bytes, |line| {
@@ -282,24 +440,6 @@ fn relative_owner(owner: &str, origin: Option<&str>) -> String {
     }
 }
 
-fn push_rpz_trigger(name: &str, feed: FeedId, c: &mut Compiler) {
-    if let Some(ip) = name.strip_suffix(".rpz-ip") {
-        match rpz_ip(ip) {
-            Some(net) => c.add(feed, &IocRecord::plain("ip-dst", &net)),
-            None => c.add(feed, &IocRecord::plain("ip-dst", name)),
-        }
-        return;
-    }
-    for other in [".rpz-nsdname", ".rpz-nsip", ".rpz-client-ip"] {
-        if name.ends_with(other) {
-            c.report_mut(feed).unsupported(&other[1..]);
-            return;
-        }
-    }
-    // `name` is exact, `*.name` is subdomains only: the RPZ meaning.
-    c.add(feed, &IocRecord::plain("hostname", name));
-}
-
 /// `32.5.113.0.203` -> `203.0.113.5/32`; `128.1.zz.db8.2001` -> `2001:db8::1/128`.
 pub fn rpz_ip(s: &str) -> Option<String> {
     let mut parts: Vec<&str> = s.split('.').collect();
@@ -333,7 +473,7 @@ pub fn rpz_ip(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Action, FeedInfo, Policy};
+    use crate::policy::{FeedInfo, Policy, Verdict};
 
     fn compile(kind: FeedKind, text: &str) -> Policy {
         let mut c = Compiler::new(vec![FeedInfo {
@@ -401,7 +541,175 @@ mod tests {
         assert!(p.lookup_ip("192.0.2.9".parse().expect("ip")).is_some());
         assert!(p.lookup_ip("2001:db8::1".parse().expect("ip")).is_some());
         let r = &p.meta().reports[0];
-        assert_eq!(r.unsupported.len(), 2, "{:?}", r.unsupported);
+        assert_eq!(
+            r.unsupported.keys().collect::<Vec<_>>(),
+            ["rpz-nsdname"],
+            "{:?}",
+            r.unsupported
+        );
+        assert_eq!(r.passthru, 1);
+    }
+
+    fn action(p: &Policy, n: &str) -> Option<Action> {
+        p.lookup_str(n).hit().map(|h| h.action)
+    }
+
+    fn local(p: &Policy, n: &str) -> Vec<LocalRecord> {
+        let hit = p.lookup_str(n).hit().expect("listed");
+        p.local_records(hit.set).cloned().collect()
+    }
+
+    /// A hand-kept zone as hospitals write them: every record keeps its
+    /// own action, whatever the feed's `action` says.
+    #[test]
+    fn rpz_records_keep_their_own_action() {
+        let zone = "$TTL 300\n$ORIGIN local.rpz.\n@ SOA ns. h. (1 2 3\n 4 5)\n NS ns.\n\
+            nx.example CNAME .\n\
+            nodata.example CNAME *.\n\
+            drop.example CNAME rpz-drop.\n\
+            tcp.example 60 IN CNAME rpz-tcp-only.\n\
+            garden.example CNAME walled.hospital.example.\n\
+            rel.example CNAME walled\n\
+            override.example A 192.0.2.10\n\
+            override.example AAAA 2001:db8::10\n\
+            override.example TXT \"see the \\\"helpdesk\\\"; ext 1234\" \"two\" ; comment\n\
+            *.wild.example A 192.0.2.11\n\
+            bad.example CNAME .\n*.bad.example CNAME .\n\
+            good.bad.example CNAME rpz-passthru.\n\
+            legacy.bad.example CNAME legacy.bad.example.\n\
+            *.kids.bad.example CNAME rpz-passthru.\n\
+            32.10.0.20.10.rpz-client-ip CNAME rpz-drop.\n\
+            24.0.0.30.10.rpz-client-ip A 192.0.2.99\n\
+            32.7.100.51.198.rpz-ip CNAME *.\n\
+            ns.example.rpz-nsdname CNAME .\n\
+            32.1.2.0.192.rpz-nsip CNAME .\n\
+            mx.example MX 10 mail.example.\n\
+            sub.example CNAME *.garden.example.\n";
+        let p = compile(FeedKind::Rpz, zone);
+        assert_eq!(action(&p, "nx.example"), Some(Action::Nxdomain));
+        assert_eq!(action(&p, "nodata.example"), Some(Action::Nodata));
+        assert_eq!(action(&p, "drop.example"), Some(Action::Drop));
+        assert_eq!(action(&p, "tcp.example"), Some(Action::TcpOnly));
+        assert_eq!(action(&p, "garden.example"), Some(Action::LocalData));
+        assert_eq!(
+            local(&p, "garden.example"),
+            [LocalRecord::Cname("walled.hospital.example".into())]
+        );
+        assert_eq!(
+            local(&p, "rel.example"),
+            [LocalRecord::Cname("walled.local.rpz".into())],
+            "a relative target is under the origin"
+        );
+        assert_eq!(
+            local(&p, "override.example"),
+            [
+                LocalRecord::A("192.0.2.10".parse().expect("ip")),
+                LocalRecord::Aaaa("2001:db8::10".parse().expect("ip")),
+                LocalRecord::Txt(vec!["see the \"helpdesk\"; ext 1234".into(), "two".into()]),
+            ],
+            "several records of one owner form one answer"
+        );
+        assert_eq!(action(&p, "wild.example"), None);
+        assert_eq!(
+            local(&p, "a.b.wild.example"),
+            [LocalRecord::A("192.0.2.11".parse().expect("ip"))]
+        );
+        // Passthru: an allowlist entry for that trigger, which protects it
+        // under a listed parent at query time.
+        assert_eq!(action(&p, "x.bad.example"), Some(Action::Nxdomain));
+        assert!(matches!(
+            p.lookup_str("good.bad.example"),
+            Verdict::Allowed { .. }
+        ));
+        assert!(matches!(
+            p.lookup_str("legacy.bad.example"),
+            Verdict::Allowed { .. }
+        ));
+        assert!(matches!(
+            p.lookup_str("a.kids.bad.example"),
+            Verdict::Allowed { .. }
+        ));
+        assert_eq!(
+            action(&p, "kids.bad.example"),
+            Some(Action::Nxdomain),
+            "`*.name` passthru spares the subdomains only"
+        );
+        // Client triggers apply to the client, not to answers.
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert_eq!(
+            p.lookup_client(ip("10.20.0.10")).map(|h| h.action),
+            Some(Action::Drop)
+        );
+        assert_eq!(
+            p.lookup_client(ip("10.30.0.77")).map(|h| h.action),
+            Some(Action::LocalData)
+        );
+        assert!(p.lookup_client(ip("10.20.0.11")).is_none());
+        assert!(p.lookup_ip(ip("10.20.0.10")).is_none());
+        assert_eq!(
+            p.lookup_ip(ip("198.51.100.7")).map(|h| h.action),
+            Some(Action::Nodata)
+        );
+        let r = &p.meta().reports[0];
+        let unsupported: Vec<_> = r
+            .unsupported
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        assert_eq!(
+            unsupported,
+            [
+                ("cname-wildcard-target", 1),
+                ("local-data MX", 1),
+                ("rpz-nsdname", 1),
+                ("rpz-nsip", 1)
+            ]
+        );
+        assert_eq!((r.passthru, r.client_ips), (3, 2));
+        // Census: the unsupported records are real records, not garbage.
+        let n = census(FeedKind::Rpz, zone.as_bytes());
+        assert_eq!(n.bad, 0, "{n:?}");
+    }
+
+    #[test]
+    fn txt_local_data_survives_zone_text() {
+        let r = LocalRecord::Txt(vec!["tab\there \"q\" é".into(), "\\".into()]);
+        let text = r.rdata_text();
+        assert_eq!(text, "\"tab\\009here \\\"q\\\" \\195\\169\" \"\\\\\"");
+        let p = compile(FeedKind::Rpz, &format!("t.example TXT {text}\n"));
+        assert_eq!(local(&p, "t.example"), [r]);
+    }
+
+    #[test]
+    fn rpz_log_only_feed_answers_everything_normally() {
+        let mut c = Compiler::new(vec![FeedInfo {
+            name: "t".into(),
+            kind: "rpz".into(),
+            action: Action::LogOnly,
+            location: "t".into(),
+        }]);
+        push_lines(
+            FeedKind::Rpz,
+            b"drop.example CNAME rpz-drop.\ngarden.example A 192.0.2.1\n",
+            0,
+            &mut c,
+        );
+        let p = Policy::from_bytes(c.finish().expect("compiles")).expect("loads");
+        assert_eq!(action(&p, "drop.example"), Some(Action::LogOnly));
+        assert_eq!(action(&p, "garden.example"), Some(Action::LogOnly));
+    }
+
+    #[test]
+    fn rpz_local_data_changes_the_content_hash() {
+        let hash = |zone: &str| compile(FeedKind::Rpz, zone).content_hash();
+        assert_ne!(
+            hash("g.example A 192.0.2.1\n"),
+            hash("g.example A 192.0.2.2\n")
+        );
+        assert_ne!(
+            hash("32.1.0.0.10.rpz-client-ip CNAME .\n"),
+            hash("32.1.0.0.10.rpz-ip CNAME .\n")
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
 use super::filter::Filter;
-use super::ioc::{EventInfo, FeedInfo, Provenance};
+use super::ioc::{EventInfo, FeedInfo, LocalRecord, Provenance};
 use super::report::{AllowSource, FeedReport, Refusal};
 
 /// Key flags in an fst value. Written by [`super::compile`], read by
@@ -51,7 +51,9 @@ pub(crate) const SET_MASK: u64 = (1 << SET_BITS) - 1;
 pub(crate) const NO_SET: u64 = SET_MASK;
 
 pub const MAGIC: &[u8; 8] = b"SCHILDPA";
-pub const VERSION: u32 = 3;
+/// 4: provenance carries a record's own action and local data; client-IP
+/// triggers and the local data in the metadata.
+pub const VERSION: u32 = 4;
 pub const HEADER_LEN: usize = 256;
 const CHECKSUM_AT: usize = 16;
 const SECTIONS_AT: usize = 40;
@@ -103,6 +105,10 @@ pub struct Meta {
     pub provenance: Vec<Provenance>,
     pub allow_sources: Vec<AllowSource>,
     pub ip_triggers: Vec<IpTrigger>,
+    /// `rpz-client-ip` triggers: matched against the client's address.
+    pub client_triggers: Vec<IpTrigger>,
+    /// RPZ local data, referred to by [`Provenance::local`].
+    pub local_data: Vec<LocalRecord>,
     pub reports: Vec<FeedReport>,
     pub refusals: Vec<Refusal>,
 }
@@ -229,9 +235,16 @@ pub(crate) struct Parts {
 }
 
 /// A hash of what decides the answers: the index (names and their values),
-/// each set's feed and action, and the IP triggers. Two compiles with the
-/// same hash answer every query alike, so they share a serial.
-pub(crate) fn content_hash(fst: &[u8], set_meta: &[u8], ips: &[IpTrigger]) -> u64 {
+/// each set's feed and action, the IP and client triggers and the local
+/// data. Two compiles with the same hash answer every query alike, so they
+/// share a serial.
+pub(crate) fn content_hash(
+    fst: &[u8],
+    set_meta: &[u8],
+    ips: &[IpTrigger],
+    clients: &[IpTrigger],
+    local: &[LocalRecord],
+) -> u64 {
     let mut h = Xxh3::new();
     h.update(&(fst.len() as u64).to_le_bytes());
     h.update(fst);
@@ -240,6 +253,17 @@ pub(crate) fn content_hash(fst: &[u8], set_meta: &[u8], ips: &[IpTrigger]) -> u6
     for t in ips {
         h.update(t.net.to_string().as_bytes());
         h.update(&t.set.to_le_bytes());
+    }
+    // Kept apart from the answer-IP triggers by a marker.
+    h.update(b"\0client");
+    for t in clients {
+        h.update(t.net.to_string().as_bytes());
+        h.update(&t.set.to_le_bytes());
+    }
+    for r in local {
+        h.update(r.type_str().as_bytes());
+        h.update(r.rdata_text().as_bytes());
+        h.update(b"\0");
     }
     h.digest()
 }
@@ -359,6 +383,21 @@ fn verify(bytes: Bytes, path: &Path) -> Result<Parts, ArtifactError> {
         if u32::from_le_bytes(read4(items, k * 4)) as usize >= nprov {
             return Err(corrupt("set refers to missing provenance"));
         }
+    }
+    if meta
+        .ip_triggers
+        .iter()
+        .chain(&meta.client_triggers)
+        .any(|t| t.set as usize >= nsets)
+    {
+        return Err(corrupt("address trigger refers to a missing set"));
+    }
+    if meta
+        .provenance
+        .iter()
+        .any(|p| p.local.is_some_and(|l| l as usize >= meta.local_data.len()))
+    {
+        return Err(corrupt("provenance refers to missing local data"));
     }
     let file_len = b.len();
     Ok(Parts {

@@ -17,7 +17,10 @@ use super::artifact::{
     self, ArtifactError, FLAG_ALLOW, FLAG_EXACT, FLAG_SUB, Meta, NO_SET, SET_BITS, Sections,
 };
 use super::index::IndexWriter;
-use super::ioc::{Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, Provenance};
+use super::ioc::{
+    Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, LocalRecord, Provenance,
+    RpzRule,
+};
 use super::name::{self, NormalName};
 use super::report::{AllowScope, AllowSource, FeedReport, FetchStatus, Refusal, RefusalReason};
 
@@ -57,6 +60,15 @@ struct PlainKey {
     feed: FeedId,
     ioc_type: IocType,
     wildcard: bool,
+    action: Option<Action>,
+}
+
+/// A record's own action and local data (RPZ), or neither (the feed's
+/// action).
+#[derive(Clone, Copy, Default)]
+struct Rule {
+    action: Option<Action>,
+    local: Option<u32>,
 }
 
 /// Builds an artifact. Add the allowlist first, then the feeds' records.
@@ -68,10 +80,18 @@ pub struct Compiler {
     plain_prov: HashMap<PlainKey, u32>,
     allow_sources: Vec<AllowSource>,
     allow_names: HashMap<String, (AllowScope, u32)>,
+    /// Protected names (`[guard] protected`) and their source: the name
+    /// and its subdomains are never blocked.
+    protected: HashMap<String, u32>,
     allow_nets: Vec<(IpNet, u32)>,
     arena: Vec<u8>,
     entries: Vec<Entry>,
     ips: Vec<(IpNet, u32)>,
+    /// `rpz-client-ip` triggers: the client's address, not the answer's.
+    clients: Vec<(IpNet, u32)>,
+    local_data: Vec<LocalRecord>,
+    /// The allowlist source of each `rpz` feed's `rpz-passthru.` records.
+    passthru_sources: HashMap<FeedId, u32>,
     refusals: Vec<Refusal>,
     previous_serial: u64,
     previous_hash: Option<u64>,
@@ -94,10 +114,14 @@ impl Compiler {
             plain_prov: HashMap::new(),
             allow_sources: Vec::new(),
             allow_names: HashMap::new(),
+            protected: HashMap::new(),
             allow_nets: Vec::new(),
             arena: Vec::new(),
             entries: Vec::new(),
             ips: Vec::new(),
+            clients: Vec::new(),
+            local_data: Vec::new(),
+            passthru_sources: HashMap::new(),
             refusals: Vec::new(),
             previous_serial: 0,
             previous_hash: None,
@@ -141,10 +165,45 @@ impl Compiler {
         let key = parsed.name.into_string();
         // A wider scope wins over a narrower one for the same name.
         let entry = self.allow_names.entry(key).or_insert((scope, source));
-        if scope == AllowScope::Subtree {
-            *entry = (scope, source);
-        }
+        *entry = match (entry.0, scope) {
+            (AllowScope::Subtree, _) => *entry,
+            (_, AllowScope::Subtree) => (scope, source),
+            (a, b) if a == b => *entry,
+            // The name and its subdomains, from two entries.
+            _ => (AllowScope::Subtree, source),
+        };
         Ok(())
+    }
+
+    /// Protect a name of a clinical system: it and every name below it
+    /// are never blocked. An IOC at or below it is refused (reason
+    /// [`RefusalReason::Protected`]); one for a parent stays, and the
+    /// protected subtree is carved out of it at query time, as an allowlist
+    /// entry is. `source` is from [`Compiler::allow_source`] (kind
+    /// `protected`). Fails like [`Compiler::allow`].
+    pub fn protect(&mut self, source: u32, value: &str) -> Result<(), AllowEntryError> {
+        let parsed = name::parse_name(value)?;
+        if parsed.name.is_public_suffix() {
+            return Err(AllowEntryError::PublicSuffix);
+        }
+        let key = parsed.name.into_string();
+        self.protected.entry(key.clone()).or_insert(source);
+        self.allow_names.insert(key, (AllowScope::Subtree, source));
+        Ok(())
+    }
+
+    /// The protected entry covering `name` (itself or a parent), if any.
+    fn protected_by(&self, name: &NormalName) -> Option<(String, u32)> {
+        if self.protected.is_empty() {
+            return None;
+        }
+        let mut rest = name.as_str();
+        loop {
+            if let Some(&source) = self.protected.get(rest) {
+                return Some((rest.to_string(), source));
+            }
+            rest = rest.split_once('.')?.1;
+        }
     }
 
     /// Add an allowlisted network: IP indicators inside it are refused.
@@ -185,7 +244,7 @@ impl Compiler {
         }
         match ioc_type {
             IocType::Domain | IocType::Hostname => {
-                self.add_name(feed, ioc_type, rec, rec.value, None);
+                self.add_name(feed, ioc_type, rec, rec.value, None, Rule::default());
             }
             IocType::DomainIp => {
                 // Split on the first `|`, as MISP does.
@@ -193,12 +252,19 @@ impl Compiler {
                     self.reports[feed as usize].invalid(rec.value, "domain|ip-without-pipe");
                     return;
                 };
-                self.add_name(feed, ioc_type, rec, domain, Some(rec.value));
-                self.add_ip(feed, ioc_type, rec, ip, Some(rec.value));
+                self.add_name(
+                    feed,
+                    ioc_type,
+                    rec,
+                    domain,
+                    Some(rec.value),
+                    Rule::default(),
+                );
+                self.add_ip(feed, ioc_type, rec, ip, Some(rec.value), Rule::default());
             }
             IocType::Url => match url_host(rec.value) {
                 Ok(UrlHost::Name(host)) => {
-                    self.add_name(feed, ioc_type, rec, &host, Some(rec.value))
+                    self.add_name(feed, ioc_type, rec, &host, Some(rec.value), Rule::default())
                 }
                 Ok(UrlHost::Ip) => {
                     *self.reports[feed as usize]
@@ -208,8 +274,108 @@ impl Compiler {
                 }
                 Err(reason) => self.reports[feed as usize].invalid(rec.value, reason),
             },
-            IocType::IpDst | IocType::IpSrc => self.add_ip(feed, ioc_type, rec, rec.value, None),
+            IocType::IpDst | IocType::IpSrc => {
+                self.add_ip(feed, ioc_type, rec, rec.value, None, Rule::default())
+            }
         }
+    }
+
+    /// Turn an RPZ record's rule into the provenance's action and local
+    /// data; `None` for `rpz-passthru.`.
+    fn rpz_rule(&mut self, rule: RpzRule) -> Option<Rule> {
+        match rule {
+            RpzRule::Action(action) => Some(Rule {
+                action: Some(action),
+                local: None,
+            }),
+            RpzRule::Local(record) => {
+                self.local_data.push(record);
+                Some(Rule {
+                    action: Some(Action::LocalData),
+                    local: Some((self.local_data.len() - 1) as u32),
+                })
+            }
+            RpzRule::Passthru => None,
+        }
+    }
+
+    /// One QNAME trigger of an `rpz` feed (`name` exact, `*.name` the
+    /// subdomains) with its record's rule. `rpz-passthru.` becomes an
+    /// allowlist entry for the trigger: it spares the name under a listed
+    /// parent from every feed, at query time.
+    pub fn add_rpz_name(&mut self, feed: FeedId, trigger: &str, rule: RpzRule) {
+        self.reports[feed as usize].records += 1;
+        let Some(rule) = self.rpz_rule(rule) else {
+            let source = self.passthru_source(feed);
+            let (value, scope) = match trigger.strip_prefix("*.") {
+                Some(parent) => (parent, AllowScope::Subdomains),
+                None => (trigger, AllowScope::Exact),
+            };
+            match self.allow(source, value, scope) {
+                Ok(()) => self.reports[feed as usize].passthru += 1,
+                Err(AllowEntryError::Name(e)) => {
+                    self.reports[feed as usize].invalid(trigger, e.reason())
+                }
+                Err(AllowEntryError::PublicSuffix) => {
+                    self.reports[feed as usize].invalid(trigger, "passthru-public-suffix")
+                }
+            }
+            return;
+        };
+        let rec = IocRecord::plain("hostname", trigger);
+        self.add_name(feed, IocType::Hostname, &rec, trigger, None, rule);
+    }
+
+    /// One response-IP trigger (`rpz-ip`) of an `rpz` feed, `net` in CIDR
+    /// form, with its record's rule.
+    pub fn add_rpz_ip(&mut self, feed: FeedId, net: &str, rule: RpzRule) {
+        self.reports[feed as usize].records += 1;
+        let Some(rule) = self.rpz_rule(rule) else {
+            // A passthru for an answer address: the allowlist's networks
+            // refuse IP indicators at compile time only, so there is no
+            // query-time exception to make of it.
+            self.reports[feed as usize].unsupported("rpz-ip passthru");
+            return;
+        };
+        let rec = IocRecord::plain("ip-dst", net);
+        self.add_ip(feed, IocType::IpDst, &rec, net, None, rule);
+    }
+
+    /// One `rpz-client-ip` trigger: the rule applies to every query from
+    /// a client inside `net`. The address guard does not apply (the
+    /// hospital's own networks are what these name), nor the allowlist.
+    pub fn add_rpz_client(&mut self, feed: FeedId, net: &str, rule: RpzRule) {
+        self.reports[feed as usize].records += 1;
+        let parsed = match parse_net(net) {
+            Ok(n) => n,
+            Err(reason) => {
+                self.reports[feed as usize].invalid(net, reason);
+                return;
+            }
+        };
+        let Some(rule) = self.rpz_rule(rule) else {
+            self.reports[feed as usize].unsupported("rpz-client-ip passthru");
+            return;
+        };
+        let rec = IocRecord::plain("ip-src", net);
+        let prov = self.provenance(feed, IocType::IpSrc, &rec, None, false, rule);
+        self.clients.push((parsed, prov));
+        self.reports[feed as usize].client_ips += 1;
+    }
+
+    fn passthru_source(&mut self, feed: FeedId) -> u32 {
+        if let Some(&s) = self.passthru_sources.get(&feed) {
+            return s;
+        }
+        let info = &self.feeds[feed as usize];
+        let source = AllowSource {
+            kind: "rpz-passthru".into(),
+            path: info.location.clone(),
+            name: Some(info.name.clone()),
+        };
+        let id = self.allow_source(source);
+        self.passthru_sources.insert(feed, id);
+        id
     }
 
     fn provenance(
@@ -219,16 +385,19 @@ impl Compiler {
         rec: &IocRecord<'_>,
         value: Option<&str>,
         wildcard: bool,
+        rule: Rule,
     ) -> u32 {
         let plain = rec.event.is_none()
             && rec.attribute_uuid.is_none()
             && rec.tags.is_empty()
-            && value.is_none();
+            && value.is_none()
+            && rule.local.is_none();
         if plain {
             let key = PlainKey {
                 feed,
                 ioc_type,
                 wildcard,
+                action: rule.action,
             };
             if let Some(&id) = self.plain_prov.get(&key) {
                 return id;
@@ -240,6 +409,8 @@ impl Compiler {
                 attribute_uuid: None,
                 tags: Vec::new(),
                 value: None,
+                action: rule.action,
+                local: None,
             });
             self.plain_prov.insert(key, id);
             return id;
@@ -251,6 +422,8 @@ impl Compiler {
             attribute_uuid: rec.attribute_uuid.map(str::to_string),
             tags: rec.tags.to_vec(),
             value: value.map(str::to_string),
+            action: rule.action,
+            local: rule.local,
         })
     }
 
@@ -266,6 +439,7 @@ impl Compiler {
         rec: &IocRecord<'_>,
         raw: &str,
         shown: Option<&str>,
+        rule: Rule,
     ) {
         let parsed = match name::parse_name(raw) {
             Ok(p) => p,
@@ -286,13 +460,22 @@ impl Compiler {
         let shown = shown.or(if parsed.wildcard { Some(raw) } else { None });
         let name = parsed.name;
         if name.is_public_suffix() {
-            let prov = self.provenance(feed, ioc_type, rec, shown, parsed.wildcard);
+            let prov = self.provenance(feed, ioc_type, rec, shown, parsed.wildcard, rule);
             self.reports[feed as usize].refused_public_suffix += 1;
             self.refuse(name.as_str(), prov, RefusalReason::PublicSuffix);
             return;
         }
+        if let Some((entry, source)) = self.protected_by(&name) {
+            let prov = self.provenance(feed, ioc_type, rec, shown, parsed.wildcard, rule);
+            self.refuse(
+                name.as_str(),
+                prov,
+                RefusalReason::Protected { entry, source },
+            );
+            return;
+        }
         if let Some((entry, source)) = self.allowlisted(&name) {
-            let prov = self.provenance(feed, ioc_type, rec, shown, parsed.wildcard);
+            let prov = self.provenance(feed, ioc_type, rec, shown, parsed.wildcard, rule);
             self.reports[feed as usize].refused_allowlist += 1;
             self.refuse(
                 name.as_str(),
@@ -301,7 +484,7 @@ impl Compiler {
             );
             return;
         }
-        let prov = self.provenance(feed, ioc_type, rec, shown, parsed.wildcard);
+        let prov = self.provenance(feed, ioc_type, rec, shown, parsed.wildcard, rule);
         self.push_entry(&name, kind, prov);
         self.reports[feed as usize].names += 1;
     }
@@ -336,12 +519,16 @@ impl Compiler {
             return None;
         }
         let s = name.as_str();
-        if let Some(&(_, source)) = self.allow_names.get(s) {
+        if let Some(&(scope, source)) = self.allow_names.get(s)
+            && scope != AllowScope::Subdomains
+        {
             return Some((s.to_string(), source));
         }
         let mut rest = s;
         while let Some((_, parent)) = rest.split_once('.') {
-            if let Some(&(AllowScope::Subtree, source)) = self.allow_names.get(parent) {
+            if let Some(&(AllowScope::Subtree | AllowScope::Subdomains, source)) =
+                self.allow_names.get(parent)
+            {
                 return Some((parent.to_string(), source));
             }
             rest = parent;
@@ -356,6 +543,7 @@ impl Compiler {
         rec: &IocRecord<'_>,
         raw: &str,
         shown: Option<&str>,
+        rule: Rule,
     ) {
         let net = match parse_net(raw) {
             Ok(n) => n,
@@ -364,7 +552,7 @@ impl Compiler {
                 return;
             }
         };
-        let prov = self.provenance(feed, ioc_type, rec, shown, false);
+        let prov = self.provenance(feed, ioc_type, rec, shown, false, rule);
         if let Some(why) = address_guard(&net) {
             self.reports[feed as usize].refused_address += 1;
             self.refuse(
@@ -407,6 +595,7 @@ impl Compiler {
                 | match scope {
                     AllowScope::Subtree => KIND_EXACT | KIND_SUB,
                     AllowScope::Exact => KIND_EXACT,
+                    AllowScope::Subdomains => KIND_SUB,
                 };
             if let Ok(name) = name::normalise(&n) {
                 self.push_entry(&name, kind, source);
@@ -501,24 +690,8 @@ impl Compiler {
         let fst_bytes = builder.finish();
 
         // IP triggers: merge identical networks into one set each.
-        self.ips.sort_unstable_by(|a, b| {
-            (a.0.addr(), a.0.prefix_len(), a.1).cmp(&(b.0.addr(), b.0.prefix_len(), b.1))
-        });
-        let mut ip_triggers = Vec::new();
-        let mut i = 0;
-        let mut ids = Vec::new();
-        while i < self.ips.len() {
-            let net = self.ips[i].0;
-            ids.clear();
-            while i < self.ips.len() && self.ips[i].0 == net {
-                ids.push(self.ips[i].1);
-                i += 1;
-            }
-            ip_triggers.push(artifact::IpTrigger {
-                net,
-                set: sets.intern(&mut ids),
-            });
-        }
+        let ip_triggers = ip_sets(&mut self.ips, &mut sets);
+        let client_triggers = ip_sets(&mut self.clients, &mut sets);
 
         let SetTable {
             meta: set_meta,
@@ -527,7 +700,13 @@ impl Compiler {
             ..
         } = sets;
         let set_meta_bytes: Vec<u8> = set_meta.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let hash = artifact::content_hash(&fst_bytes, &set_meta_bytes, &ip_triggers);
+        let hash = artifact::content_hash(
+            &fst_bytes,
+            &set_meta_bytes,
+            &ip_triggers,
+            &client_triggers,
+            &self.local_data,
+        );
         let serial = if self.previous_hash == Some(hash) && self.previous_serial > 0 {
             self.previous_serial
         } else {
@@ -541,6 +720,8 @@ impl Compiler {
             provenance: self.provenance,
             allow_sources: self.allow_sources,
             ip_triggers,
+            client_triggers,
+            local_data: self.local_data,
             reports: self.reports,
             refusals: self.refusals,
         };
@@ -554,6 +735,29 @@ impl Compiler {
             anchors: &filter.anchors,
         })
     }
+}
+
+/// Address triggers, one set per distinct network, sorted.
+fn ip_sets(ips: &mut [(IpNet, u32)], sets: &mut SetTable<'_>) -> Vec<artifact::IpTrigger> {
+    ips.sort_unstable_by(|a, b| {
+        (a.0.addr(), a.0.prefix_len(), a.1).cmp(&(b.0.addr(), b.0.prefix_len(), b.1))
+    });
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut ids = Vec::new();
+    while i < ips.len() {
+        let net = ips[i].0;
+        ids.clear();
+        while i < ips.len() && ips[i].0 == net {
+            ids.push(ips[i].1);
+            i += 1;
+        }
+        out.push(artifact::IpTrigger {
+            net,
+            set: sets.intern(&mut ids),
+        });
+    }
+    out
 }
 
 /// The first 16 bytes of a key as a number that sorts like the bytes.
@@ -612,26 +816,33 @@ impl<'a> SetTable<'a> {
     }
 
     /// The action a set takes: an enforcing feed beats a log-only one, and
-    /// among enforcing feeds the first in the configuration wins.
+    /// among enforcing feeds the first in the configuration wins; within
+    /// a feed, the first record (ids ascend in the order records came).
+    /// A record's own action (RPZ) stands unless its feed is `log-only`:
+    /// trialling a zone answers everything normally.
     fn decide(&self, ids: &[u32]) -> u32 {
-        let mut best: Option<(bool, FeedId)> = None;
+        let mut best: Option<(bool, FeedId, Action)> = None;
         for &id in ids {
-            let feed = self.provenance[id as usize].feed;
-            let enforces = self.feeds[feed as usize].action.enforces();
+            let p = &self.provenance[id as usize];
+            let feed_action = self
+                .feeds
+                .get(p.feed as usize)
+                .map(|f| f.action)
+                .unwrap_or(Action::Nxdomain);
+            let action = match (feed_action, p.action) {
+                (Action::LogOnly, _) | (_, None) => feed_action,
+                (_, Some(own)) => own,
+            };
+            let enforces = action.enforces();
             let better = match best {
                 None => true,
-                Some((be, bf)) => (enforces && !be) || (enforces == be && feed < bf),
+                Some((be, bf, _)) => (enforces && !be) || (enforces == be && p.feed < bf),
             };
             if better {
-                best = Some((enforces, feed));
+                best = Some((enforces, p.feed, action));
             }
         }
-        let feed = best.map(|b| b.1).unwrap_or(0);
-        let action = self
-            .feeds
-            .get(feed as usize)
-            .map(|f| f.action)
-            .unwrap_or(Action::Nxdomain);
+        let (feed, action) = best.map(|b| (b.1, b.2)).unwrap_or((0, Action::Nxdomain));
         u32::from(feed) | (u32::from(action.to_u8()) << 16)
     }
 }

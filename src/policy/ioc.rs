@@ -21,16 +21,24 @@ pub enum Action {
     Sinkhole,
     /// Answer normally, record the hit: for trialling a feed.
     LogOnly,
+    /// TC=1 over UDP, so the client retries over TCP; answered normally
+    /// over TCP (RPZ's `rpz-tcp-only.`).
+    TcpOnly,
+    /// The records the RPZ zone gives for the trigger (its local data,
+    /// [`Provenance::local`]); only an `rpz` feed's records carry it.
+    LocalData,
 }
 
 impl Action {
-    pub const ALL: [Action; 6] = [
+    pub const ALL: [Action; 8] = [
         Action::Nxdomain,
         Action::Nodata,
         Action::Refused,
         Action::Drop,
         Action::Sinkhole,
         Action::LogOnly,
+        Action::TcpOnly,
+        Action::LocalData,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,6 +49,8 @@ impl Action {
             Action::Drop => "drop",
             Action::Sinkhole => "sinkhole",
             Action::LogOnly => "log-only",
+            Action::TcpOnly => "tcp-only",
+            Action::LocalData => "local-data",
         }
     }
 
@@ -57,6 +67,8 @@ impl Action {
             Action::Drop => 3,
             Action::Sinkhole => 4,
             Action::LogOnly => 5,
+            Action::TcpOnly => 6,
+            Action::LocalData => 7,
         }
     }
 
@@ -67,6 +79,8 @@ impl Action {
             3 => Action::Drop,
             4 => Action::Sinkhole,
             5 => Action::LogOnly,
+            6 => Action::TcpOnly,
+            7 => Action::LocalData,
             // 0, and anything a damaged table could hold: fail closed.
             _ => Action::Nxdomain,
         }
@@ -193,4 +207,78 @@ pub struct Provenance {
     /// The indicator as written, when it differs from the matched name
     /// (a URL, a `domain|ip` pair, a wildcard).
     pub value: Option<String>,
+    /// The record's own action, when it is not the feed's (an `rpz`
+    /// feed's `CNAME *.`, `rpz-drop.`, local data…).
+    pub action: Option<Action>,
+    /// Local data: an index into [`crate::policy::Meta::local_data`].
+    pub local: Option<u32>,
+}
+
+/// One record of RPZ local data, answered as given for its trigger (the
+/// owner is the query name, so a wildcard trigger answers every name under
+/// it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum LocalRecord {
+    A(std::net::Ipv4Addr),
+    Aaaa(std::net::Ipv6Addr),
+    /// The character-strings of a TXT record.
+    Txt(Vec<String>),
+    /// A CNAME to this absolute name, lower-case, without the trailing
+    /// dot (a walled garden).
+    Cname(String),
+}
+
+impl LocalRecord {
+    /// The record type's mnemonic.
+    pub fn type_str(&self) -> &'static str {
+        match self {
+            LocalRecord::A(_) => "A",
+            LocalRecord::Aaaa(_) => "AAAA",
+            LocalRecord::Txt(_) => "TXT",
+            LocalRecord::Cname(_) => "CNAME",
+        }
+    }
+
+    /// The record's data in zone-file form (`CNAME` targets absolute).
+    pub fn rdata_text(&self) -> String {
+        match self {
+            LocalRecord::A(a) => a.to_string(),
+            LocalRecord::Aaaa(a) => a.to_string(),
+            LocalRecord::Txt(parts) => parts
+                .iter()
+                .map(|p| {
+                    let mut q = String::with_capacity(p.len() + 2);
+                    q.push('"');
+                    // RFC 1035 5.1: `\"`, `\\`, and `\DDD` for every
+                    // octet outside printable ASCII (a zone file is one
+                    // record a line).
+                    for &b in p.as_bytes() {
+                        match b {
+                            b'"' | b'\\' => {
+                                q.push('\\');
+                                q.push(char::from(b));
+                            }
+                            0x20..=0x7e => q.push(char::from(b)),
+                            _ => q.push_str(&format!("\\{b:03}")),
+                        }
+                    }
+                    q.push('"');
+                    q
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            LocalRecord::Cname(n) => format!("{n}."),
+        }
+    }
+}
+
+/// What one record of an RPZ zone says to do with its trigger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpzRule {
+    /// `CNAME .` (NXDOMAIN), `CNAME *.` (NODATA), `rpz-drop.`, `rpz-tcp-only.`.
+    Action(Action),
+    /// `CNAME rpz-passthru.`: an allowlist entry for the trigger.
+    Passthru,
+    /// Local data.
+    Local(LocalRecord),
 }

@@ -9,15 +9,16 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use super::artifact::IpTrigger;
 use super::artifact::{
     self, ArtifactError, FLAG_ALLOW, FLAG_EXACT, FLAG_SUB, Meta, NO_SET, Parts, SET_BITS, SET_MASK,
     read4,
 };
 use super::filter::Filter;
 use super::index::{Entries, Index};
-use super::ioc::{Action, EventInfo, FeedId, FeedInfo, Provenance};
+use super::ioc::{Action, EventInfo, FeedId, FeedInfo, LocalRecord, Provenance};
 use super::name::MAX_NAME_LEN;
-use super::report::AllowSource;
+use super::report::{AllowSource, Refusal, RefusalReason};
 
 /// A block: which provenance set matched and what to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,26 +87,10 @@ struct IpIndex {
     v6_lens: Vec<u8>,
 }
 
-/// A loaded, verified policy. Cheap to share behind an `Arc`.
-pub struct Policy {
-    parts: Parts,
-    ips: IpIndex,
-}
-
-impl Policy {
-    /// Load and verify an artifact file (memory-mapped).
-    pub fn load(path: &Path) -> Result<Policy, ArtifactError> {
-        Ok(Policy::from_parts(artifact::load_file(path)?))
-    }
-
-    /// Verify and use artifact bytes from memory.
-    pub fn from_bytes(bytes: Vec<u8>) -> Result<Policy, ArtifactError> {
-        Ok(Policy::from_parts(artifact::load_bytes(bytes)?))
-    }
-
-    fn from_parts(parts: Parts) -> Policy {
+impl IpIndex {
+    fn build(triggers: &[IpTrigger]) -> IpIndex {
         let mut ips = IpIndex::default();
-        for t in &parts.meta.ip_triggers {
+        for t in triggers {
             match t.net {
                 ipnet::IpNet::V4(n) => ips.v4.push((n.prefix_len(), u32::from(n.network()), t.set)),
                 ipnet::IpNet::V6(n) => {
@@ -122,7 +107,85 @@ impl Policy {
         ips.v6_lens = ips.v6.iter().map(|e| e.0).collect();
         ips.v6_lens.dedup();
         ips.v6_lens.reverse();
-        Policy { parts, ips }
+        ips
+    }
+
+    /// The set of the longest network holding `ip` (an IPv4-mapped IPv6
+    /// address is looked up as IPv4).
+    fn lookup(&self, ip: IpAddr) -> Option<u32> {
+        self.lookup_where(ip, |_| true)
+    }
+
+    /// The set of the longest network holding `ip` that `accept` takes.
+    fn lookup_where(&self, ip: IpAddr, accept: impl Fn(u32) -> bool) -> Option<u32> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        match ip {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                self.v4_lens.iter().find_map(|&len| {
+                    let net = if len == 0 {
+                        0
+                    } else {
+                        a & (u32::MAX << (32 - u32::from(len)))
+                    };
+                    self.v4
+                        .binary_search_by(|e| (e.0, e.1).cmp(&(len, net)))
+                        .ok()
+                        .map(|i| self.v4[i].2)
+                        .filter(|&set| accept(set))
+                })
+            }
+            IpAddr::V6(a) => {
+                let a = u128::from(a);
+                self.v6_lens.iter().find_map(|&len| {
+                    let net = if len == 0 {
+                        0
+                    } else {
+                        a & (u128::MAX << (128 - u32::from(len)))
+                    };
+                    self.v6
+                        .binary_search_by(|e| (e.0, e.1).cmp(&(len, net)))
+                        .ok()
+                        .map(|i| self.v6[i].2)
+                        .filter(|&set| accept(set))
+                })
+            }
+        }
+    }
+}
+
+/// A loaded, verified policy. Cheap to share behind an `Arc`.
+pub struct Policy {
+    parts: Parts,
+    ips: IpIndex,
+    clients: IpIndex,
+}
+
+impl Policy {
+    /// Load and verify an artifact file (memory-mapped).
+    pub fn load(path: &Path) -> Result<Policy, ArtifactError> {
+        Ok(Policy::from_parts(artifact::load_file(path)?))
+    }
+
+    /// Verify and use artifact bytes from memory.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Policy, ArtifactError> {
+        Ok(Policy::from_parts(artifact::load_bytes(bytes)?))
+    }
+
+    fn from_parts(parts: Parts) -> Policy {
+        let ips = IpIndex::build(&parts.meta.ip_triggers);
+        let clients = IpIndex::build(&parts.meta.client_triggers);
+        Policy {
+            parts,
+            ips,
+            clients,
+        }
     }
 
     pub fn meta(&self) -> &Meta {
@@ -149,6 +212,8 @@ impl Policy {
             self.parts.index.as_ref(),
             self.parts.set_meta.as_ref(),
             &self.parts.meta.ip_triggers,
+            &self.parts.meta.client_triggers,
+            &self.parts.meta.local_data,
         )
     }
 
@@ -413,67 +478,18 @@ impl Policy {
 
     /// Look up an address from an answer (A/AAAA) against the IP triggers.
     pub fn lookup_ip(&self, ip: IpAddr) -> Option<Hit> {
-        self.lookup_ip_by(ip, |set| Some(self.set_meta(set)))
+        let set = self.ips.lookup(ip)?;
+        Some(self.address_hit(set))
     }
 
     /// [`Policy::lookup_ip`] with only the feeds `keep` accepts (see
     /// [`Policy::lookup_labels_where`]): the most specific network a kept
     /// feed lists.
     pub fn lookup_ip_where(&self, ip: IpAddr, keep: impl Fn(FeedId) -> bool) -> Option<Hit> {
-        self.lookup_ip_by(ip, |set| self.decide_among(set, &keep))
-    }
-
-    fn lookup_ip_by(
-        &self,
-        ip: IpAddr,
-        decide: impl Fn(u32) -> Option<(FeedId, Action)>,
-    ) -> Option<Hit> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(IpAddr::V4)
-                .unwrap_or(IpAddr::V6(v6)),
-            v4 => v4,
-        };
-        let set = match ip {
-            IpAddr::V4(a) => {
-                let a = u32::from(a);
-                self.ips.v4_lens.iter().find_map(|&len| {
-                    let net = if len == 0 {
-                        0
-                    } else {
-                        a & (u32::MAX << (32 - u32::from(len)))
-                    };
-                    self.ips
-                        .v4
-                        .binary_search_by(|e| (e.0, e.1).cmp(&(len, net)))
-                        .ok()
-                        .and_then(|i| {
-                            let set = self.ips.v4[i].2;
-                            decide(set).map(|d| (set, d))
-                        })
-                })
-            }
-            IpAddr::V6(a) => {
-                let a = u128::from(a);
-                self.ips.v6_lens.iter().find_map(|&len| {
-                    let net = if len == 0 {
-                        0
-                    } else {
-                        a & (u128::MAX << (128 - u32::from(len)))
-                    };
-                    self.ips
-                        .v6
-                        .binary_search_by(|e| (e.0, e.1).cmp(&(len, net)))
-                        .ok()
-                        .and_then(|i| {
-                            let set = self.ips.v6[i].2;
-                            decide(set).map(|d| (set, d))
-                        })
-                })
-            }
-        }?;
-        let (set, (feed, action)) = set;
+        let set = self
+            .ips
+            .lookup_where(ip, |set| self.decide_among(set, &keep).is_some())?;
+        let (feed, action) = self.decide_among(set, &keep)?;
         Some(Hit {
             set,
             action,
@@ -481,6 +497,38 @@ impl Policy {
             matched_len: 0,
             exact: true,
         })
+    }
+
+    /// Look up a client's address against the `rpz-client-ip` triggers.
+    /// No allocation; a policy without client triggers answers at once.
+    pub fn lookup_client(&self, ip: IpAddr) -> Option<Hit> {
+        if self.parts.meta.client_triggers.is_empty() {
+            return None;
+        }
+        let set = self.clients.lookup(ip)?;
+        Some(self.address_hit(set))
+    }
+
+    fn address_hit(&self, set: u32) -> Hit {
+        let (feed, action) = self.set_meta(set);
+        Hit {
+            set,
+            action,
+            feed,
+            matched_len: 0,
+            exact: true,
+        }
+    }
+
+    /// The local data of a set: the records of its deciding feed's
+    /// provenance, in the order the zone gave them. For an answer being
+    /// built (the blocked path) and the export, not the lookup.
+    pub fn local_records(&self, set: u32) -> impl Iterator<Item = &LocalRecord> + '_ {
+        let feed = self.set_meta(set).0;
+        self.provenance_of(set)
+            .filter(move |p| p.feed == feed)
+            .filter_map(|p| p.local)
+            .filter_map(|l| self.parts.meta.local_data.get(l as usize))
     }
 
     /// The provenance records behind a hit (at least one).
@@ -505,6 +553,41 @@ impl Policy {
 
     pub fn allow_source(&self, id: u32) -> Option<&AllowSource> {
         self.parts.meta.allow_sources.get(id as usize)
+    }
+
+    /// The refusals of protected names (`[guard] protected`), each with
+    /// the name of the feed that listed it.
+    pub fn protected_refusals(&self) -> impl Iterator<Item = (&str, &Refusal)> + '_ {
+        let meta = &self.parts.meta;
+        meta.refusals
+            .iter()
+            .filter(|r| matches!(r.reason, RefusalReason::Protected { .. }))
+            .map(move |r| {
+                let feed = meta
+                    .provenance
+                    .get(r.prov as usize)
+                    .and_then(|p| meta.feeds.get(p.feed as usize))
+                    .map_or("", |f| f.name.as_str());
+                (feed, r)
+            })
+    }
+
+    /// Per feed (every feed, in order), how many of its IOCs were refused
+    /// as protected names.
+    pub fn protected_refusal_counts(&self) -> Vec<(&str, u64)> {
+        let mut counts: Vec<(&str, u64)> = self
+            .parts
+            .meta
+            .feeds
+            .iter()
+            .map(|f| (f.name.as_str(), 0))
+            .collect();
+        for (feed, _) in self.protected_refusals() {
+            if let Some(c) = counts.iter_mut().find(|(f, _)| *f == feed) {
+                c.1 += 1;
+            }
+        }
+        counts
     }
 }
 

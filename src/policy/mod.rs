@@ -7,6 +7,7 @@
 
 pub mod artifact;
 pub mod compile;
+pub mod diff;
 mod filter;
 pub mod groups;
 pub(crate) mod index;
@@ -17,8 +18,12 @@ pub mod report;
 
 pub use artifact::{ArtifactError, IpTrigger, Meta};
 pub use compile::{AllowEntryError, Compiler};
+pub use diff::{NewBlock, new_blocks};
 pub use index::Entries;
-pub use ioc::{Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, Provenance};
+pub use ioc::{
+    Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, LocalRecord, Provenance,
+    RpzRule,
+};
 pub use matcher::{AllowHit, Hit, NameValue, Policy, Verdict, matched_suffix};
 pub use name::{NameError, NormalName, normalise, parse_name};
 pub use report::{AllowScope, AllowSource, FeedReport, FetchStatus, Refusal, RefusalReason};

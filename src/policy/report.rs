@@ -26,8 +26,10 @@ pub struct AllowSource {
 pub enum AllowScope {
     /// The name and every name under it (allowlist files, `hostname` warninglists).
     Subtree,
-    /// The exact name (`string` warninglists).
+    /// The exact name (`string` warninglists, an RPZ `name CNAME rpz-passthru.`).
     Exact,
+    /// The names under it, not the name (an RPZ `*.name CNAME rpz-passthru.`).
+    Subdomains,
 }
 
 /// Why an indicator did not make it into the list.
@@ -39,6 +41,10 @@ pub enum RefusalReason {
     PublicSuffix,
     /// A special-use or far too wide address range.
     AddressGuard { why: String },
+    /// A protected name (`[guard] protected`: a clinical system): the
+    /// protected entry covering it and its source (kind `protected`).
+    /// Last, so artifacts written before it still decode.
+    Protected { entry: String, source: u32 },
 }
 
 /// An indicator the guards refused, kept so `check` can explain.
@@ -79,6 +85,12 @@ pub struct FeedReport {
     pub refused_allowlist: u64,
     pub refused_public_suffix: u64,
     pub refused_address: u64,
+    /// `rpz-passthru.` records taken as allowlist entries.
+    #[serde(default)]
+    pub passthru: u64,
+    /// `rpz-client-ip` triggers.
+    #[serde(default)]
+    pub client_ips: u64,
     /// Patterns or records the reader could not use (STIX patterns…), by reason.
     pub unsupported: BTreeMap<String, u64>,
 }

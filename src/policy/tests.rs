@@ -456,3 +456,42 @@ fn a_feed_restriction_keeps_only_the_kept_feeds_hits() {
     assert_eq!(p.lookup_ip_where(ip, only(2)), None);
     assert_eq!(p.lookup_ip(ip), p.lookup_ip_where(ip, |_| true));
 }
+
+#[test]
+fn a_protected_name_is_never_blocked_and_its_iocs_are_refused() {
+    let mut c = Compiler::new(vec![feed("zdn", Action::Nxdomain)]);
+    let src = c.allow_source(AllowSource {
+        kind: "protected".into(),
+        path: "clinical.txt".into(),
+        name: None,
+    });
+    c.protect(src, "ehr.hospital.example").expect("protect");
+    assert!(c.protect(src, "nl").is_err(), "a public suffix");
+    for (t, v) in [
+        ("hostname", "ehr.hospital.example"),
+        ("domain", "api.ehr.hospital.example"),
+        ("domain", "hospital.example"),
+        ("domain", "evil.example"),
+    ] {
+        c.add(0, &IocRecord::plain(t, v));
+    }
+    let p = Policy::from_bytes(c.finish().expect("compile")).expect("load");
+    assert!(!blocked(&p, "ehr.hospital.example"));
+    assert!(!blocked(&p, "x.api.ehr.hospital.example"));
+    // The parent IOC stays, with the protected subtree carved out.
+    assert!(blocked(&p, "mail.hospital.example"));
+    assert!(blocked(&p, "evil.example"));
+    let refused: Vec<(&str, &str)> = p
+        .protected_refusals()
+        .map(|(f, r)| (f, r.value.as_str()))
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            ("zdn", "ehr.hospital.example"),
+            ("zdn", "api.ehr.hospital.example")
+        ]
+    );
+    assert_eq!(p.protected_refusal_counts(), vec![("zdn", 2)]);
+    assert_eq!(p.meta().reports[0].names, 2);
+}

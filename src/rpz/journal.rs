@@ -23,7 +23,10 @@ pub const MAX_FILES: usize = 64;
 /// Bytes of journal kept in total.
 pub const MAX_BYTES: u64 = 256 << 20;
 
-const HEADER: &str = "schild-rpz-journal 1";
+/// Format 2 adds the client flag and the local data of a trigger; a
+/// format 1 file (three fields a line) still reads.
+const HEADER: &str = "schild-rpz-journal 2";
+const HEADER_V1: &str = "schild-rpz-journal 1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -61,12 +64,13 @@ pub struct Journal {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Key {
     Name(Vec<u8>, bool),
-    Ip(IpAddr, u8),
+    /// Answer addresses, then client addresses (`true`).
+    Ip(bool, IpAddr, u8),
 }
 
 fn key_of(t: &Trigger) -> Key {
     if let Some(net) = t.net {
-        return Key::Ip(net.addr(), net.prefix_len());
+        return Key::Ip(t.client, net.addr(), net.prefix_len());
     }
     let (base, wild) = match t.owner.strip_prefix("*.") {
         Some(b) => (b, true),
@@ -82,6 +86,8 @@ fn target_code(t: Target) -> &'static str {
         Target::Drop => "drop",
         Target::Passthru => "passthru",
         Target::Sinkhole => "sinkhole",
+        Target::TcpOnly => "tcp-only",
+        Target::Local => "local",
     }
 }
 
@@ -92,6 +98,8 @@ fn parse_target(s: &str) -> Option<Target> {
         "drop" => Target::Drop,
         "passthru" => Target::Passthru,
         "sinkhole" => Target::Sinkhole,
+        "tcp-only" => Target::TcpOnly,
+        "local" => Target::Local,
         _ => return None,
     })
 }
@@ -238,7 +246,19 @@ fn diff(
     };
     let (mut a, mut b) = (Walk::new(old, settings), Walk::new(new, settings));
     let line = |out: &mut dyn Write, sign: char, t: &Trigger| {
-        writeln!(out, "{sign}\t{}\t{}", t.owner, target_code(t.target))
+        let local = if t.local.is_empty() {
+            String::new()
+        } else {
+            // One JSON array: no tab or newline survives unescaped.
+            format!("\t{}", serde_json::to_string(&t.local).unwrap_or_default())
+        };
+        writeln!(
+            out,
+            "{sign}\t{}\t{}\t{}{local}",
+            t.owner,
+            target_code(t.target),
+            u8::from(t.client)
+        )
     };
     loop {
         match (&a.head, &b.head) {
@@ -265,7 +285,7 @@ fn diff(
                     b.advance();
                 }
                 Ordering::Equal => {
-                    if ta.target != tb.target {
+                    if ta.target != tb.target || ta.local != tb.local {
                         line(out, '-', ta)?;
                         line(out, '+', tb)?;
                         step.removed += 1;
@@ -292,7 +312,7 @@ fn diff(
 pub fn read_changes(path: &Path, added: bool) -> io::Result<impl Iterator<Item = Trigger>> {
     let mut lines = BufReader::new(File::open(path)?).lines();
     match lines.next() {
-        Some(Ok(h)) if h.starts_with(HEADER) => {}
+        Some(Ok(h)) if h.starts_with(HEADER) || h.starts_with(HEADER_V1) => {}
         _ => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -306,11 +326,18 @@ pub fn read_changes(path: &Path, added: bool) -> io::Result<impl Iterator<Item =
         let sign = f.next()?.chars().next()?;
         let owner = f.next()?;
         let target = parse_target(f.next()?)?;
+        let client = f.next().is_some_and(|c| c == "1");
+        let local = match f.next() {
+            Some(json) => serde_json::from_str(json).ok()?,
+            None => Vec::new(),
+        };
         (sign == want).then(|| Trigger {
             net: None,
+            client,
             owner: owner.to_string(),
             target,
             set: None,
+            local,
         })
     }))
 }

@@ -457,6 +457,7 @@ fn rdata_len(r: &Record) -> usize {
         RData::A(_) => 4,
         RData::SOA(s) => s.mname.len() + s.rname.len() + 24,
         RData::NS(n) => n.0.len() + 2,
+        RData::TXT(t) => t.txt_data.iter().map(|s| s.len() + 1).sum(),
         _ => 64,
     }
 }

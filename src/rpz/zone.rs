@@ -13,12 +13,12 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
+use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, TXT};
 use hickory_server::proto::rr::{Name, RData, Record};
 use ipnet::IpNet;
 
 use crate::config::{Config, RpzLogOnly};
-use crate::policy::{Action, Entries, IocType, NameValue, Policy, Verdict};
+use crate::policy::{Action, Entries, IocType, LocalRecord, NameValue, Policy, Verdict};
 
 /// SOA timers. Secondaries hear of changes by NOTIFY; the refresh is the
 /// fallback when a NOTIFY is lost. Expiry is long on purpose: a secondary
@@ -151,6 +151,10 @@ pub enum Target {
     Passthru,
     /// Local data: the sinkhole A/AAAA records.
     Sinkhole,
+    /// `CNAME rpz-tcp-only.`
+    TcpOnly,
+    /// Local data of an `rpz` feed's record: [`Trigger::local`].
+    Local,
 }
 
 impl Target {
@@ -164,6 +168,8 @@ impl Target {
             Action::Nodata => Target::Nodata,
             Action::Drop => Target::Drop,
             Action::Sinkhole => Target::Sinkhole,
+            Action::TcpOnly => Target::TcpOnly,
+            Action::LocalData => Target::Local,
             Action::LogOnly => match log_only {
                 RpzLogOnly::Omit => return None,
                 RpzLogOnly::Passthru => Target::Passthru,
@@ -177,7 +183,8 @@ impl Target {
             Target::Nodata => Some("*."),
             Target::Drop => Some("rpz-drop."),
             Target::Passthru => Some("rpz-passthru."),
-            Target::Sinkhole => None,
+            Target::TcpOnly => Some("rpz-tcp-only."),
+            Target::Sinkhole | Target::Local => None,
         }
     }
 }
@@ -204,9 +211,13 @@ pub struct Trigger {
     pub owner: String,
     /// The network of an address trigger.
     pub net: Option<IpNet>,
+    /// An address trigger on the client (`rpz-client-ip`), not the answer.
+    pub client: bool,
     pub target: Target,
     /// Provenance set (for comments); `None` for allowlist exceptions.
     pub set: Option<u32>,
+    /// The records of a [`Target::Local`] trigger, as the feed gave them.
+    pub local: Vec<LocalRecord>,
 }
 
 /// What the walk left out, so an operator can see it.
@@ -259,8 +270,10 @@ impl<'p> Triggers<'p> {
             current: Trigger {
                 owner: String::new(),
                 net: None,
+                client: false,
                 target: Target::Nxdomain,
                 set: None,
+                local: Vec::new(),
             },
             targets: HashMap::new(),
             skipped: Skipped::default(),
@@ -378,19 +391,25 @@ impl<'p> Triggers<'p> {
             }
             self.set_owner_from_key(key);
             self.current.net = None;
+            self.current.client = false;
             match (exact, sub) {
                 (Some((t, set)), sub) => {
                     self.current.target = t;
                     self.current.set = set;
+                    fill_local(policy, t, set, &mut self.current.local);
                     if let Some((st, sset)) = sub {
                         let mut owner = String::with_capacity(self.current.owner.len() + 2);
                         owner.push_str("*.");
                         owner.push_str(&self.current.owner);
+                        let mut local = Vec::new();
+                        fill_local(policy, st, sset, &mut local);
                         self.pending = Some(Trigger {
                             owner,
                             net: None,
+                            client: false,
                             target: st,
                             set: sset,
+                            local,
                         });
                     }
                 }
@@ -398,6 +417,7 @@ impl<'p> Triggers<'p> {
                     self.current.owner.insert_str(0, "*.");
                     self.current.target = t;
                     self.current.set = set;
+                    fill_local(policy, t, set, &mut self.current.local);
                 }
                 (None, None) => continue,
             }
@@ -423,21 +443,49 @@ impl<'p> Triggers<'p> {
             .extend(key.iter().rev().map(|&b| b as char));
     }
 
+    /// The response-IP triggers, then the client-IP triggers.
     fn next_ip(&mut self) -> bool {
-        let triggers = &self.policy.meta().ip_triggers;
-        while let Some(t) = triggers.get(self.ip_next) {
+        let policy = self.policy;
+        let meta = policy.meta();
+        let answers = meta.ip_triggers.len();
+        while let Some((t, client)) = meta
+            .ip_triggers
+            .get(self.ip_next)
+            .map(|t| (t, false))
+            .or_else(|| {
+                meta.client_triggers
+                    .get(self.ip_next - answers)
+                    .map(|t| (t, true))
+            })
+        {
             self.ip_next += 1;
             let Some(target) = self.exported(t.set) else {
                 continue;
             };
             self.current.owner.clear();
             rpz_ip_owner(&t.net, &mut self.current.owner);
+            if client {
+                // `.rpz-ip` -> `.rpz-client-ip`
+                let len = self.current.owner.len().saturating_sub("ip".len());
+                self.current.owner.truncate(len);
+                self.current.owner.push_str("client-ip");
+            }
             self.current.net = Some(t.net);
+            self.current.client = client;
             self.current.target = target;
             self.current.set = Some(t.set);
+            fill_local(policy, target, Some(t.set), &mut self.current.local);
             return true;
         }
         false
+    }
+}
+
+/// The local data of a set, for a [`Target::Local`] trigger.
+fn fill_local(policy: &Policy, target: Target, set: Option<u32>, out: &mut Vec<LocalRecord>) {
+    out.clear();
+    if let (Target::Local, Some(set)) = (target, set) {
+        out.extend(policy.local_records(set).cloned());
     }
 }
 
@@ -525,6 +573,14 @@ pub fn push_records(settings: &ZoneSettings, t: &Trigger, out: &mut Vec<Record>)
             };
             out.push(Record::from_rdata(owner, ttl, RData::CNAME(CNAME(target))));
         }
+        None if t.target == Target::Local => {
+            for r in &t.local {
+                let Some(rdata) = local_rdata(r) else {
+                    return false;
+                };
+                out.push(Record::from_rdata(owner.clone(), ttl, rdata));
+            }
+        }
         None => {
             for ip in &settings.sinkhole_v4 {
                 out.push(Record::from_rdata(owner.clone(), ttl, RData::A(A(*ip))));
@@ -541,6 +597,21 @@ pub fn push_records(settings: &ZoneSettings, t: &Trigger, out: &mut Vec<Record>)
     true
 }
 
+/// The record data of one local-data record; `None` for a CNAME target
+/// that is not a name (the compiler validated it, so only damage).
+pub fn local_rdata(r: &LocalRecord) -> Option<RData> {
+    Some(match r {
+        LocalRecord::A(a) => RData::A(A(*a)),
+        LocalRecord::Aaaa(a) => RData::AAAA(AAAA(*a)),
+        LocalRecord::Txt(parts) => RData::TXT(TXT::new(parts.clone())),
+        LocalRecord::Cname(n) => {
+            let mut name = Name::from_ascii(n).ok()?;
+            name.set_fqdn(true);
+            RData::CNAME(CNAME(name))
+        }
+    })
+}
+
 /// One line of zone text for each record of a trigger.
 fn write_trigger(
     out: &mut impl Write,
@@ -550,6 +621,18 @@ fn write_trigger(
 ) -> io::Result<()> {
     match t.target.cname() {
         Some(target) => writeln!(out, "{} CNAME {target}{comment}", t.owner),
+        None if t.target == Target::Local => {
+            for r in &t.local {
+                writeln!(
+                    out,
+                    "{} {} {}{comment}",
+                    t.owner,
+                    r.type_str(),
+                    r.rdata_text()
+                )?;
+            }
+            Ok(())
+        }
         None => {
             for ip in &settings.sinkhole_v4 {
                 writeln!(out, "{} A {ip}{comment}", t.owner)?;

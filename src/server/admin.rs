@@ -132,7 +132,7 @@ async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
     let text = s
         .shared
         .metrics
-        .render(s.shared.resolver.load().cache_entries());
+        .render(s.shared.resolver.load().cache_entries() + s.shared.routes.load().cache_entries());
     (
         [(
             header::CONTENT_TYPE,
@@ -317,7 +317,8 @@ async fn refresh(State(s): State<AdminState>, uri: axum::http::Uri) -> (StatusCo
 async fn flush(State(s): State<AdminState>, uri: axum::http::Uri) -> (StatusCode, String) {
     let p = params(&uri);
     if flag(&p, "all") {
-        let n = s.shared.resolver.load().flush(None, false);
+        let n =
+            s.shared.resolver.load().flush(None, false) + s.shared.routes.load().flush(None, false);
         tracing::info!(answers = n, "answer cache flushed");
         return (
             StatusCode::OK,
@@ -344,7 +345,8 @@ async fn flush(State(s): State<AdminState>, uri: axum::http::Uri) -> (StatusCode
         }
     };
     let subtree = flag(&p, "subtree");
-    let n = s.shared.resolver.load().flush(Some(&name), subtree);
+    let n = s.shared.resolver.load().flush(Some(&name), subtree)
+        + s.shared.routes.load().flush(Some(&name), subtree);
     tracing::info!(%name, subtree, answers = n, "answer cache flushed");
     let what = if subtree { " and below" } else { "" };
     (

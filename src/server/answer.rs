@@ -1,6 +1,6 @@
 //! The pieces of a blocked answer: the SOA that makes clients cache the
-//! negative answer, the Extended DNS Error that explains it, and the
-//! sinkhole records.
+//! negative answer, the Extended DNS Error that explains it, the
+//! sinkhole records, and the records of RPZ local data.
 //!
 //! The SOA is owned by the listed domain when the query name itself (or a
 //! parent) is listed, so it is always the query name or one of its
@@ -14,6 +14,9 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use hickory_proto::rr::rdata::opt::EdnsOption;
 use hickory_proto::rr::rdata::{A, AAAA, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::policy::LocalRecord;
+use crate::rpz::zone::local_rdata;
 
 /// RFC 8914 info-codes schild uses.
 pub mod ede {
@@ -85,6 +88,40 @@ pub fn sinkhole_records(
     }
 }
 
+/// The records RPZ local data gives for `qtype` (every one for ANY);
+/// empty means NODATA. The owner is the query name, so a `*.name`
+/// trigger answers for each name under it.
+pub fn local_records(
+    name: &Name,
+    qtype: RecordType,
+    ttl: u32,
+    local: &[LocalRecord],
+) -> Vec<Record> {
+    local
+        .iter()
+        .filter(|r| {
+            let t = match r {
+                LocalRecord::A(_) => RecordType::A,
+                LocalRecord::Aaaa(_) => RecordType::AAAA,
+                LocalRecord::Txt(_) => RecordType::TXT,
+                LocalRecord::Cname(_) => RecordType::CNAME,
+            };
+            qtype == t || qtype == RecordType::ANY
+        })
+        .filter_map(|r| local_rdata(r).map(|d| Record::from_rdata(name.clone(), ttl, d)))
+        .collect()
+}
+
+/// The CNAME of local data that sends the name to a walled garden, if it
+/// holds one (a CNAME stands alone at its owner, RFC 1034 3.6.2).
+pub fn local_cname(name: &Name, ttl: u32, local: &[LocalRecord]) -> Option<Record> {
+    local
+        .iter()
+        .find(|r| matches!(r, LocalRecord::Cname(_)))
+        .and_then(local_rdata)
+        .map(|d| Record::from_rdata(name.clone(), ttl, d))
+}
+
 /// The number of labels of the last `octets` octets of a name (the
 /// listed parent that matched), so the SOA owner can be cut from the query
 /// name with its case intact.
@@ -114,6 +151,24 @@ mod tests {
         assert_eq!(code, 15);
         assert_eq!(&data[..2], &[0, 15]);
         assert_eq!(&data[2..], b"feed zdn");
+    }
+
+    #[test]
+    fn local_data_answers_its_type_or_nodata() {
+        let q = Name::from_ascii("pc7.guest.example.").expect("name");
+        let local = [
+            LocalRecord::A("192.0.2.1".parse().expect("ip")),
+            LocalRecord::Txt(vec!["see the helpdesk".into()]),
+        ];
+        let a = local_records(&q, RecordType::A, 60, &local);
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].name, q);
+        assert!(local_records(&q, RecordType::AAAA, 60, &local).is_empty());
+        assert_eq!(local_records(&q, RecordType::ANY, 60, &local).len(), 2);
+        assert!(local_cname(&q, 60, &local).is_none());
+        let garden = [LocalRecord::Cname("walled.example".into())];
+        let c = local_cname(&q, 60, &garden).expect("cname");
+        assert_eq!(c.data.to_string(), "walled.example.");
     }
 
     #[test]

@@ -136,16 +136,17 @@ impl Tap {
     }
 }
 
-/// The metrics of the query log.
+/// The metrics of the query log: registered whether or not `[dnstap]` is
+/// configured, so rules and dashboards find them (at 0).
 #[derive(Clone, Debug)]
-struct Metrics {
+pub struct Metrics {
     sent: IntCounter,
     dropped: IntCounter,
     connected: IntGauge,
 }
 
 impl Metrics {
-    fn register(reg: &Registry) -> Result<Metrics, prometheus::Error> {
+    pub fn register(reg: &Registry) -> Result<Metrics, prometheus::Error> {
         let c = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
             let m = IntCounter::new(name, help)?;
             reg.register(Box::new(m.clone()))?;
@@ -174,10 +175,9 @@ impl Metrics {
 pub fn start(
     config: &DnstapConfig,
     privacy: Pseudonymiser,
-    registry: &Registry,
+    metrics: Metrics,
     stop: CancellationToken,
-) -> Result<(Tap, tokio::task::JoinHandle<()>), prometheus::Error> {
-    let metrics = Metrics::register(registry)?;
+) -> (Tap, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
     let tap = Tap {
         tx,
@@ -191,7 +191,7 @@ pub fn start(
         privacy,
         metrics,
     };
-    Ok((tap, tokio::spawn(writer.run(rx, stop))))
+    (tap, tokio::spawn(writer.run(rx, stop)))
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}

@@ -33,7 +33,7 @@ use super::metrics::{Metrics, Transport, UpstreamError};
 use super::ratelimit::{RateLimiter, Verdict as Rate};
 use super::resolve::{Flags, Resolved, Resolver};
 use crate::policy::groups::{ClientGroup, GroupAction, is_private_answer};
-use crate::policy::{Action, Hit, Policy, Verdict, matched_suffix};
+use crate::policy::{Action, Hit, LocalRecord, Policy, Verdict, matched_suffix};
 use crate::rpz::xfr::RpzPrimary;
 use crate::sightings::{HitEvent, Trigger};
 use crate::wire::{self, message_response};
@@ -46,6 +46,17 @@ pub struct HandlerConfig {
     pub block_ttl: u32,
     pub sinkhole_ipv4: Vec<Ipv4Addr>,
     pub sinkhole_ipv6: Vec<Ipv6Addr>,
+    /// `rpz` feeds pulled by zone transfer: a NOTIFY for the zone from its
+    /// primary refreshes the feed.
+    pub xfr_feeds: Vec<XfrFeed>,
+}
+
+/// An `axfr://` feed, as NOTIFY needs it.
+#[derive(Debug, Clone)]
+pub struct XfrFeed {
+    pub feed: String,
+    pub zone: LowerName,
+    pub primary: IpAddr,
 }
 
 impl HandlerConfig {
@@ -56,6 +67,18 @@ impl HandlerConfig {
             block_ttl: config.policy.block_ttl,
             sinkhole_ipv4: config.policy.sinkhole_ipv4.clone(),
             sinkhole_ipv6: config.policy.sinkhole_ipv6.clone(),
+            xfr_feeds: config
+                .feeds
+                .iter()
+                .filter_map(|f| match &f.location {
+                    crate::config::Location::Xfr { server, zone } => Some(XfrFeed {
+                        feed: f.name.clone(),
+                        zone: LowerName::from(Name::from_ascii(format!("{zone}.")).ok()?),
+                        primary: server.ip(),
+                    }),
+                    _ => None,
+                })
+                .collect(),
         }
     }
 }
@@ -104,16 +127,24 @@ pub struct Shared {
     /// Swapped whole by a configuration reload.
     pub config: arc_swap::ArcSwap<HandlerConfig>,
     pub policy: Arc<ArcSwapOption<Policy>>,
-    /// Swapped by a configuration reload that changed `[resolver]`;
-    /// a query in flight finishes on the one it started with.
+    /// The global route (`resolver.mode`). Swapped by a configuration
+    /// reload that changed `[resolver]` or the zones; a query in flight
+    /// finishes on the one it started with.
     pub resolver: arc_swap::ArcSwap<Resolver>,
+    /// Forward zones, stub zones and local data, in front of `resolver`;
+    /// swapped with it.
+    pub routes: arc_swap::ArcSwap<super::route::Routes>,
     pub metrics: Arc<Metrics>,
     pub hits: HitSink,
+    /// The name history's queue (`[history]`), if kept.
+    pub history: Option<super::history::HistorySink>,
     /// The RPZ primary, once `[rpz]` is configured and a list is loaded.
     pub rpz: Arc<ArcSwapOption<RpzPrimary>>,
     pub in_flight: InFlight,
     /// Set at shutdown: new queries get no answer, as if the socket were closed.
     pub draining: AtomicBool,
+    /// Feeds to refresh because their primary sent a NOTIFY.
+    pub notified: Option<tokio::sync::mpsc::Sender<String>>,
     /// The dnstap query log, when `[dnstap]` is configured.
     pub dnstap: Option<super::dnstap::Tap>,
     /// `server.client_qps` (UDP only); `None` when off.
@@ -147,6 +178,31 @@ struct Block {
     serial: u64,
     /// Extended DNS Error text.
     text: String,
+    /// The records of an RPZ `local-data` action.
+    local: Vec<LocalRecord>,
+}
+
+impl Block {
+    fn new(p: &Policy, hit: &Hit, soa_owner: Name, text: String) -> Block {
+        let local = if hit.action == Action::LocalData {
+            p.local_records(hit.set).cloned().collect()
+        } else {
+            Vec::new()
+        };
+        Block {
+            action: hit.action,
+            soa_owner,
+            serial: p.serial(),
+            text,
+            local,
+        }
+    }
+}
+
+/// Whether a hit changes the answer on this transport: `tcp-only` is
+/// answered normally over TCP and TLS (RPZ's `rpz-tcp-only.`).
+fn enforced(action: Action, transport: &str) -> bool {
+    action.enforces() && !(action == Action::TcpOnly && transport != "udp")
 }
 
 fn no_response(request: &Request, rcode: ResponseCode) -> ResponseInfo {
@@ -245,6 +301,12 @@ impl Shared {
             return rpz.handle(request, rh).await;
         }
 
+        // A NOTIFY from the primary of an `axfr://` feed (which need not
+        // be a resolver client): refresh that feed (RFC 1996).
+        if request.metadata.op_code == OpCode::Notify {
+            return self.notify(request, rh).await;
+        }
+
         // Every UDP answer counts against its client's rate, errors too
         // (a REFUSED is still a reflection), as with BIND's RRL.
         let rate = match &self.ratelimit {
@@ -280,6 +342,10 @@ impl Shared {
             self.sighting_while_limited(qname, &hit_ctx, slot);
             return self.shed(request, &mut rh, resp_edns, verdict).await;
         }
+        // The name history (retro-hunt): a try_send, nothing more.
+        if let Some(h) = &self.history {
+            h.record(lower, hit_ctx.client);
+        }
 
         let exempt = match self.policy_on_question(qname, &hit_ctx) {
             OnQuestion::Block(b) => {
@@ -301,13 +367,21 @@ impl Shared {
             checking_disabled: request.metadata.checking_disabled,
         };
         let resolver = self.resolver.load_full();
-        let resolved = match resolver
-            .resolve(lower, qtype, flags, request.src().ip())
-            .await
-        {
-            Ok(r) => r,
+        let routes = self.routes.load_full();
+        let routed = routes
+            .resolve(&resolver, lower, qtype, flags, request.src().ip())
+            .await;
+        let (resolved, authoritative) = match routed {
+            Ok(r) => (r.resolved, r.authoritative),
             Err(failure) => {
-                let (code, text) = failure_ede(failure.kind);
+                let (code, text) = if failure.zone {
+                    (
+                        ede::NO_REACHABLE_AUTHORITY,
+                        "no server of the forward or stub zone answered",
+                    )
+                } else {
+                    failure.ede.unwrap_or_else(|| failure_ede(failure.kind))
+                };
                 if let Some(e) = resp_edns.as_mut() {
                     e.options_mut().insert(answer::ede_option(code, text));
                 }
@@ -330,7 +404,12 @@ impl Shared {
             }
         }
 
-        self.send_resolved(request, &mut rh, resp_edns, qname, dnssec_ok, &resolved)
+        let answer = Resolution {
+            resolved: &resolved,
+            dnssec_ok,
+            authoritative,
+        };
+        self.send_resolved(request, &mut rh, resp_edns, qname, answer)
             .await
     }
 
@@ -351,6 +430,35 @@ impl Shared {
     /// The checks before any lookup: the client, the EDNS version, the
     /// opcode and the question. `Err` is the rcode to answer with (an EDE
     /// goes into `resp_edns` where one applies).
+    /// Answer a NOTIFY: NOERROR (AA) and a refresh of the feed when it
+    /// comes from the feed's primary for its zone, REFUSED otherwise, as
+    /// BIND answers a NOTIFY from a server that is not a primary.
+    async fn notify<R: ResponseHandler>(&self, request: &Request, mut rh: R) -> ResponseInfo {
+        let config = self.config.load();
+        let from = request.src().ip().to_canonical();
+        let feed = request.queries.queries().first().and_then(|q| {
+            config
+                .xfr_feeds
+                .iter()
+                .find(|f| f.primary.to_canonical() == from && &f.zone == q.name())
+        });
+        let Some(feed) = feed else {
+            tracing::debug!(%from, "NOTIFY for no axfr:// feed of this primary; refused");
+            return self
+                .error(request, &mut rh, None, ResponseCode::Refused)
+                .await;
+        };
+        if let Some(tx) = &self.notified {
+            // A full queue already holds a refresh to come.
+            let _ = tx.try_send(feed.feed.clone());
+        }
+        let mut meta = Metadata::response_from_request(&request.metadata);
+        meta.authoritative = true;
+        let builder = MessageResponseBuilder::new(&request.queries, None);
+        let msg = builder.build(meta, [], [], [], []);
+        self.send(request, &mut rh, msg).await
+    }
+
     fn admit<'r>(
         &self,
         request: &'r Request,
@@ -457,6 +565,24 @@ impl Shared {
         }
         let guard = self.policy.load();
         let p = guard.as_ref();
+        // An `rpz-client-ip` trigger comes first, as in BIND and Unbound.
+        // No sighting: the client's address must not leave the hospital.
+        if let Some(p) = p
+            && let Some(hit) = p.lookup_client(ctx.client)
+        {
+            let feed = p.feed(hit.feed).map(|f| f.name.as_str());
+            self.metrics.blocked(hit.feed, feed, hit.action);
+            if enforced(hit.action, ctx.transport) {
+                let text = format!(
+                    "blocked by schild: feed {} lists the client's network",
+                    feed.unwrap_or("?")
+                );
+                return OnQuestion::Block(Block::new(p, &hit, qname.clone(), text));
+            }
+            if hit.action == Action::TcpOnly {
+                return OnQuestion::Exempt;
+            }
+        }
         // Default-deny: outside the group's names nothing resolves, not
         // even an allowlisted name (the allowlist spares names from the
         // feeds; it does not open a closed group).
@@ -476,6 +602,7 @@ impl Shared {
                     "blocked by schild: client group {} allows only the names of its allow_only list",
                     g.name
                 ),
+                local: Vec::new(),
             });
         }
         if let Some(p) = p {
@@ -485,13 +612,12 @@ impl Shared {
                     let owner = qname.trim_to(answer::suffix_labels(qname, hit.matched_len));
                     let text = block_text(p, &hit, &listed, "", ctx);
                     self.hit(p, &hit, Trigger::Name(listed), ctx);
-                    if hit.action.enforces() {
-                        return OnQuestion::Block(Block {
-                            action: hit.action,
-                            soa_owner: owner,
-                            serial: p.serial(),
-                            text,
-                        });
+                    if enforced(hit.action, ctx.transport) {
+                        return OnQuestion::Block(Block::new(p, &hit, owner, text));
+                    }
+                    if hit.action == Action::TcpOnly {
+                        // Over TCP `rpz-tcp-only.` is a passthru.
+                        return OnQuestion::Exempt;
                     }
                 }
                 Verdict::Allowed { .. } => {
@@ -517,6 +643,7 @@ impl Shared {
                 text: format!(
                     "blocked by schild: {listed} would let clients bypass this resolver (policy.block_bypass)"
                 ),
+                local: Vec::new(),
             });
         }
         OnQuestion::Pass
@@ -579,6 +706,7 @@ impl Shared {
                 text: format!(
                     "blocked by schild: a public name answered with the private address {ip} (policy.rebind_protection)"
                 ),
+                local: Vec::new(),
             });
         }
         None
@@ -657,15 +785,10 @@ impl Shared {
             };
             let text = block_text(p, &hit, &trigger.to_string(), what, ctx);
             self.hit(p, &hit, trigger, ctx);
-            if hit.action.enforces() {
-                return Some(Block {
-                    action: hit.action,
-                    // The listed name is not an ancestor of the query name:
-                    // the SOA sits at the query name itself.
-                    soa_owner: qname.clone(),
-                    serial: p.serial(),
-                    text,
-                });
+            if enforced(hit.action, ctx.transport) {
+                // The listed name is not an ancestor of the query name:
+                // the SOA sits at the query name itself.
+                return Some(Block::new(p, &hit, qname.clone(), text));
             }
         }
         self.rebinding(&per, resolved, qname)
@@ -717,10 +840,35 @@ impl Shared {
             self.metrics.dropped();
             return no_response(request, ResponseCode::ServFail);
         }
+        if b.action == Action::TcpOnly {
+            // UDP only (over TCP it is answered normally): an empty
+            // answer with TC=1, so the client asks again over TCP.
+            let mut meta = Metadata::response_from_request(&request.metadata);
+            meta.recursion_available = true;
+            meta.truncation = true;
+            let msg = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref()).build(
+                meta,
+                [],
+                [],
+                [],
+                [],
+            );
+            return self.send(request, rh, msg).await;
+        }
         if let Some(e) = resp_edns.as_mut() {
             e.options_mut()
                 .insert(answer::ede_option(ede::BLOCKED, &b.text));
         }
+        // Resolved before the settings are loaded: no guard across an await.
+        let local = if b.action == Action::LocalData {
+            let ttl = self.config.load().block_ttl;
+            Some(
+                self.local_answer(request, qname, qtype, ttl, &b.local)
+                    .await,
+            )
+        } else {
+            None
+        };
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.recursion_available = true;
         let config = self.config.load();
@@ -733,14 +881,16 @@ impl Shared {
                 msg.metadata_mut().recursion_available = true;
                 self.send(request, rh, msg).await
             }
-            Action::Sinkhole => {
-                let records = answer::sinkhole_records(
-                    qname,
-                    qtype,
-                    ttl,
-                    &config.sinkhole_ipv4,
-                    &config.sinkhole_ipv6,
-                );
+            Action::Sinkhole | Action::LocalData => {
+                let records = local.unwrap_or_else(|| {
+                    answer::sinkhole_records(
+                        qname,
+                        qtype,
+                        ttl,
+                        &config.sinkhole_ipv4,
+                        &config.sinkhole_ipv6,
+                    )
+                });
                 let soa_part: &[Record] = if records.is_empty() {
                     std::slice::from_ref(&soa)
                 } else {
@@ -762,15 +912,80 @@ impl Shared {
         }
     }
 
+    /// The answer RPZ local data gives for `qtype`: the records of that
+    /// type (every one for ANY), or a CNAME to a walled garden followed by
+    /// its resolution, as BIND answers it. Empty means NODATA. The garden's
+    /// answer goes through the policy too; if the policy blocks it, or it
+    /// cannot be resolved, the CNAME stands alone for the client to follow.
+    async fn local_answer(
+        &self,
+        request: &Request,
+        qname: &Name,
+        qtype: RecordType,
+        ttl: u32,
+        local: &[LocalRecord],
+    ) -> Vec<Record> {
+        let Some(cname) = answer::local_cname(qname, ttl, local) else {
+            return answer::local_records(qname, qtype, ttl, local);
+        };
+        let RData::CNAME(target) = &cname.data else {
+            return Vec::new();
+        };
+        let target = target.0.clone();
+        let mut out = vec![cname];
+        if matches!(qtype, RecordType::CNAME | RecordType::ANY) {
+            return out;
+        }
+        let flags = Flags {
+            dnssec_ok: false,
+            checking_disabled: request.metadata.checking_disabled,
+        };
+        let lower = LowerName::from(&target);
+        let resolver = self.resolver.load_full();
+        if let Ok(resolved) = resolver
+            .resolve(&lower, qtype, flags, request.src().ip())
+            .await
+            && resolved.answer.rcode == ResponseCode::NoError
+        {
+            let ctx = HitCtx {
+                client: request.src().ip(),
+                qname: &lower,
+                qtype,
+                transport: transport_of(request.protocol()).as_str(),
+                group: None,
+                per: None,
+            };
+            let blocked = {
+                let guard = self.policy.load();
+                guard.as_ref().is_some_and(|p| {
+                    matches!(p.lookup_labels(target.iter()), Verdict::Blocked(h) if h.action.enforces())
+                        || self.check_answer(Some(p), &resolved, &target, &ctx).is_some()
+                })
+            };
+            if !blocked {
+                out.extend(resolved.answer.answers.iter().map(|r| {
+                    let mut r = r.clone();
+                    r.ttl = resolved.ttl(r.ttl);
+                    r
+                }));
+            }
+        }
+        out
+    }
+
     async fn send_resolved<R: ResponseHandler>(
         &self,
         request: &Request,
         rh: &mut R,
         mut resp_edns: Option<Edns>,
         qname: &Name,
-        dnssec_ok: bool,
-        resolved: &Resolved,
+        resolution: Resolution<'_>,
     ) -> ResponseInfo {
+        let Resolution {
+            resolved,
+            dnssec_ok,
+            authoritative,
+        } = resolution;
         let a = &resolved.answer;
         let fix = |r: &Record| {
             let mut r = r.clone();
@@ -792,6 +1007,8 @@ impl Shared {
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.recursion_available = true;
         meta.response_code = a.rcode;
+        // Local data is ours: AA, as Unbound sets it for its local zones.
+        meta.authoritative = authoritative;
         meta.authentic_data = a.secure && (request.metadata.authentic_data || dnssec_ok);
         let msg = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref()).build(
             meta,
@@ -802,6 +1019,14 @@ impl Shared {
         );
         self.send(request, rh, msg).await
     }
+}
+
+/// A resolved answer and how it goes out.
+struct Resolution<'a> {
+    resolved: &'a Resolved,
+    dnssec_ok: bool,
+    /// Answered from local data.
+    authoritative: bool,
 }
 
 /// What the policy on the question decided.

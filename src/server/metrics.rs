@@ -139,6 +139,20 @@ pub struct Metrics {
     pub admin_connections_evicted: IntCounter,
     /// `schild_ratelimited_total{action}`: [drop, slip].
     ratelimited: [IntCounter; 2],
+    /// `schild_guard_protected_refusals{feed}`: IOCs refused as protected
+    /// clinical names in the loaded list.
+    guard_protected: IntGaugeVec,
+    /// `schild_guard_held_new_blocks`: names a held update would newly
+    /// block (0: nothing held).
+    pub guard_held: IntGauge,
+    /// `schild_retro_hits_total{feed}`: new IOCs found in the name history.
+    retro_hits: IntCounterVec,
+    /// `schild_guard_popular_blocks_total{feed}`: newly listed names that
+    /// were popular here (`guard.popular_*`).
+    popular_blocks: IntCounterVec,
+    /// `schild_history_dropped_total`: answered names the history did not
+    /// record (queue full, or today's table at `max_names_per_day`).
+    pub history_dropped: IntCounter,
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
@@ -312,7 +326,7 @@ impl Metrics {
             }
         }
 
-        Metrics {
+        let m = Metrics {
             queries,
             responses,
             acl_refused: counter(
@@ -470,7 +484,71 @@ impl Metrics {
                     v.with_label_values(&["slip"]),
                 ]
             },
+            guard_protected: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "schild_guard_protected_refusals",
+                        "IOCs of the loaded list refused because they name a protected clinical system (guard.protected), by feed.",
+                    ),
+                    &["feed"],
+                )
+                .expect(LITERAL),
+            ),
+            guard_held: register(
+                &r,
+                IntGauge::with_opts(Opts::new(
+                    "schild_guard_held_new_blocks",
+                    "Names an update held by guard.max_new_blocks would newly block (0: nothing held); `schild guard accept` applies it.",
+                ))
+                .expect(LITERAL),
+            ),
+            retro_hits: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "schild_retro_hits_total",
+                        "Newly listed IOCs that the name history shows were resolved here before, by feed.",
+                    ),
+                    &["feed"],
+                )
+                .expect(LITERAL),
+            ),
+            popular_blocks: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "schild_guard_popular_blocks_total",
+                        "Newly listed names that many clients resolved on many days (guard.popular_clients, guard.popular_days): blocked, and raised as a likely false positive or a wide compromise, by feed.",
+                    ),
+                    &["feed"],
+                )
+                .expect(LITERAL),
+            ),
+            history_dropped: counter(
+                &r,
+                "schild_history_dropped_total",
+                "Answered names the name history did not record: its queue was full, or today's table reached history.max_names_per_day.",
+            ),
             registry: r,
+        };
+        // Every configured feed has its series from the start, so rules
+        // and dashboards see 0, not nothing.
+        for f in &m.feed_names {
+            m.guard_protected.with_label_values(&[f.as_str()]).set(0);
+            m.retro_hits.with_label_values(&[f.as_str()]).inc_by(0);
+            m.popular_blocks.with_label_values(&[f.as_str()]).inc_by(0);
+        }
+        m
+    }
+
+    /// Count a hunt's retro-sightings and popular names for a configured feed.
+    pub fn retro_hits(&self, r: &crate::sightings::retro::FeedRetro) {
+        if self.feed_names.contains(&r.feed) {
+            self.retro_hits.with_label_values(&[&r.feed]).inc_by(r.hits);
+            self.popular_blocks
+                .with_label_values(&[&r.feed])
+                .inc_by(r.popular);
         }
     }
 
@@ -529,6 +607,13 @@ impl Metrics {
         self.policy_serial
             .set(i64::try_from(meta.serial).unwrap_or(i64::MAX));
         self.policy_compiled_at.set(meta.compiled_at as f64);
+        for (feed, n) in p.protected_refusal_counts() {
+            if self.feed_names.iter().any(|f| f == feed) {
+                self.guard_protected
+                    .with_label_values(&[feed])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
         for r in &meta.reports {
             if !self.feed_names.contains(&r.feed) {
                 continue;

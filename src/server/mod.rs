@@ -15,14 +15,17 @@ pub mod answer;
 pub mod dnstap;
 pub mod groups;
 pub mod handler;
+pub mod history;
 pub mod hits;
 pub mod listen;
 pub mod metrics;
 pub mod notify;
 pub mod ratelimit;
 pub mod reconfigure;
+pub mod recursor;
 pub mod reload;
 pub mod resolve;
+pub mod route;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +45,6 @@ use hits::HitSink;
 use listen::StreamLimits;
 use metrics::Metrics;
 use reload::Refresher;
-use resolve::Resolver;
 
 /// Hits waiting for the consumer before new ones are dropped (and counted).
 const HIT_QUEUE: usize = 16_384;
@@ -202,8 +204,10 @@ pub async fn run(mut config: Config) -> i32 {
         }
     }
 
-    // 2. The resolver.
-    let resolver = match Resolver::new(&config.resolver, metrics.clone()) {
+    // 2. The resolver, and the forward and stub zones' own (their share
+    // of max_inflight comes out of the global one).
+    let counters = route::register(metrics.registry());
+    let (resolver, routes) = match route::build(&config, metrics.clone(), counters) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "cannot set up the resolver");
@@ -231,6 +235,13 @@ pub async fn run(mut config: Config) -> i32 {
 
     // 3b. The dnstap query log: a bounded queue to one writer task.
     let stop_dnstap = CancellationToken::new();
+    let dnstap_metrics = match dnstap::Metrics::register(metrics.registry()) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the dnstap metrics");
+            return exit::FAILURE;
+        }
+    };
     let (dnstap, dnstap_task) = match &config.dnstap {
         None => (None, None),
         Some(d) => {
@@ -239,14 +250,44 @@ pub async fn run(mut config: Config) -> i32 {
                 config.pseudonym_key_path(),
                 config.sightings.pseudonym_rotate,
             );
-            match dnstap::start(d, privacy, metrics.registry(), stop_dnstap.clone()) {
-                Ok((tap, task)) => (Some(tap), Some(task)),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot set up dnstap");
-                    return exit::FAILURE;
+            let (tap, task) = dnstap::start(d, privacy, dnstap_metrics, stop_dnstap.clone());
+            (Some(tap), Some(task))
+        }
+    };
+
+    // NOTIFY from an `axfr://` feed's primary: refresh that feed, one
+    // refresh for any number of NOTIFYs that arrive while one runs.
+    let (notified, mut notify_rx) = tokio::sync::mpsc::channel::<String>(16);
+    {
+        let refresher = refresher.clone();
+        tokio::spawn(async move {
+            while let Some(first) = notify_rx.recv().await {
+                let mut feeds = std::collections::BTreeSet::from([first]);
+                while let Ok(more) = notify_rx.try_recv() {
+                    feeds.insert(more);
+                }
+                for feed in feeds {
+                    tracing::info!(%feed, "NOTIFY from the feed's primary: refreshing it");
+                    if let Err(e) = refresher.refresh_feed(&feed, false).await {
+                        tracing::warn!(%feed, error = %error_chain(&*e), "refresh after NOTIFY failed");
+                    }
                 }
             }
-        }
+        });
+    }
+
+    // 3c. The name history: a bounded queue to one recorder task.
+    let stop_history = CancellationToken::new();
+    let (history_sink, history_task) = if config.history.enabled() {
+        let (sink, today, task) = history::start(
+            &config,
+            metrics.history_dropped.clone(),
+            stop_history.clone(),
+        );
+        refresher.set_history(today);
+        (Some(sink), Some(task))
+    } else {
+        (None, None)
     };
 
     // 3c. Client groups and the [policy] extras (their files read now).
@@ -262,11 +303,14 @@ pub async fn run(mut config: Config) -> i32 {
         config: arc_swap::ArcSwap::from_pointee(HandlerConfig::new(&config)),
         policy: store.clone(),
         resolver: arc_swap::ArcSwap::from_pointee(resolver),
+        routes: arc_swap::ArcSwap::from_pointee(routes),
         metrics: metrics.clone(),
         hits: sink,
+        history: history_sink,
         rpz: refresher.rpz(),
         in_flight: InFlight::default(),
         draining: AtomicBool::new(false),
+        notified: Some(notified),
         dnstap,
         ratelimit: ratelimit::RateLimiter::new(
             config.server.client_qps,
@@ -435,6 +479,15 @@ pub async fn run(mut config: Config) -> i32 {
         .is_err()
     {
         tracing::warn!("sightings did not finish in time; unsent ones stay in the spool");
+    }
+    // The drained queries' names are queued: record them, write the day.
+    stop_history.cancel();
+    if let Some(task) = history_task
+        && tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .is_err()
+    {
+        tracing::warn!("the name history was not written in time");
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), tracker.wait()).await;
     // The drained queries' frames are queued: send them, then STOP.

@@ -1,12 +1,13 @@
 //! SIGHUP re-reads the configuration file, as `unbound-control reload` and
 //! `rndc reconfig` do, and applies what can change under running queries:
 //! the feeds, allowlists and policy (the next compile uses them), the
-//! resolver (rebuilt when `[resolver]` changed; its cache starts empty)
+//! resolver and the zone routes (rebuilt when `[resolver]`, a forward or
+//! stub zone or `[local]` changed; their caches start empty)
 //! and the ACL, EDNS size, block TTL and sinkholes, the client groups
 //! (their `allow_only` files read again), rebind protection and the
 //! bypass names. What cannot change
 //! without a restart (listen addresses, sockets, TCP limits, the admin
-//! listener, sightings, RPZ, dnstap, `[http]`, `state_dir`) is logged by
+//! listener, sightings, RPZ, dnstap, `[http]`, `[history]`, `state_dir`) is logged by
 //! key as needing one; the running values stay. A file that does not load
 //! or validate changes nothing and says why.
 
@@ -15,14 +16,13 @@ use std::sync::Arc;
 
 use super::handler::{HandlerConfig, Shared};
 use super::reload::Refresher;
-use super::resolve::Resolver;
 use crate::config::Config;
 use crate::error::error_chain;
 
 /// What a reload did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Reconfigured {
-    /// `[resolver]` changed and a new resolver serves.
+    /// `[resolver]` or the zones changed and a new resolver serves.
     pub resolver: bool,
     /// Keys that changed but take effect only after a restart.
     pub restart_needed: Vec<&'static str>,
@@ -33,7 +33,7 @@ pub struct Reconfigured {
 pub enum ReconfigureError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("the new [resolver] cannot be set up: {0}")]
+    #[error("the new [resolver] or zones cannot be set up: {0}")]
     Resolver(String),
     #[error(transparent)]
     Groups(#[from] crate::config::groups::GroupsError),
@@ -86,6 +86,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
     check("rpz", changed(&old.rpz, &new.rpz));
     check("dnstap", changed(&old.dnstap, &new.dnstap));
     check("http", old.http != new.http);
+    check("history", changed(&old.history, &new.history));
     keys
 }
 
@@ -102,13 +103,16 @@ pub fn reconfigure(
         restart_needed: restart_needed(&old, &new),
         ..Reconfigured::default()
     };
-    // The client groups' files and the resolver first: if either cannot
-    // be loaded, nothing changes.
+    // The client groups' files, the resolver and the zone routes first
+    // (the zones' resolvers are made from [resolver] too): if any cannot
+    // be loaded or built, nothing changes.
     let groups = crate::config::groups::PerNetworkPolicy::load(&new)?;
-    if changed(&old.resolver, &new.resolver) {
-        let r = Resolver::new(&new.resolver, shared.metrics.clone())
+    if changed(&old.resolver, &new.resolver) || changed(&old.zones, &new.zones) {
+        let counters = shared.routes.load().counters();
+        let (r, routes) = super::route::build(&new, shared.metrics.clone(), counters)
             .map_err(|e| ReconfigureError::Resolver(error_chain(&e)))?;
         shared.resolver.store(Arc::new(r));
+        shared.routes.store(Arc::new(routes));
         done.resolver = true;
     }
     // What needs a restart keeps its running value, so every later compile
@@ -124,6 +128,7 @@ pub fn reconfigure(
     new.rpz = old.rpz.clone();
     new.dnstap = old.dnstap.clone();
     new.http = old.http.clone();
+    new.history = old.history.clone();
     shared.config.store(Arc::new(HandlerConfig::new(&new)));
     let metrics = shared.groups.load().metrics();
     shared

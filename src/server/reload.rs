@@ -79,6 +79,9 @@ pub struct Refresher {
     rpz: Arc<ArcSwapOption<RpzPrimary>>,
     /// Stops the RPZ NOTIFY tasks at shutdown.
     rpz_stop: CancellationToken,
+    /// Today's name history (with `[history]`), written out before a
+    /// retro-hunt.
+    history: std::sync::OnceLock<super::history::TodayHandle>,
 }
 
 impl Refresher {
@@ -96,6 +99,7 @@ impl Refresher {
             pending: std::sync::Mutex::new(None),
             rpz: Arc::new(ArcSwapOption::empty()),
             rpz_stop: CancellationToken::new(),
+            history: std::sync::OnceLock::new(),
         }
     }
 
@@ -107,6 +111,11 @@ impl Refresher {
     /// Use `config` from the next compile on (feeds, allowlists, policy).
     pub fn set_config(&self, config: Config) {
         self.config.store(Arc::new(config));
+    }
+
+    /// Give the refresher today's name history, for retro-hunts.
+    pub fn set_history(&self, today: super::history::TodayHandle) {
+        let _ = self.history.set(today);
     }
 
     /// The RPZ primary slot the handler reads.
@@ -132,6 +141,16 @@ impl Refresher {
                     ips = p.meta().ip_triggers.len(),
                     "policy loaded"
                 );
+                if let Ok(h) = Policy::load(&self.config.load().held_artifact_path()) {
+                    let new = crate::policy::new_blocks(Some(&p), &h, |_| {});
+                    tracing::warn!(
+                        new_blocks = new,
+                        "an update is HELD (guard.max_new_blocks); `schild guard accept` applies it"
+                    );
+                    self.metrics
+                        .guard_held
+                        .set(i64::try_from(new).unwrap_or(i64::MAX));
+                }
                 self.install(p);
                 Ok(true)
             }
@@ -142,6 +161,41 @@ impl Refresher {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Load the artifact `schild guard accept` put in place (the compile
+    /// lock held, so no refresh overwrites it meanwhile).
+    async fn load_accepted(&self) -> Result<(), ArtifactError> {
+        let _one_at_a_time = self.lock.lock().await;
+        let path = self.config.load().artifact_path();
+        let p = Policy::load(&path)?;
+        let serving = self.store.load().as_ref().map(|p| p.serial());
+        if serving == Some(p.serial()) {
+            return Ok(());
+        }
+        tracing::warn!(
+            serial = p.serial(),
+            names = p.name_count(),
+            "held update accepted; now serving it"
+        );
+        let previous = self.store.load_full();
+        self.install(p);
+        self.metrics.guard_held.set(0);
+        self.metrics.reloads.inc();
+        // Its new IOCs are hunted like those of any refresh.
+        if let (Some(prev), Some(new), Some(today)) = (
+            previous,
+            self.store.load_full(),
+            self.history.get().cloned(),
+        ) {
+            let config = self.config.load_full();
+            let retro =
+                tokio::task::spawn_blocking(move || retro_hunt(&config, &today, &prev, &new)).await;
+            for r in retro.unwrap_or_default() {
+                self.metrics.retro_hits(&r);
+            }
+        }
+        Ok(())
     }
 
     /// Seconds since the loaded artifact was compiled.
@@ -277,23 +331,37 @@ impl Refresher {
         tracing::info!(why, "refreshing the policy");
         let config = self.config.load_full();
         let puller = self.puller.clone();
+        let previous = self.store.load_full();
+        let today = self.history.get().cloned();
         // Compiling is CPU and file work: keep it off the threads that
         // answer queries, on a runtime of its own (feeds may use HTTP).
         let joined = tokio::task::spawn_blocking(
-            move || -> Result<(CompileOutcome, Policy), RefreshError> {
+            move || -> Result<(CompileOutcome, Policy, RetroHits), RefreshError> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .map_err(RefreshError::Runtime)?;
                 let outcome = rt.block_on(pipeline::compile_with(&config, &puller, pull))?;
                 let policy = Policy::load(&outcome.path).map_err(RefreshError::Load)?;
-                Ok((outcome, policy))
+                if let Err(e) =
+                    crate::sightings::guard::report_protected(&config, previous.as_deref(), &policy)
+                {
+                    tracing::error!(error = %error_chain(&e), "cannot queue the false-positive sightings of protected names");
+                }
+                let retro = match (&previous, today) {
+                    (Some(prev), Some(today)) => retro_hunt(&config, &today, prev, &policy),
+                    _ => Vec::new(),
+                };
+                Ok((outcome, policy, retro))
             },
         )
         .await;
         let result = joined.unwrap_or_else(|e| Err(RefreshError::Task(e)));
         match result {
-            Ok((outcome, policy)) => {
+            Ok((outcome, policy, retro)) => {
+                for r in &retro {
+                    self.metrics.retro_hits(r);
+                }
                 let mut failed_feeds = Vec::new();
                 for r in &outcome.reports {
                     self.metrics.feed_refreshed(&r.feed, &r.fetch);
@@ -316,6 +384,7 @@ impl Refresher {
                     failed_feeds,
                 };
                 self.install(policy);
+                self.metrics.guard_held.set(0);
                 self.metrics.reloads.inc();
                 tracing::info!(
                     why,
@@ -325,6 +394,18 @@ impl Refresher {
                     "policy reloaded"
                 );
                 Ok(done)
+            }
+            Err(RefreshError::Compile(PipelineError::Held { new, max, path })) => {
+                // Not a failure of the feeds: the guard held it back.
+                self.metrics
+                    .guard_held
+                    .set(i64::try_from(new).unwrap_or(i64::MAX));
+                tracing::warn!(why, new_blocks = new, max_new_blocks = max, held = %path.display(), "update HELD: it newly blocks more names than guard.max_new_blocks; the list in use keeps serving until `schild guard accept`");
+                Err(RefreshError::Compile(PipelineError::Held {
+                    new,
+                    max,
+                    path,
+                }))
             }
             Err(error) => {
                 self.metrics.refresh_failures.inc();
@@ -347,6 +428,7 @@ impl Refresher {
             let mut files = c.allowlist.files.clone();
             files.extend(c.allowlist.warninglists.iter().cloned());
             files.push(c.local_allowlist_path());
+            files.extend(c.guard.protected.iter().cloned());
             files
         };
         let mut files = watched(&self.config.load());
@@ -357,6 +439,8 @@ impl Refresher {
                 .collect()
         };
         let mut seen = stamp(&files);
+        let held = self.config.load().held_artifact_path();
+        let mut was_held = held.exists();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -370,7 +454,13 @@ impl Refresher {
                 continue;
             }
             let now = stamp(&files);
-            if now != seen {
+            // `schild guard accept` moved the held update into place.
+            let is_held = held.exists();
+            let accepted = was_held && !is_held;
+            was_held = is_held;
+            if accepted {
+                let _ = self.load_accepted().await;
+            } else if now != seen {
                 seen = now;
                 let _ = self.recompile("allowlist changed").await;
             }
@@ -396,6 +486,35 @@ impl Refresher {
                 Ok(_) => interval,
                 Err(_) => (interval / 5).max(Duration::from_secs(10)),
             };
+        }
+    }
+}
+
+/// Retro-sightings per feed, from one compile.
+type RetroHits = Vec<crate::sightings::retro::FeedRetro>;
+
+/// Write today's names out, then look the IOCs `new` adds up in the name
+/// history: retro-sightings per feed. Failures are logged; the new list is
+/// installed regardless.
+fn retro_hunt(
+    config: &Config,
+    today: &super::history::TodayHandle,
+    previous: &Policy,
+    new: &Policy,
+) -> RetroHits {
+    {
+        let mut t = today.lock().unwrap_or_else(|e| e.into_inner());
+        if t.dirty()
+            && let Err(e) = t.write(&config.history_dir())
+        {
+            tracing::error!(error = %error_chain(&e), "cannot write today's name history; the retro-hunt misses today");
+        }
+    }
+    match crate::sightings::retro::hunt(config, previous, new) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "the retro-hunt's findings cannot be stored");
+            Vec::new()
         }
     }
 }

@@ -34,17 +34,18 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig as HickoryConfig, ResolverOpts,
 };
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::{DnsHandle, FirstAnswer};
 use hickory_resolver::net::{DnsError, NetError, RetryDnsHandle};
-use hickory_resolver::recursor::{DnssecConfig, DnssecPolicy, Recursor, RecursorOptions};
-use hickory_resolver::{ConnectionProvider, NameServerPool, PoolContext, TlsConfig, TokioResolver};
+use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 use tokio::sync::watch;
 
 use super::metrics::{Metrics, UpstreamError};
+use super::recursor::Recursive;
 use crate::config::{ResolverConfig, ResolverMode, Upstream as UpstreamAddr};
 
 /// TTL of an answer served stale (RFC 8767 recommends 30 seconds).
@@ -107,6 +108,8 @@ impl Resolved {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResolveFailure {
     pub kind: UpstreamError,
+    /// A more specific Extended DNS Error than the kind's (RFC 8914).
+    pub ede: Option<(u16, &'static str)>,
 }
 
 /// The header bits of a question that change its answer.
@@ -119,45 +122,10 @@ pub struct Flags {
     pub checking_disabled: bool,
 }
 
-/// Rewrites port 53 to a fixed port for every server the recursor dials.
-/// Only used when `resolver.recursion_port` is set: tests run a fake DNS
-/// hierarchy on loopback, where port 53 needs privileges.
-#[derive(Clone, Default)]
-pub struct PortRemap {
-    inner: TokioRuntimeProvider,
-    port: Option<u16>,
-}
-
-impl ConnectionProvider for PortRemap {
-    type Conn = <TokioRuntimeProvider as ConnectionProvider>::Conn;
-    type FutureConn = <TokioRuntimeProvider as ConnectionProvider>::FutureConn;
-    type RuntimeProvider = TokioRuntimeProvider;
-
-    fn new_connection(
-        &self,
-        ip: IpAddr,
-        config: &ConnectionConfig,
-        cx: &PoolContext,
-    ) -> Result<Self::FutureConn, NetError> {
-        match self.port {
-            Some(port) if config.port == 53 => {
-                let mut c = config.clone();
-                c.port = port;
-                self.inner.new_connection(ip, &c, cx)
-            }
-            _ => self.inner.new_connection(ip, config, cx),
-        }
-    }
-
-    fn runtime_provider(&self) -> &TokioRuntimeProvider {
-        &self.inner
-    }
-}
-
 /// The two ways of getting answers.
 pub enum Upstream {
     Forward(Box<Forwarder>),
-    Recursive(Box<Recursor<PortRemap>>),
+    Recursive(Box<Recursive>),
 }
 
 impl Upstream {
@@ -165,7 +133,9 @@ impl Upstream {
     pub fn new(config: &ResolverConfig) -> Result<Upstream, ResolverSetupError> {
         match config.mode {
             ResolverMode::Forward => forwarder(config).map(|r| Upstream::Forward(Box::new(r))),
-            ResolverMode::Recursive => recursor(config).map(|r| Upstream::Recursive(Box::new(r))),
+            ResolverMode::Recursive => {
+                super::recursor::build(config).map(|r| Upstream::Recursive(Box::new(r)))
+            }
         }
     }
 
@@ -198,6 +168,7 @@ impl Upstream {
             tracing::debug!(%name, "CNAME loop");
             return Err(ResolveFailure {
                 kind: UpstreamError::ServFail,
+                ede: None,
             });
         }
         let chased = !matches!(qtype, RecordType::CNAME | RecordType::ANY);
@@ -246,6 +217,7 @@ impl Upstream {
             if seen.contains(&target) {
                 return Err(ResolveFailure {
                     kind: UpstreamError::ServFail,
+                    ede: None,
                 });
             }
             seen.push(target.clone());
@@ -295,7 +267,13 @@ impl Upstream {
                     Err(e) => {
                         use hickory_resolver::recursor::RecursorError;
                         match e {
-                            RecursorError::Net(net) => negative_or_failure(net, flags),
+                            RecursorError::Net(net) => {
+                                let ede = super::recursor::unreachable_ede(&net);
+                                negative_or_failure(net, flags).map_err(|f| ResolveFailure {
+                                    ede: f.ede.or(ede),
+                                    ..f
+                                })
+                            }
                             RecursorError::Negative(neg) => {
                                 let nx = neg.is_nx_domain();
                                 let about = neg.query.name().clone();
@@ -309,11 +287,13 @@ impl Upstream {
                             }
                             RecursorError::Timeout => Err(ResolveFailure {
                                 kind: UpstreamError::Timeout,
+                                ede: None,
                             }),
                             e => {
                                 tracing::debug!(error = %e, "recursion failed");
                                 Err(ResolveFailure {
                                     kind: UpstreamError::Other,
+                                    ede: None,
                                 })
                             }
                         }
@@ -390,8 +370,14 @@ fn positive(
     // RFC 4035 3.2.2: with CD=1 the client gets the data and validates it
     // itself; AD stays clear (not secure).
     if matches!(summary, DnssecSummary::Bogus) && !flags.checking_disabled {
+        let records: Vec<Record> = all().cloned().collect();
         return Err(ResolveFailure {
             kind: UpstreamError::Bogus,
+            ede: Some(super::recursor::bogus_ede(
+                &records,
+                flags.dnssec_ok,
+                crate::clock::unix_now(),
+            )),
         });
     }
     // Only records carry proofs; an empty answer is not "secure".
@@ -467,7 +453,7 @@ fn negative_or_failure(
         _ => UpstreamError::Other,
     };
     tracing::debug!(error = %e, "upstream failed");
-    Err(ResolveFailure { kind })
+    Err(ResolveFailure { kind, ede: None })
 }
 
 /// The forward mode's two ways to the upstreams.
@@ -582,11 +568,14 @@ fn forwarder(config: &ResolverConfig) -> Result<Forwarder, ResolverSetupError> {
         let mut opts = opts.clone();
         opts.validate = true;
         let hc = HickoryConfig::from_parts(None, vec![], servers.clone());
-        let r = TokioResolver::builder_with_config(hc, TokioRuntimeProvider::default())
-            .with_options(opts)
-            .build()
-            .map_err(ResolverSetupError::Forwarder)?;
-        Some(r)
+        let mut builder = TokioResolver::builder_with_config(hc, TokioRuntimeProvider::default())
+            .with_options(opts);
+        if let Some(path) = &config.trust_anchor_file {
+            let anchors = crate::config::anchors::read_trust_anchors(path)
+                .map_err(|e| ResolverSetupError::Recursor(crate::error::error_chain(&e)))?;
+            builder = builder.with_trust_anchor(Arc::new(anchors));
+        }
+        Some(builder.build().map_err(ResolverSetupError::Forwarder)?)
     } else {
         None
     };
@@ -626,35 +615,6 @@ pub fn read_root_hints(path: &Path) -> Result<Vec<IpAddr>, ResolverSetupError> {
         });
     }
     Ok(out)
-}
-
-fn recursor(config: &ResolverConfig) -> Result<Recursor<PortRemap>, ResolverSetupError> {
-    let roots = match &config.root_hints {
-        Some(p) => read_root_hints(p)?,
-        None => hickory_proto::ROOTS.to_vec(),
-    };
-    let mut options = RecursorOptions {
-        response_cache_size: config.cache_entries,
-        ..RecursorOptions::default()
-    };
-    if !config.allow_servers.is_empty() {
-        options.allow_server = config.allow_servers.clone();
-    }
-    let policy = if config.dnssec {
-        // None: hickory's built-in root trust anchors (KSK-2017 and KSK-2024).
-        DnssecPolicy::ValidateWithStaticKey(DnssecConfig::default())
-    } else {
-        // Not validating, but DNSSEC records are still asked for and passed
-        // on to DO clients (as Unbound without its validator), so a
-        // validator behind schild can validate.
-        DnssecPolicy::ValidationDisabled
-    };
-    let provider = PortRemap {
-        inner: TokioRuntimeProvider::default(),
-        port: config.recursion_port,
-    };
-    Recursor::new(&roots, policy, None, options, provider)
-        .map_err(|e| ResolverSetupError::Recursor(e.to_string()))
 }
 
 /// The upstream lookups outstanding, oldest first: at most `max` in all
@@ -1030,6 +990,7 @@ impl Resolver {
                         Err(_) => {
                             return Err(ResolveFailure {
                                 kind: UpstreamError::Timeout,
+                                ede: None,
                             });
                         }
                     }
@@ -1053,6 +1014,7 @@ impl Resolver {
                 Ok(r) => r,
                 Err(_) => Err(ResolveFailure {
                     kind: UpstreamError::Timeout,
+                    ede: None,
                 }),
             },
             // Made room for a newer lookup: not the name's fault, so
@@ -1060,6 +1022,7 @@ impl Resolver {
             _ = ticket.stop.cancelled() => {
                 return Err(ResolveFailure {
                     kind: UpstreamError::Overloaded,
+                    ede: None,
                 });
             }
         };
@@ -1157,6 +1120,7 @@ mod tests {
         let waiter = tokio::spawn(wait_for(early));
         let failure = ResolveFailure {
             kind: UpstreamError::ServFail,
+            ede: None,
         };
         l.finish(&Err(failure));
         assert!(lock(&flights).is_empty(), "finished leads leave the table");

@@ -201,7 +201,7 @@ impl HitLog {
     }
 
     /// Append one line (buffered; call [`HitLog::flush`] after a batch).
-    pub fn write(&mut self, line: &LogLine<'_>) -> std::io::Result<()> {
+    pub fn write<T: Serialize>(&mut self, line: &T) -> std::io::Result<()> {
         let mut buf = serde_json::to_vec(line).map_err(std::io::Error::other)?;
         buf.push(b'\n');
         let too_old = self.opened.elapsed().is_ok_and(|age| age > self.max_age);

@@ -10,10 +10,12 @@
 //! side has accepted them; failures are retried with jittered backoff.
 
 mod allow;
+pub mod guard;
 mod hit;
 pub mod log;
 pub mod report;
 mod reporter;
+pub mod retro;
 pub mod spool;
 mod task;
 

@@ -290,16 +290,7 @@ impl Spool {
     /// allow`) into the spool. Each inbox file is a JSON array of sightings;
     /// it is removed only after its sightings are durably appended.
     pub fn import_inbox(&mut self) -> Result<usize, SpoolError> {
-        let inbox = self.dir.join("inbox");
-        let Ok(entries) = std::fs::read_dir(&inbox) else {
-            return Ok(0);
-        };
-        let mut files: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        files.sort();
+        let files = json_files(&self.dir.join("inbox"));
         let mut n = 0;
         for f in files {
             let Ok(bytes) = std::fs::read(&f) else {
@@ -320,6 +311,21 @@ impl Spool {
         }
         Ok(n)
     }
+}
+
+/// The `.json` files in `dir` (none if it is missing), in name order:
+/// oldest first, as they are named by time.
+pub(super) fn json_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    files
 }
 
 /// Drop a batch into a spool's inbox (for commands other than the server).

@@ -33,6 +33,8 @@ pub struct Sightings {
     wake: Arc<Notify>,
     lines: LineFolder,
     log_errors: ErrorThrottle,
+    /// Where the retro-hunt leaves its findings (`retro::hunt`).
+    retro_dir: PathBuf,
 }
 
 /// How many distinct (client, name, type) keys are folded before the lines
@@ -132,6 +134,7 @@ impl Sightings {
                 last: None,
                 failed_since: 0,
             },
+            retro_dir: super::retro::retro_dir(config),
         })
     }
 
@@ -274,6 +277,48 @@ impl Sightings {
         }
     }
 
+    /// Take the retro-hunt's findings: their lines into the log, their
+    /// sightings into the spool; a file goes only once both are done.
+    fn import_retro(&mut self) {
+        for (file, batch) in super::retro::pending(&self.retro_dir) {
+            let mut lines_ok = true;
+            for r in &batch {
+                match self.log.write(&r.line) {
+                    Ok(()) => self.metrics.logged.inc(),
+                    Err(e) => {
+                        lines_ok = false;
+                        self.metrics.log_errors.inc();
+                        let path = self.log.path().to_path_buf();
+                        self.log_errors.failed(1, &path, &e);
+                        break;
+                    }
+                }
+            }
+            if !lines_ok || self.log.flush().is_err() {
+                return;
+            }
+            let new: Vec<Sighting> = batch.into_iter().filter_map(|r| r.sighting).collect();
+            let n = new.len();
+            let spooled = match self.spool.lock() {
+                Ok(mut sp) => sp.append(new).map(|_| ()),
+                Err(_) => return,
+            };
+            match spooled {
+                Ok(()) => {
+                    self.metrics.recorded.inc_by(n as u64);
+                    self.wake.notify_one();
+                    if let Err(e) = std::fs::remove_file(&file) {
+                        tracing::error!(file = %file.display(), error = %e, "cannot remove a retro-hunt file; its lines may be logged again");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %crate::error::error_chain(&e), "cannot spool retro-sightings; retrying");
+                    return;
+                }
+            }
+        }
+    }
+
     /// Write the folded lines of the last second.
     fn write_lines(&mut self) {
         for (hit, count) in self.lines.take() {
@@ -333,6 +378,7 @@ impl Sightings {
             let again = std::mem::take(&mut self.unspooled);
             self.spool_new(again);
         }
+        self.import_retro();
         if let Ok(mut sp) = self.spool.lock() {
             match sp.import_inbox() {
                 Ok(n) if n > 0 => {

@@ -479,6 +479,41 @@ fn check_config_tries_every_file_serve_will_read_and_names_file_and_key() {
 }
 
 #[test]
+fn check_config_reads_the_trust_anchor_file() {
+    let s = Setup::new();
+    let cfg = s.write(
+        "schild.toml",
+        "state_dir = \"state\"\n[resolver]\ntrust_anchor_file = \"anchors.key\"\n",
+    );
+    let cfg = cfg.to_str().expect("utf8");
+    let o = s.schild(&["check-config", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(78), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("resolver.trust_anchor_file: cannot read"),
+        "{}",
+        stderr(&o)
+    );
+    // A DS anchor: readable, but not what hickory can anchor on.
+    s.write(
+        "anchors.key",
+        "corp.example. IN DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\n",
+    );
+    let o = s.schild(&["check-config", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(78), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("DS trust anchors are not supported"),
+        "{}",
+        stderr(&o)
+    );
+    s.write(
+        "anchors.key",
+        "; dnssec-keygen's K*.key\ncorp.example. IN DNSKEY 257 3 13 aCxb+U4b3Hp41g3I23m6plJdh+L0k25uX6gP4yJNRcHSEJYch4JXBPb2 r22j/tvB1uJE2191auotOtNKmdLdsg==\n",
+    );
+    let o = s.schild(&["check-config", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
 fn a_network_with_host_bits_is_an_error_that_names_the_value() {
     let s = Setup::new();
     let cfg = s.write(

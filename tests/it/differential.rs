@@ -543,15 +543,53 @@ fn ask(server: SocketAddr, query: &[u8], p: &Profile) -> Option<Vec<u8>> {
 
 /// An Unbound on port 53 of one address of the hierarchy's /24: recursive
 /// from the NSD root, or forwarding everything to `forward_to`.
-struct Unbound {
-    addr: SocketAddr,
+pub struct Unbound {
+    pub addr: SocketAddr,
     daemon: Mutex<Daemon>,
 }
 
 impl Unbound {
     fn start(h: &NsdHierarchy, name: &str, host: u8, forward_to: Option<SocketAddr>) -> Unbound {
-        let ip: Ipv4Addr = h.ip(host);
-        let dir = h.dir.path().join(format!("unbound-{name}"));
+        Unbound::start_with(h, name, host, forward_to, "", "")
+    }
+
+    /// [`Unbound::start`] with lines added to `server:` (indented) and
+    /// clauses after it (`forward-zone:`, `stub-zone:`).
+    pub fn start_with(
+        h: &NsdHierarchy,
+        name: &str,
+        host: u8,
+        forward_to: Option<SocketAddr>,
+        server_lines: &str,
+        clauses: &str,
+    ) -> Unbound {
+        Unbound::start_at(
+            h.ip(host),
+            h.dir.path(),
+            &h.hints,
+            name,
+            forward_to,
+            "module-config: \"iterator\"",
+            server_lines,
+            clauses,
+        )
+    }
+
+    /// An Unbound on port 53 of `ip`, its files in `parent/unbound-{name}`,
+    /// with `extra` lines in its `server:` clause (one `module-config` at
+    /// least), `server_lines` after them and `clauses` after `server:`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_at(
+        ip: Ipv4Addr,
+        parent: &Path,
+        hints: &Path,
+        name: &str,
+        forward_to: Option<SocketAddr>,
+        extra: &str,
+        server_lines: &str,
+        clauses: &str,
+    ) -> Unbound {
+        let dir = parent.join(format!("unbound-{name}"));
         std::fs::create_dir_all(&dir).expect("mkdir unbound");
         let forward = forward_to
             .map(|up| {
@@ -577,7 +615,7 @@ impl Unbound {
     so-reuseport: no
     access-control: 127.0.0.0/8 allow
     do-not-query-localhost: no
-    module-config: "iterator"
+    {extra}
     root-hints: "{hints}"
     # test. is special-use (RFC 6761) and Unbound answers it locally by
     # default; here it is the hierarchy's TLD.
@@ -586,11 +624,13 @@ impl Unbound {
     # to 4096 bytes to a client that allows them.
     max-udp-size: 1232
     verbosity: 1
+{server_lines}
 remote-control:
     control-enable: no
-{forward}"#,
+{forward}{clauses}"#,
             dir = dir.display(),
-            hints = h.hints.display(),
+            hints = hints.display(),
+            extra = extra.replace('\n', "\n    "),
         );
         let path = dir.join("unbound.conf");
         std::fs::write(&path, conf).expect("unbound.conf");
@@ -613,7 +653,7 @@ remote-control:
         }
     }
 
-    fn assert_running(&self, what: &str) {
+    pub fn assert_running(&self, what: &str) {
         let mut d = self.daemon.lock().expect("daemon");
         assert!(d.running(), "unbound ({what}) exited:\n{}", d.log());
     }

@@ -65,6 +65,15 @@ impl Schild {
         Schild::launch(dir, s, Duration::from_secs(30), &[])
     }
 
+    /// [`Schild::start_in`] with extra environment for the process.
+    pub fn start_in_env(
+        dir: tempfile::TempDir,
+        s: Setup<'_>,
+        env: &[(&str, &str)],
+    ) -> Result<Schild, (Option<ExitStatus>, String)> {
+        Schild::launch(dir, s, Duration::from_secs(30), env)
+    }
+
     /// Like [`Schild::start_with`], with extra environment for the process.
     pub fn start_env(
         s: Setup<'_>,
@@ -120,6 +129,15 @@ impl Schild {
             format!("state_dir = \"state\"\n{body}\n")
         } else {
             format!("state_dir = \"state\"\n{body}\n\n[admin]\nlisten = \"127.0.0.1:0\"\n")
+        };
+        // The test hierarchies live under test., a default local zone
+        // (RFC 6761, as Unbound serves it): tests resolve it unless they
+        // write their own [local] (the Unbound configurations of the
+        // differential tests say `local-zone: "test." nodefault` alike).
+        let config = if config.contains("[local]\n") {
+            config
+        } else {
+            format!("{config}\n[local]\nnodefault = [\"test\"]\n")
         };
         // With `token_file`, `http` sends the token.
         let token = config
@@ -236,6 +254,14 @@ impl Schild {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+
+    /// SIGTERM, wait for a clean exit, and return the folder for a restart.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        let status = self.terminate();
+        assert!(status.success(), "{status:?}");
+        dir
     }
 
     /// SIGTERM, then wait for the exit.

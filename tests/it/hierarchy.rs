@@ -217,6 +217,14 @@ pub mod host {
     pub const UNREACHABLE: u8 = 22;
     /// Truncates every UDP answer; over TCP it relays to [`X`].
     pub const TRUNCATING: u8 = 23;
+    /// Delegated from the root for in-addr.arpa. and invalid.: the zone
+    /// routing test counts what reaches it (tests/it/zones.rs).
+    pub const LEAK: u8 = 30;
+    /// The zone routing test's domain controller (NSD: corp.hospital.test.
+    /// and 10.in-addr.arpa.).
+    pub const DC: u8 = 40;
+    /// The zone routing test's stub zone server (NSD: lab.hospital.test.).
+    pub const LAB: u8 = 41;
     /// The first host free for the test's resolvers.
     pub const FREE: u8 = 100;
 }
@@ -326,6 +334,32 @@ impl NsdHierarchy {
         })
     }
 
+    /// Start one more NSD on `host` serving `zones` (origin, file name,
+    /// text with 127.53.0.x addresses), stopped with the hierarchy.
+    pub fn serve(&mut self, host: u8, zones: &[(&str, &str, &str)]) {
+        let prefix = format!("{}.{}.{}.", self.net[0], self.net[1], self.net[2]);
+        let dir = self.dir.path().to_path_buf();
+        for (_, file, text) in zones {
+            std::fs::write(
+                dir.join("zones").join(file),
+                text.replace("127.53.0.", &prefix),
+            )
+            .expect("write zone");
+        }
+        let served: Vec<(&str, &str)> = zones.iter().map(|(o, f, _)| (*o, *f)).collect();
+        let mut daemon = start_nsd(&dir, self.ip(host), &served);
+        let addr = SocketAddr::new(IpAddr::V4(self.ip(host)), 53);
+        let up = crate::harness::until(Duration::from_secs(20), || {
+            !daemon.running() || answers(addr, served[0].0)
+        });
+        assert!(
+            up && daemon.running(),
+            "NSD on {addr} did not come up:\n{}",
+            daemon.log()
+        );
+        self.nsd.push(daemon);
+    }
+
     /// An address of the hierarchy's /24.
     pub fn ip(&self, host: u8) -> Ipv4Addr {
         Ipv4Addr::new(self.net[0], self.net[1], self.net[2], host)
@@ -354,12 +388,22 @@ impl NsdHierarchy {
 
 /// A /24 in 127.53.0.0/16 where nothing listens on port 53 yet. `None`
 /// (outside CI) when binding port 53 is not permitted.
-fn pick_net() -> Option<[u8; 3]> {
+pub fn pick_net() -> Option<[u8; 3]> {
+    // Taken by an earlier hierarchy of this process (two tests may start
+    // theirs at once, before either has bound its addresses).
+    static CLAIMED: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+    let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
     let start = std::process::id() % 200;
     for i in 0..200 {
         let n = u8::try_from(20 + (start + i) % 200).expect("below 220");
+        if claimed.contains(&n) {
+            continue;
+        }
         match net_free(n) {
-            Ok(true) => return Some([127, 53, n]),
+            Ok(true) => {
+                claimed.push(n);
+                return Some([127, 53, n]);
+            }
             Ok(false) => continue,
             Err(e) => {
                 assert!(
@@ -386,9 +430,13 @@ fn net_free(n: u8) -> std::io::Result<bool> {
         host::SILENT,
         host::UNREACHABLE,
         host::TRUNCATING,
+        host::LEAK,
+        host::DC,
+        host::LAB,
         host::FREE,
         host::FREE + 1,
         host::FREE + 2,
+        host::FREE + 3,
     ];
     for h in hosts {
         let addr = (Ipv4Addr::new(127, 53, n, h), 53);
@@ -409,6 +457,21 @@ fn net_free(n: u8) -> std::io::Result<bool> {
 /// Sign `zone` (NSEC3, no salt, 0 iterations) with fresh keys, replace
 /// its file with the signed zone, and append its DS to `parent_file`.
 fn sign_zone(dir: &Path, zone: &str, file: &str, parent_file: &str) {
+    sign_zone_with(dir, zone, file, Some(parent_file), &["-3", "-", "-H", "0"]);
+}
+
+/// Sign `zone` in `dir/zones`-style `dir` with a fresh KSK and ZSK
+/// (ECDSAP256SHA256) and `extra` dnssec-signzone arguments, replace its
+/// file with the signed zone (one record a line), append its DS to
+/// `parent_file` if given; returns the KSK's `K*.key` file (a DNSKEY
+/// record: a trust anchor).
+pub fn sign_zone_with(
+    dir: &Path,
+    zone: &str,
+    file: &str,
+    parent_file: Option<&str>,
+    extra: &[&str],
+) -> PathBuf {
     let keys = dir.join("keys");
     std::fs::create_dir_all(&keys).expect("mkdir keys");
     let run = |args: &[&str]| {
@@ -422,22 +485,27 @@ fn sign_zone(dir: &Path, zone: &str, file: &str, parent_file: &str) {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    for ksk in [true, false] {
+    let mut ksk = String::new();
+    for is_ksk in [true, false] {
         let mut args = vec!["dnssec-keygen", "-q", "-K", ".", "-a", "ECDSAP256SHA256"];
-        if ksk {
+        if is_ksk {
             args.extend(["-f", "KSK"]);
         }
         args.extend(["-n", "ZONE", zone]);
-        run(&args);
+        let name = run(&args);
+        if is_ksk {
+            ksk = name;
+        }
     }
     let unsigned = dir.join(file);
-    let signed = keys.join("signed");
+    let signed = keys.join(format!("signed-{file}"));
     let (unsigned_s, signed_s) = (
         unsigned.to_str().expect("utf-8 path"),
         signed.to_str().expect("utf-8 path"),
     );
-    run(&[
+    let mut args = vec![
         "dnssec-signzone",
         "-q",
         "-K",
@@ -445,24 +513,23 @@ fn sign_zone(dir: &Path, zone: &str, file: &str, parent_file: &str) {
         "-d",
         ".",
         "-S",
-        "-3",
-        "-",
-        "-H",
-        "0",
-        "-o",
-        zone,
-        "-f",
-        signed_s,
-        unsigned_s,
-    ]);
+        "-O",
+        "full",
+    ];
+    args.extend(extra);
+    args.extend(["-o", zone, "-f", signed_s, unsigned_s]);
+    run(&args);
     std::fs::rename(&signed, &unsigned).expect("signed zone");
-    let ds = std::fs::read_to_string(keys.join(format!("dsset-{zone}"))).expect("dsset");
-    let mut parent = std::fs::read_to_string(dir.join(parent_file)).expect("parent zone");
-    parent.push_str(&ds);
-    std::fs::write(dir.join(parent_file), parent).expect("parent zone");
+    if let Some(parent_file) = parent_file {
+        let ds = std::fs::read_to_string(keys.join(format!("dsset-{zone}"))).expect("dsset");
+        let mut parent = std::fs::read_to_string(dir.join(parent_file)).expect("parent zone");
+        parent.push_str(&ds);
+        std::fs::write(dir.join(parent_file), parent).expect("parent zone");
+    }
+    keys.join(format!("{ksk}.key"))
 }
 
-fn start_nsd(dir: &Path, ip: Ipv4Addr, zones: &[(&str, &str)]) -> crate::harness::Daemon {
+pub fn start_nsd(dir: &Path, ip: Ipv4Addr, zones: &[(&str, &str)]) -> crate::harness::Daemon {
     let own = dir.join(format!("nsd-{ip}"));
     std::fs::create_dir_all(&own).expect("mkdir nsd");
     let zone_list: String = zones

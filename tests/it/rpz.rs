@@ -621,7 +621,9 @@ fn a_secondary_that_stops_reading_is_dropped() {
     drop(conn);
 }
 
-fn unbound_conf(dir: &Path, port: u16, primary: u16) -> String {
+/// The `server:` clause of an Unbound with the rpz module on loopback
+/// `port`, its files in `dir`, in the foreground, without remote control.
+pub fn unbound_server(dir: &Path, port: u16, extra: &str) -> String {
     format!(
         r#"server:
     interface: 127.0.0.1
@@ -636,15 +638,21 @@ fn unbound_conf(dir: &Path, port: u16, primary: u16) -> String {
     do-ip6: no
     access-control: 127.0.0.0/8 allow
     module-config: "respip iterator"
-    verbosity: 2
-remote-control:
+{extra}remote-control:
     control-enable: no
-rpz:
+"#,
+        dir = dir.display()
+    )
+}
+
+fn unbound_conf(dir: &Path, port: u16, primary: u16) -> String {
+    format!(
+        r#"{server}rpz:
     name: "zdn.rpz."
     primary: 127.0.0.1@{primary}
     rpz-log: yes
 {auth}"#,
-        dir = dir.display(),
+        server = unbound_server(dir, port, "    verbosity: 2\n"),
         // Local data the iterator resolves from (unbound answers its
         // local-zones before RPZ, so those would hide the rewrite).
         auth = ["clean.example", "evil.example", "fresh.example"]
@@ -726,7 +734,10 @@ fn unbound_pulls_the_zone_and_follows_notify_with_ixfr() {
     );
 }
 
-fn named_conf(dir: &Path, port: u16, primary: u16) -> String {
+/// The `options` of a recursive named on loopback `port` without
+/// validation, its files in `dir`, enforcing the response-policy `zones`
+/// (the inside of `response-policy { ... }`).
+pub fn named_options(dir: &Path, port: u16, zones: &str) -> String {
     format!(
         r#"options {{
     directory "{dir}";
@@ -737,9 +748,16 @@ fn named_conf(dir: &Path, port: u16, primary: u16) -> String {
     allow-query {{ 127.0.0.0/8; }};
     dnssec-validation no;
     notify no;
-    response-policy {{ zone "zdn.rpz" recursive-only no min-update-interval 0; }} qname-wait-recurse no;
+    response-policy {{ {zones} }} qname-wait-recurse no;
 }};
-include "{dir}/rpz.tsig";
+"#,
+        dir = dir.display()
+    )
+}
+
+fn named_conf(dir: &Path, port: u16, primary: u16) -> String {
+    format!(
+        r#"{options}include "{dir}/rpz.tsig";
 controls {{ }};
 zone "zdn.rpz" {{
     type secondary;
@@ -750,6 +768,11 @@ zone "clean.example" {{ type primary; file "clean.example.db"; }};
 zone "evil.example" {{ type primary; file "evil.example.db"; }};
 zone "fresh.example" {{ type primary; file "fresh.example.db"; }};
 "#,
+        options = named_options(
+            dir,
+            port,
+            "zone \"zdn.rpz\" recursive-only no min-update-interval 0;"
+        ),
         dir = dir.display()
     )
 }
@@ -924,15 +947,27 @@ fn the_exported_file_loads_in_knot_resolver() {
 /// A `schild serve` whose one feed is the RPZ zone at `primary` by zone
 /// transfer, with the test TSIG key.
 fn pulling(primary: std::net::SocketAddr, zone: &str) -> Schild {
+    pulling_on(primary, zone, None)
+}
+
+/// [`pulling`], listening on `port` (for a primary that sends NOTIFY).
+fn pulling_on(primary: std::net::SocketAddr, zone: &str, port: Option<u16>) -> Schild {
     let key = key_text();
+    let listen = port
+        .map(|p| format!("[server]\nlisten = [\"127.0.0.1:{p}\"]\n\n"))
+        .unwrap_or_default();
     let config = format!(
-        "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\ndnssec = false\ntimeout_secs = 1\n\n[[feed]]\nname = \"national\"\ntype = \"rpz\"\nlocation = \"axfr://{primary}/{zone}\"\ntsig_key_file = \"xfr.tsig\"\ntimeout_secs = 10\nretries = 0\n"
+        "{listen}[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\ndnssec = false\ntimeout_secs = 1\n\n[[feed]]\nname = \"national\"\ntype = \"rpz\"\nlocation = \"axfr://{primary}/{zone}\"\ntsig_key_file = \"xfr.tsig\"\ntimeout_secs = 10\nretries = 0\n"
     );
     Schild::start(&config, &[("xfr.tsig", &key)])
 }
 
+/// Blocked: NXDOMAIN. A name that is not listed goes to the dead upstream
+/// and comes back SERVFAIL after the resolver's deadline, so allow for it.
 fn nxdomain(s: &Schild, name: &str) -> bool {
-    let m = crate::dns::udp(s.dns, &crate::dns::query(name, RecordType::A));
+    let q = crate::dns::query(name, RecordType::A);
+    let (m, _) = crate::dns::udp_timeout(s.dns, &q, Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("no answer for {name}:\n{}", s.log()));
     m.metadata.response_code == hickory_server::proto::op::ResponseCode::NXDomain
 }
 
@@ -968,6 +1003,32 @@ fn an_rpz_feed_follows_another_schild_by_axfr_then_ixfr_with_tsig() {
     assert!(nxdomain(&s, "evil.example."));
     assert_eq!(pulled(&s, "IXFR"), 1, "{}", s.log());
     assert!(transfers_done(&primary, "IXFR") >= 1, "{}", primary.log());
+
+    // A NOTIFY from anyone but the primary is refused and changes nothing.
+    let mut n = Message::query();
+    n.metadata.op_code = OpCode::Notify;
+    n.metadata.id = 4711;
+    n.add_query(Query::query(
+        Name::from_ascii("zdn.rpz.").expect("name"),
+        RecordType::SOA,
+    ));
+    let sock = UdpSocket::bind("127.0.0.2:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    sock.send_to(&n.to_vec().expect("encode"), s.dns)
+        .expect("send");
+    let mut buf = [0u8; 512];
+    let (len, _) = sock.recv_from(&mut buf).expect("an answer to the NOTIFY");
+    let r = Message::from_vec(&buf[..len]).expect("parse");
+    assert_eq!(
+        r.metadata.response_code,
+        hickory_server::proto::op::ResponseCode::Refused
+    );
+    assert!(
+        !s.log().contains("NOTIFY from the feed's primary"),
+        "{}",
+        s.log()
+    );
 }
 
 #[test]
@@ -1009,6 +1070,7 @@ fn an_rpz_feed_pulls_from_bind_as_its_primary() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let port = free_port();
+    let listen = free_port();
     let zone = |serial: u32, names: &[&str]| {
         let mut z = format!(
             "$TTL 300\n@ SOA ns.national.rpz. hostmaster.national.rpz. ({serial} 3600 600 86400 60)\n  NS ns.national.rpz.\nns A 127.0.0.1\n"
@@ -1036,7 +1098,8 @@ fn an_rpz_feed_pulls_from_bind_as_its_primary() {
     listen-on port {port} {{ 127.0.0.1; }};
     listen-on-v6 {{ none; }};
     recursion no;
-    notify no;
+    notify explicit;
+    also-notify {{ 127.0.0.1 port {listen}; }};
     ixfr-from-differences yes;
 }};
 include "{dir}/xfr.tsig";
@@ -1063,7 +1126,7 @@ zone "national.rpz" {{
         "named did not start:\n{}",
         named.log()
     );
-    let s = pulling(primary, "national.rpz");
+    let s = pulling_on(primary, "national.rpz", Some(listen));
     assert!(nxdomain(&s, "www.c2.example."), "{}", s.log());
     assert_eq!(pulled(&s, "AXFR"), 1, "{}", s.log());
 

@@ -298,3 +298,144 @@ fn the_journal_holds_the_difference() {
     // Not reachable from an unknown serial: the caller falls back to AXFR.
     assert!(j.chain(from.wrapping_sub(5), to).is_none());
 }
+
+/// An `rpz` feed's own actions go out as they came in, so one schild can
+/// feed another (or BIND, or Unbound) without flattening them.
+#[test]
+fn an_rpz_feeds_own_actions_are_exported_faithfully() {
+    use crate::config::FeedKind;
+    let zone_in = "$ORIGIN in.rpz.\n@ SOA ns. h. 1 2 3 4 5\n\
+        nx.example CNAME .\n*.nx.example CNAME .\nnodata.example CNAME *.\n\
+        drop.example CNAME rpz-drop.\ntcp.example CNAME rpz-tcp-only.\n\
+        garden.example CNAME walled.hospital.example.\n\
+        override.example A 192.0.2.10\noverride.example AAAA 2001:db8::10\n\
+        override.example TXT \"call \\\"ext 1234\\\"\"\n\
+        ok.nx.example CNAME rpz-passthru.\n\
+        32.10.0.20.10.rpz-client-ip CNAME rpz-drop.\n\
+        32.7.100.51.198.rpz-ip CNAME *.\n";
+    let mut c = Compiler::new(vec![FeedInfo {
+        name: "hospital".into(),
+        kind: "rpz".into(),
+        action: Action::Nxdomain,
+        location: "test".into(),
+    }]);
+    crate::feeds::plain::push_lines(FeedKind::Rpz, zone_in.as_bytes(), 0, &mut c);
+    let p = Policy::from_bytes(c.finish().expect("compile")).expect("load");
+    let s = settings();
+    let zone = write(&p, &s);
+    assert_eq!(
+        triggers(&zone),
+        set(&[
+            "nx.example CNAME .",
+            "*.nx.example CNAME .",
+            "nodata.example CNAME *.",
+            "drop.example CNAME rpz-drop.",
+            "tcp.example CNAME rpz-tcp-only.",
+            "garden.example CNAME walled.hospital.example.",
+            "override.example A 192.0.2.10",
+            "override.example AAAA 2001:db8::10",
+            "override.example TXT \"call \\\"ext 1234\\\"\"",
+            "ok.nx.example CNAME rpz-passthru.",
+            "32.10.0.20.10.rpz-client-ip CNAME rpz-drop.",
+            "32.7.100.51.198.rpz-ip CNAME *.",
+        ]),
+        "{zone}"
+    );
+    // The zone read back gives the same policy: the export is a feed.
+    let mut c = Compiler::new(vec![FeedInfo {
+        name: "again".into(),
+        kind: "rpz".into(),
+        action: Action::Nxdomain,
+        location: "test".into(),
+    }]);
+    crate::feeds::plain::push_lines(FeedKind::Rpz, zone.as_bytes(), 0, &mut c);
+    let again = Policy::from_bytes(c.finish().expect("compile")).expect("load");
+    assert_eq!(triggers(&write(&again, &s)), triggers(&zone));
+    // And the transfer's records carry the same data.
+    let mut walk = Triggers::new(&p, &s, Section::All);
+    let mut records = Vec::new();
+    while let Some(t) = walk.next() {
+        assert!(push_records(&s, t, &mut records), "{t:?}");
+    }
+    let texts: BTreeSet<String> = records
+        .iter()
+        .map(|r| format!("{} {} {}", r.name, r.record_type(), r.data))
+        .collect();
+    assert!(
+        texts.contains("override.example.zdn.rpz. TXT \"call \\\"ext 1234\\\"\"")
+            || texts
+                .iter()
+                .any(|t| t.starts_with("override.example.zdn.rpz. TXT")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.contains("32.10.0.20.10.rpz-client-ip.zdn.rpz. CNAME rpz-drop."),
+        "{texts:?}"
+    );
+}
+
+/// A change of local data is a change (IXFR sends it), and its records,
+/// the client flag and the new targets survive the journal.
+#[test]
+fn the_journal_carries_rpz_local_data() {
+    use crate::config::FeedKind;
+    use crate::rpz::journal::{Journal, read_changes};
+    let build = |zone: &str, prev: u64| {
+        let mut c = Compiler::new(vec![FeedInfo {
+            name: "hospital".into(),
+            kind: "rpz".into(),
+            action: Action::Nxdomain,
+            location: "test".into(),
+        }]);
+        c.set_previous_serial(prev);
+        crate::feeds::plain::push_lines(FeedKind::Rpz, zone.as_bytes(), 0, &mut c);
+        Policy::from_bytes(c.finish().expect("compile")).expect("load")
+    };
+    let old = build("g.example A 192.0.2.1\n", 0);
+    let new = build(
+        "g.example A 192.0.2.2\ng.example TXT \"a\\009b\"\nt.example CNAME rpz-tcp-only.\n\
+         32.9.0.0.10.rpz-client-ip CNAME .\n",
+        old.serial(),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let j = Journal::new(dir.path());
+    let s = settings();
+    j.record(&old, &new, &s).expect("write").expect("a step");
+    let (from, to) = (
+        ZoneSettings::serial_of(old.serial()),
+        ZoneSettings::serial_of(new.serial()),
+    );
+    let chain = j.chain(from, to).expect("chain");
+    let changes =
+        |added| -> Vec<Trigger> { read_changes(&chain[0].2, added).expect("read").collect() };
+    let removed = changes(false);
+    assert_eq!(removed.len(), 1);
+    assert_eq!(
+        removed[0].local,
+        [LocalRecord::A("192.0.2.1".parse().expect("ip"))]
+    );
+    let added = changes(true);
+    let g = added.iter().find(|t| t.owner == "g.example").expect("g");
+    assert_eq!(
+        g.local,
+        [
+            LocalRecord::A("192.0.2.2".parse().expect("ip")),
+            LocalRecord::Txt(vec!["a\tb".into()])
+        ]
+    );
+    assert!(
+        added
+            .iter()
+            .any(|t| t.owner == "t.example" && t.target == Target::TcpOnly)
+    );
+    let client = added
+        .iter()
+        .find(|t| t.owner == "32.9.0.0.10.rpz-client-ip")
+        .expect("client trigger");
+    assert!(client.client);
+    let mut records = Vec::new();
+    for t in &added {
+        assert!(push_records(&s, t, &mut records), "{t:?}");
+    }
+    assert_eq!(records.len(), 4, "{records:?}");
+}

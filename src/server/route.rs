@@ -1,0 +1,315 @@
+//! Zone routing: which way each question is answered.
+//!
+//! The table ([`crate::zones::Zones`], pure) decides; this module acts on
+//! the decision. A local answer (a `[local]` record, a default local zone)
+//! is built here and nothing is sent anywhere. A forward zone's questions
+//! go to its own [`Resolver`] (the same forwarder as forward mode, with
+//! its own upstreams, its own DNSSEC setting and its own cache); a stub
+//! zone's to a non-validating forwarder of its authoritative servers.
+//! Everything else goes to the global resolver (`resolver.mode`).
+//!
+//! A forward zone with `first = false` whose upstreams all fail answers
+//! SERVFAIL (the handler adds EDE 22): its names never go to the
+//! internet. With `first = true` the question is asked of the global
+//! route instead (Unbound's forward-first).
+//!
+//! The handler applies the IOC policy to whatever comes out of here, so
+//! every route is filtered alike.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_proto::rr::{LowerName, RecordType};
+use prometheus::{IntCounter, IntCounterVec, Opts};
+
+use super::metrics::{Metrics, UpstreamError};
+use super::resolve::{Answer, Flags, ResolveFailure, Resolved, Resolver, ResolverSetupError};
+use crate::config::{Config, ResolverConfig, ResolverMode, Upstream as UpstreamAddr};
+use crate::zones::{Decision, Way, Zones};
+
+/// One forward or stub zone's resolver.
+struct ZoneResolver {
+    resolver: Resolver,
+    /// Fall back to the global route when it fails (forward zones only).
+    first: bool,
+    /// `schild_route_queries_total{route="<zone name>"}`.
+    queries: IntCounter,
+}
+
+/// The routes of one configuration.
+pub struct Routes {
+    zones: Zones,
+    forward: Vec<ZoneResolver>,
+    stub: Vec<ZoneResolver>,
+    local_queries: IntCounter,
+    global_queries: IntCounter,
+    counters: IntCounterVec,
+}
+
+/// An answer and how it was obtained.
+pub struct Routed {
+    pub resolved: Resolved,
+    /// Served from local data: AA is set, as Unbound sets it.
+    pub authoritative: bool,
+}
+
+/// Why a routed question has no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteFailure {
+    pub kind: UpstreamError,
+    /// A forward or stub zone's servers all failed (and no fallback):
+    /// EDE 22, No Reachable Authority.
+    pub zone: bool,
+    /// A more specific Extended DNS Error than the kind's (RFC 8914).
+    pub ede: Option<(u16, &'static str)>,
+}
+
+/// The share of `resolver.max_inflight` each forward or stub zone gets:
+/// together they take at most half, so the caps the open-file budget
+/// was sized for still hold. Returns the per-zone cap and lowers the
+/// global one by what the zones took.
+pub fn share_inflight(resolver: &mut ResolverConfig, zones: usize) -> usize {
+    if zones == 0 {
+        return 0;
+    }
+    let each = (resolver.max_inflight / (2 * zones)).max(1);
+    resolver.max_inflight = resolver.max_inflight.saturating_sub(each * zones).max(1);
+    resolver.max_inflight_per_client = resolver.max_inflight_per_client.min(resolver.max_inflight);
+    each
+}
+
+/// The global resolver and the routes of `config`: the forward and stub
+/// zones take their share of `resolver.max_inflight` ([`share_inflight`])
+/// from the global one. `counters` are the route metric's, registered
+/// once ([`register`]) and kept across configuration reloads.
+pub fn build(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    counters: IntCounterVec,
+) -> Result<(Resolver, Routes), ResolverSetupError> {
+    let ways = config.zones.forward.len() + config.zones.stub.len();
+    let mut global = config.resolver.clone();
+    let each = share_inflight(&mut global, ways);
+    let routes = Routes::new(config, each, metrics.clone(), counters)?;
+    let resolver = Resolver::new(&global, metrics)?;
+    Ok((resolver, routes))
+}
+
+impl Routes {
+    /// Build every zone's resolver. `zone_inflight` is the per-zone cap
+    /// from [`share_inflight`].
+    fn new(
+        config: &Config,
+        zone_inflight: usize,
+        metrics: Arc<Metrics>,
+        counters: IntCounterVec,
+    ) -> Result<Routes, ResolverSetupError> {
+        let z = &config.zones;
+        let global_label = match config.resolver.mode {
+            ResolverMode::Forward => "forward",
+            ResolverMode::Recursive => "recursive",
+        };
+        let base = |upstreams: Vec<UpstreamAddr>, dnssec: bool| {
+            let mut c = config.resolver.clone();
+            c.mode = ResolverMode::Forward;
+            c.upstreams = upstreams;
+            c.dnssec = dnssec;
+            c.max_inflight = zone_inflight.max(1);
+            c.max_inflight_per_client = c.max_inflight_per_client.min(c.max_inflight);
+            // A zone holds a few names: a tenth of the main cache.
+            c.cache_entries = (c.cache_entries / 10).max(1000);
+            c
+        };
+        let mut forward = Vec::with_capacity(z.forward.len());
+        for f in &z.forward {
+            // With dnssec = false nothing at or below the zone is
+            // validated: its forwarder passes answers through as given.
+            let c = base(f.upstreams.clone(), f.dnssec);
+            forward.push(ZoneResolver {
+                resolver: Resolver::new(&c, metrics.clone())?,
+                first: f.first,
+                queries: counters.with_label_values(&[&f.name.to_ascii()]),
+            });
+        }
+        let mut stub = Vec::with_capacity(z.stub.len());
+        for s in &z.stub {
+            let ups = s.servers.iter().copied().map(UpstreamAddr::Plain).collect();
+            let c = base(ups, false);
+            stub.push(ZoneResolver {
+                resolver: Resolver::new(&c, metrics.clone())?,
+                first: false,
+                queries: counters.with_label_values(&[&s.name.to_ascii()]),
+            });
+        }
+        Ok(Routes {
+            zones: z.table(),
+            forward,
+            stub,
+            local_queries: counters.with_label_values(&["local"]),
+            global_queries: counters.with_label_values(&[global_label]),
+            counters,
+        })
+    }
+
+    /// The route metric, for the next [`build`].
+    pub fn counters(&self) -> IntCounterVec {
+        self.counters.clone()
+    }
+
+    fn way(&self, way: Way) -> Option<&ZoneResolver> {
+        match way {
+            Way::Forward(i) => self.forward.get(i),
+            Way::Stub(i) => self.stub.get(i),
+        }
+    }
+
+    /// Answer one question by its route.
+    pub async fn resolve(
+        &self,
+        global: &Resolver,
+        name: &LowerName,
+        qtype: RecordType,
+        flags: Flags,
+        client: IpAddr,
+    ) -> Result<Routed, RouteFailure> {
+        let from_global = |r: Result<Resolved, ResolveFailure>| {
+            r.map(|resolved| Routed {
+                resolved,
+                authoritative: false,
+            })
+            .map_err(|f| RouteFailure {
+                kind: f.kind,
+                zone: false,
+                ede: f.ede,
+            })
+        };
+        match self.zones.decide(name, qtype) {
+            Decision::Local(a) => {
+                self.local_queries.inc();
+                Ok(Routed {
+                    resolved: Resolved {
+                        answer: Arc::new(Answer {
+                            rcode: a.rcode,
+                            answers: a.answers,
+                            authorities: a.authorities,
+                            secure: false,
+                        }),
+                        age: 0,
+                        stale: false,
+                        // Local data: exempt from rebind protection.
+                        internal: true,
+                    },
+                    authoritative: true,
+                })
+            }
+            Decision::Global => {
+                self.global_queries.inc();
+                from_global(global.resolve(name, qtype, flags, client).await)
+            }
+            Decision::Zone(way) => {
+                let Some(zone) = self.way(way) else {
+                    self.global_queries.inc();
+                    return from_global(global.resolve(name, qtype, flags, client).await);
+                };
+                zone.queries.inc();
+                match zone.resolver.resolve(name, qtype, flags, client).await {
+                    // The hospital's own servers: exempt from rebind
+                    // protection (their private addresses are the point).
+                    Ok(resolved) => Ok(Routed {
+                        resolved: Resolved {
+                            internal: true,
+                            ..resolved
+                        },
+                        authoritative: false,
+                    }),
+                    // A bogus answer is an answer (validation failed), and
+                    // a lookup shed at the cap says nothing about the
+                    // forwarders: neither falls back.
+                    Err(f)
+                        if zone.first
+                            && !matches!(
+                                f.kind,
+                                UpstreamError::Bogus | UpstreamError::Overloaded
+                            ) =>
+                    {
+                        tracing::debug!(%name, "forward zone failed: forward-first falls back");
+                        from_global(global.resolve(name, qtype, flags, client).await)
+                    }
+                    Err(f) => Err(RouteFailure {
+                        kind: f.kind,
+                        zone: !matches!(f.kind, UpstreamError::Bogus | UpstreamError::Overloaded),
+                        ede: f.ede,
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Empty every zone's cache too (see [`Resolver::flush`]).
+    pub fn flush(&self, name: Option<&LowerName>, subtree: bool) -> u64 {
+        self.forward
+            .iter()
+            .chain(self.stub.iter())
+            .map(|z| z.resolver.flush(name, subtree))
+            .sum()
+    }
+
+    /// Answers held in the zones' caches.
+    pub fn cache_entries(&self) -> u64 {
+        self.forward
+            .iter()
+            .chain(self.stub.iter())
+            .map(|z| z.resolver.cache_entries())
+            .sum()
+    }
+}
+
+/// `schild_route_queries_total{route}`, registered once per process.
+pub fn register(r: &prometheus::Registry) -> IntCounterVec {
+    // A literal name and label: this cannot fail (the unit test below).
+    let v = IntCounterVec::new(
+        Opts::new(
+            "schild_route_queries_total",
+            "Questions by the route that answered them: a forward or stub zone by its name, local, or the global mode",
+        ),
+        &["route"],
+    )
+    .unwrap_or_else(|_| unreachable_metric());
+    if let Err(e) = r.register(Box::new(v.clone())) {
+        tracing::error!(error = %e, "metric not registered");
+    }
+    v
+}
+
+#[cold]
+fn unreachable_metric() -> IntCounterVec {
+    // Only reached if prometheus changes what a valid name is.
+    tracing::error!("schild_route_queries_total could not be created");
+    IntCounterVec::new(Opts::new("schild_route_queries_fallback", "-"), &["route"])
+        .unwrap_or_else(|_| std::process::abort())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metric_is_valid() {
+        let r = prometheus::Registry::new();
+        let v = register(&r);
+        v.with_label_values(&["corp.hospital.test."]).inc();
+        assert_eq!(r.gather().len(), 1);
+    }
+
+    #[test]
+    fn inflight_is_shared() {
+        let mut c = Config::parse("state_dir = \"s\"\n", std::path::Path::new("/x/s.toml"))
+            .expect("config")
+            .resolver;
+        c.max_inflight = 1000;
+        let each = share_inflight(&mut c, 4);
+        assert_eq!(each, 125);
+        assert_eq!(c.max_inflight, 500);
+        assert_eq!(share_inflight(&mut c, 0), 0);
+    }
+}
