@@ -93,6 +93,14 @@ const KNOWN: &[(&str, &str, &str, &str, &str)] = &[
     ),
 ];
 
+/// KNOWN BUG of issue 11 (item 7 and hickory's validator): an answer
+/// synthesised from a wildcard in a signed zone. hickory 0.26 does not
+/// validate it (a secure wildcard answer is SERVFAIL, EDE 6), and with CD=1
+/// the recursor hands back no data; Unbound validates it (AD) and gives the
+/// data with CD=1. Any difference on `x.wild` in these zones is this bug;
+/// the test fails once none is left, so the entry goes when it is fixed.
+const WILDCARD_BUG_ZONES: &[&str] = &["secure", "bogus", "expired", "nosig", "nta"];
+
 /// What one resolver said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
@@ -189,7 +197,7 @@ impl Signed {
         for (z, n) in CHILDREN {
             let origin = format!("{z}.test.");
             let text = format!(
-                "{}@ IN NS ns\nns IN A {}\nwww IN A 192.0.2.{n}\n",
+                "{}@ IN NS ns\nns IN A {}\nwww IN A 192.0.2.{n}\n*.wild IN A 192.0.2.{n}\n",
                 soa(&origin),
                 ip(CHILD)
             );
@@ -344,21 +352,24 @@ fn validation_agrees_with_unbound() {
     let mut table = String::new();
     let mut unexpected = Vec::new();
     let mut matched = vec![false; KNOWN.len()];
+    let mut wildcard_bug = 0;
     for ((mode, schild_at, unbound_at), (z, _), (p, dnssec_ok, cd)) in pairs
         .iter()
         .flat_map(|pair| CHILDREN.iter().map(move |c| (pair, c)))
         .flat_map(|(pair, c)| PROFILES.iter().map(move |p| (pair, c, p)))
     {
-        {
-            let name = format!("www.{z}.test.");
+        // A plain name and one synthesised from a wildcard (its proof of
+        // non-existence of the closer name must validate too).
+        for host in ["www", "x.wild"] {
+            let name = format!("{host}.{z}.test.");
             let u = ask(*unbound_at, &name, *dnssec_ok, *cd);
             let s = ask(*schild_at, &name, *dnssec_ok, *cd);
             table.push_str(&format!(
-                "{mode:9} {z:9} {p:6} schild  {s:?}\n{:26} unbound {u:?}\n",
+                "{mode:9} {z:9} {p:6} {host:6} schild  {s:?}\n{:33} unbound {u:?}\n",
                 ""
             ));
             let (Some(s), Some(u)) = (s, u) else {
-                unexpected.push(format!("{mode} {z} {p}: no answer"));
+                unexpected.push(format!("{mode} {z} {p} {host}: no answer"));
                 continue;
             };
             let fields = [
@@ -371,11 +382,15 @@ fn validation_agrees_with_unbound() {
                 if !differs {
                     continue;
                 }
+                if host == "x.wild" && WILDCARD_BUG_ZONES.contains(z) {
+                    wildcard_bug += 1;
+                    continue;
+                }
                 match KNOWN.iter().position(|(km, kz, kp, kf, _)| {
                     km == mode && (*kz == "*" || kz == z) && (*kp == "*" || kp == p) && *kf == field
                 }) {
                     Some(i) => matched[i] = true,
-                    None => unexpected.push(format!("{mode} {z} {p} {field}")),
+                    None => unexpected.push(format!("{mode} {z} {p} {field} ({host})")),
                 }
             }
         }
@@ -387,10 +402,17 @@ fn validation_agrees_with_unbound() {
     ] {
         u.assert_running(what);
     }
-    eprintln!("dnssec: schild and Unbound, www.<zone>.test. A\n{table}");
+    eprintln!("dnssec: schild and Unbound, www.<zone>.test. and x.wild.<zone>.test. A\n{table}");
     for ((m, z, p, f, reason), _) in KNOWN.iter().zip(&matched).filter(|(_, m)| **m) {
         eprintln!("known difference, {m} {z} {p} {f}: {reason}");
     }
+    eprintln!(
+        "known bug (WILDCARD_BUG_ZONES): {wildcard_bug} differing fields on signed wildcard answers"
+    );
+    assert!(
+        wildcard_bug > 0,
+        "signed wildcard answers agree with Unbound now: remove WILDCARD_BUG_ZONES\n{table}"
+    );
     let stale: Vec<_> = KNOWN
         .iter()
         .zip(&matched)
