@@ -306,6 +306,9 @@ pub struct ResolverConfig {
     pub max_ttl: Duration,
     pub serve_stale: bool,
     pub serve_stale_max: Duration,
+    /// Whole UDP answers kept in wire form (`server::packets`), as many
+    /// as `cache_entries`.
+    pub packet_cache: bool,
     pub timeout: Duration,
     /// How long a failed resolution is answered SERVFAIL from memory;
     /// zero: never.

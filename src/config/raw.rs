@@ -317,6 +317,9 @@ pub(super) struct RawResolver {
     pub(super) max_ttl_secs: u32,
     #[serde(default = "default_true")]
     pub(super) serve_stale: bool,
+    /// Keep whole UDP answers in wire form in front of the record cache.
+    #[serde(default = "default_true")]
+    pub(super) packet_cache: bool,
     /// How long past its TTL a cached answer may still be served when the
     /// upstream fails (RFC 8767).
     #[serde(default = "default_serve_stale_max_secs")]
@@ -359,6 +362,7 @@ impl Default for RawResolver {
             min_ttl_secs: 0,
             max_ttl_secs: default_max_ttl_secs(),
             serve_stale: true,
+            packet_cache: true,
             serve_stale_max_secs: default_serve_stale_max_secs(),
             timeout_secs: default_upstream_timeout_secs(),
             servfail_ttl_secs: default_servfail_ttl_secs(),

@@ -511,6 +511,7 @@ fn resolver(r: RawResolver, base: &Path) -> Result<ResolverConfig, ConfigError> 
         min_ttl: Duration::from_secs(r.min_ttl_secs.into()),
         max_ttl: Duration::from_secs(r.max_ttl_secs.into()),
         serve_stale: r.serve_stale,
+        packet_cache: r.packet_cache,
         serve_stale_max: Duration::from_secs(r.serve_stale_max_secs),
         timeout: Duration::from_secs(r.timeout_secs.max(1)),
         servfail_ttl: Duration::from_secs(r.servfail_ttl_secs),

@@ -171,6 +171,11 @@ impl RpzPrimary {
         })
     }
 
+    /// Whether a question for `name` is about the RPZ zone.
+    pub fn claims_name(&self, name: &LowerName) -> bool {
+        self.origin.zone_of(name)
+    }
+
     pub fn allowed(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.allow.iter().any(|n| n.contains(&ip))

@@ -319,6 +319,9 @@ async fn flush(State(s): State<AdminState>, uri: axum::http::Uri) -> (StatusCode
     if flag(&p, "all") {
         let n =
             s.shared.resolver.load().flush(None, false) + s.shared.routes.load().flush(None, false);
+        if let Some(p) = &s.shared.packets {
+            p.flush();
+        }
         tracing::info!(answers = n, "answer cache flushed");
         return (
             StatusCode::OK,
@@ -347,6 +350,10 @@ async fn flush(State(s): State<AdminState>, uri: axum::http::Uri) -> (StatusCode
     let subtree = flag(&p, "subtree");
     let n = s.shared.resolver.load().flush(Some(&name), subtree)
         + s.shared.routes.load().flush(Some(&name), subtree);
+    // The packet cache is voided whole: it is not indexed by name.
+    if let Some(p) = &s.shared.packets {
+        p.flush();
+    }
     tracing::info!(%name, subtree, answers = n, "answer cache flushed");
     let what = if subtree { " and below" } else { "" };
     (

@@ -9,7 +9,7 @@
 //! without a lock and without any query seeing no policy. A query that is
 //! not blocked allocates nothing for the policy checks.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::SystemTime;
@@ -19,6 +19,7 @@ use hickory_proto::op::{Edns, LowerQuery, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::HINFO;
 use hickory_proto::rr::rdata::opt::EdnsCode;
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinDecodable;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -27,9 +28,11 @@ use ipnet::IpNet;
 use tokio::sync::Notify;
 
 use super::answer::{self, ede};
+use super::fast;
 use super::groups::PerNetwork;
 use super::hits::HitSink;
 use super::metrics::{Metrics, Transport, UpstreamError};
+use super::packets::{self, Keep};
 use super::ratelimit::{RateLimiter, Verdict as Rate};
 use super::resolve::{Flags, Resolved, Resolver};
 use crate::policy::groups::{ClientGroup, GroupAction, is_private_answer};
@@ -152,6 +155,8 @@ pub struct Shared {
     /// `[[client_group]]`s, `rebind_protection`, `block_bypass`; swapped
     /// whole by a configuration reload. Each policy step loads it once.
     pub groups: arc_swap::ArcSwap<PerNetwork>,
+    /// Whole UDP answers in wire form (`resolver.packet_cache`).
+    pub packets: Option<super::packets::PacketCache>,
 }
 
 /// The `RequestHandler` our own UDP, TCP and TLS loops (`server::listen`)
@@ -281,17 +286,33 @@ impl Shared {
     /// One query, in its steps: admit it (drain, RPZ transfer, ACL, EDNS,
     /// the question), the policy on the question, resolve, the policy on
     /// the answer, encode.
-    async fn handle<R: ResponseHandler>(&self, request: &Request, mut rh: R) -> ResponseInfo {
+    async fn handle<R: ResponseHandler>(&self, request: &Request, rh: R) -> ResponseInfo {
+        self.handle_after(request, rh, None, &mut None).await
+    }
+
+    /// [`Shared::handle`], for a UDP query whose first steps
+    /// [`Shared::early_udp`] already took: it counted the query, recorded
+    /// the name history and applied the policy to the question (`pre`).
+    /// `keep` is set when the answer sent may go into the packet cache.
+    pub(crate) async fn handle_after<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        mut rh: R,
+        pre: Option<Box<Pre>>,
+        keep: &mut Option<Keep>,
+    ) -> ResponseInfo {
         if self.draining.load(Ordering::Acquire) {
             return no_response(request, ResponseCode::Refused);
         }
         let _in_flight = self.in_flight.enter();
         let transport = transport_of(request.protocol());
         let query = request.queries.queries().first();
-        self.metrics.query(
-            transport,
-            query.map(|q| q.query_type()).unwrap_or(RecordType::NULL),
-        );
+        if pre.is_none() {
+            self.metrics.query(
+                transport,
+                query.map(|q| q.query_type()).unwrap_or(RecordType::NULL),
+            );
+        }
 
         // The RPZ zone has its own ACL (`rpz.allow_transfer`) and TSIG:
         // secondaries need not be resolver clients.
@@ -329,6 +350,7 @@ impl Shared {
         let qtype = query.query_type();
         let qname: &Name = query.original().name();
         let lower: &LowerName = query.name();
+        let recorded = AtomicBool::new(false);
         let hit_ctx = HitCtx {
             client: request.src().ip(),
             qname: lower,
@@ -336,18 +358,27 @@ impl Shared {
             transport: transport.as_str(),
             group: None,
             per: None,
+            recorded: Some(&recorded),
         };
 
         if let Some((verdict, slot)) = rate {
             self.sighting_while_limited(qname, &hit_ctx, slot);
             return self.shed(request, &mut rh, resp_edns, verdict).await;
         }
-        // The name history (retro-hunt): a try_send, nothing more.
-        if let Some(h) = &self.history {
-            h.record(lower, hit_ctx.client);
-        }
-
-        let exempt = match self.policy_on_question(qname, &hit_ctx) {
+        let (on_question, candidate) = match pre {
+            Some(pre) => (pre.0, pre.1),
+            None => (
+                {
+                    // The name history (retro-hunt): a try_send, nothing more.
+                    if let Some(h) = &self.history {
+                        h.record(lower, hit_ctx.client);
+                    }
+                    self.policy_on_question(qname, &hit_ctx)
+                },
+                None,
+            ),
+        };
+        let exempt = match on_question {
             OnQuestion::Block(b) => {
                 return self
                     .send_block(request, &mut rh, resp_edns, qname, qtype, b)
@@ -371,8 +402,8 @@ impl Shared {
         let routed = routes
             .resolve(&resolver, lower, qtype, flags, request.src().ip())
             .await;
-        let (resolved, authoritative) = match routed {
-            Ok(r) => (r.resolved, r.authoritative),
+        let (resolved, authoritative, route) = match routed {
+            Ok(r) => (r.resolved, r.authoritative, r.counter),
             Err(failure) => {
                 let (code, text) = if failure.zone {
                     (
@@ -404,6 +435,16 @@ impl Shared {
             }
         }
 
+        if let Some((generation, key)) = candidate
+            && !recorded.load(Ordering::Relaxed)
+            && !resolved.stale
+        {
+            *keep = Some(Keep {
+                generation,
+                key,
+                route,
+            });
+        }
         let answer = Resolution {
             resolved: &resolved,
             dnssec_ok,
@@ -411,6 +452,119 @@ impl Shared {
         };
         self.send_resolved(request, &mut rh, resp_edns, qname, answer)
             .await
+    }
+
+    /// The UDP fast path, taken in the receive loop before the datagram is
+    /// decoded: an ordinary query ([`fast::parse`]) from an allowed client
+    /// gets the full path's first steps here (the query counted, the name
+    /// history, the policy on the question) and, when that blocks it with
+    /// NXDOMAIN or NODATA, its answer written straight into `out`
+    /// ([`Early::Send`]): no `Message` decoded or encoded, no task spawned.
+    /// Anything else continues on the full path, with what was done here
+    /// ([`Early::Slow`] with a [`Pre`]) so that nothing is done twice.
+    /// Off while `server.client_qps` is set: the rate limiter judges a
+    /// query before anything else does.
+    pub(crate) fn early_udp(&self, msg: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Early {
+        if self.draining.load(Ordering::Acquire) || self.ratelimit.is_some() {
+            return Early::Slow(None);
+        }
+        let Some(q) = fast::parse(msg) else {
+            return Early::Slow(None);
+        };
+        let client = src.ip();
+        if !self.is_allowed(client) {
+            return Early::Slow(None);
+        }
+        let Ok(qname) = Name::from_bytes(q.name) else {
+            return Early::Slow(None);
+        };
+        let lower = LowerName::new(&qname);
+        if self
+            .rpz
+            .load()
+            .as_ref()
+            .is_some_and(|rpz| rpz.claims_name(&lower))
+        {
+            return Early::Slow(None);
+        }
+        let qtype = RecordType::from(q.qtype);
+        self.metrics.query(Transport::Udp, qtype);
+        if let Some(h) = &self.history {
+            h.record(&lower, client);
+        }
+        let recorded = AtomicBool::new(false);
+        let ctx = HitCtx {
+            client,
+            qname: &lower,
+            qtype,
+            transport: Transport::Udp.as_str(),
+            group: None,
+            per: None,
+            recorded: Some(&recorded),
+        };
+        let payload = q
+            .edns
+            .map(|e| e.payload.clamp(512, self.config.load().edns_payload));
+        let b = match self.policy_on_question(&qname, &ctx) {
+            OnQuestion::Block(b) => b,
+            other => {
+                let exempt = matches!(other, OnQuestion::Exempt);
+                let candidate = match &self.packets {
+                    Some(cache)
+                        if !recorded.load(Ordering::Relaxed)
+                            && self.groups.load().group_of(client).is_none() =>
+                    {
+                        let mut buf = [0u8; packets::KEY_MAX];
+                        let key = packets::key_into(&mut buf, &q, payload, exempt);
+                        if let Some(r) = cache.replay(key, &q, &self.parts(), out) {
+                            r.route.inc();
+                            self.metrics.cache_hits.inc();
+                            self.metrics.packet_hits.inc();
+                            self.metrics.response(r.rcode);
+                            return Early::Send;
+                        }
+                        Some((self.parts().generation(), key.to_vec()))
+                    }
+                    _ => None,
+                };
+                return Early::Slow(Some(Box::new(Pre(other, candidate))));
+            }
+        };
+        let rcode = match b.action {
+            Action::Nxdomain => ResponseCode::NXDomain,
+            Action::Nodata => ResponseCode::NoError,
+            Action::Drop => {
+                self.metrics.dropped();
+                return Early::Dropped;
+            }
+            _ => return Early::Slow(Some(Box::new(Pre(OnQuestion::Block(b), None)))),
+        };
+        let negative = fast::Negative {
+            rcode: rcode.low(),
+            owner_at: fast::suffix_offset(q.name, usize::from(b.soa_owner.num_labels())),
+            // As answer::policy_soa: RFC 1982 serial arithmetic.
+            serial: (b.serial & 0xffff_ffff) as u32,
+            ttl: self.config.load().block_ttl,
+            payload,
+            ede_text: &b.text,
+            ede_code: ede::BLOCKED,
+        };
+        if !fast::write_negative(out, &q, &negative) {
+            return Early::Slow(Some(Box::new(Pre(OnQuestion::Block(b), None))));
+        }
+        self.metrics.response(rcode);
+        Early::Send
+    }
+
+    /// The swappable parts a packet-cache entry is made under.
+    pub(crate) fn parts(&self) -> packets::Parts<'_> {
+        packets::Parts {
+            policy: &self.policy,
+            config: &self.config,
+            resolver: &self.resolver,
+            routes: &self.routes,
+            groups: &self.groups,
+        }
     }
 
     /// The response OPT: only if the client sent one; our payload cap.
@@ -813,6 +967,9 @@ impl Shared {
         set: u32,
         ctx: &HitCtx<'_>,
     ) {
+        if let Some(r) = ctx.recorded {
+            r.store(true, Ordering::Relaxed);
+        }
         self.hits.record(HitEvent {
             at: SystemTime::now(),
             client: ctx.client,
@@ -954,6 +1111,7 @@ impl Shared {
                 transport: transport_of(request.protocol()).as_str(),
                 group: None,
                 per: None,
+                recorded: None,
             };
             let blocked = {
                 let guard = self.policy.load();
@@ -1030,6 +1188,27 @@ struct Resolution<'a> {
 }
 
 /// What the policy on the question decided.
+/// What [`Shared::early_udp`] did with a datagram.
+pub(crate) enum Early {
+    /// The answer is in the buffer, counted: send it.
+    Send,
+    /// No answer is to be sent (an `rpz-drop.` block).
+    Dropped,
+    /// The full path answers, after what was done already, if anything.
+    Slow(Option<Box<Pre>>),
+}
+
+/// The first steps of a query, taken by [`Shared::early_udp`], and when
+/// its answer may be kept, what it is made under and its packet-cache key.
+pub(crate) struct Pre(OnQuestion, Option<(packets::Generation, Vec<u8>)>);
+
+impl Pre {
+    /// Whether the answer may be kept by the packet cache.
+    pub(crate) fn may_keep(&self) -> bool {
+        self.1.is_some()
+    }
+}
+
 enum OnQuestion {
     /// Answer with the block instead of resolving.
     Block(Block),
@@ -1076,6 +1255,9 @@ struct HitCtx<'a> {
     /// table it is from: set by each policy step ([`HitCtx::in_group`]).
     group: Option<(usize, &'a ClientGroup)>,
     per: Option<&'a PerNetwork>,
+    /// Set when a hit is recorded: such an answer is never kept whole
+    /// (the packet cache), since each hit must be seen.
+    recorded: Option<&'a AtomicBool>,
 }
 
 impl<'a> HitCtx<'a> {
@@ -1091,6 +1273,7 @@ impl<'a> HitCtx<'a> {
             transport: self.transport,
             group: per.group_of(self.client),
             per: Some(per),
+            recorded: self.recorded,
         }
     }
 }

@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::dnstap::{self, Tap};
-use super::handler::Handler;
+use super::handler::{Early, Handler};
 use crate::wire;
 
 /// One query as the dnstap log saw it arrive, to log its answer by.
@@ -425,6 +425,8 @@ pub async fn udp_loop(
     // The largest datagram there is: a longer query must not be cut short
     // and then answered as if it were whole.
     let mut buf = vec![0u8; 65_535];
+    // The fast path's answers, written in place (`Handler::early_udp`).
+    let mut out = Vec::with_capacity(1232);
     loop {
         let (n, src) = tokio::select! {
             r = socket.recv_from(&mut buf) => match r {
@@ -442,11 +444,32 @@ pub async fn udp_loop(
         if src.port() == 0 {
             continue; // nothing can be sent back there
         }
+        let pre = match handler.0.early_udp(&buf[..n], src, &mut out) {
+            Early::Send => {
+                let tap = Tapped::query(&handler, dnstap::Transport::Udp, src, local, &buf[..n]);
+                send_now(&socket, &out, src).await;
+                if let Some(t) = tap {
+                    t.response(&out);
+                }
+                continue;
+            }
+            Early::Dropped => {
+                Tapped::query(&handler, dnstap::Transport::Udp, src, local, &buf[..n]);
+                continue;
+            }
+            Early::Slow(pre) => pre,
+        };
         let msg = buf[..n].to_vec();
+        // An answer that may go into the packet cache is kept here too.
+        let kept = pre
+            .as_ref()
+            .filter(|p| p.may_keep())
+            .map(|_| Arc::new(Mutex::new(Vec::new())));
         let mut responder = DatagramResponder {
             socket: socket.clone(),
             dst: src,
             tap: None,
+            kept: kept.clone(),
         };
         match Request::from_bytes(msg, src, Protocol::Udp) {
             // Never answer an answer: that is how reflection loops start.
@@ -456,9 +479,20 @@ pub async fn udp_loop(
                     Tapped::query(&handler, dnstap::Transport::Udp, src, local, &buf[..n]);
                 let handler = handler.clone();
                 tracker.spawn(async move {
+                    let mut keep = None;
                     handler
-                        .handle_request::<_, TokioTime>(&request, responder)
+                        .0
+                        .handle_after(&request, responder, pre, &mut keep)
                         .await;
+                    if let (Some(keep), Some(kept), Some(cache)) =
+                        (keep, kept, handler.0.packets.as_ref())
+                    {
+                        let wire =
+                            std::mem::take(&mut *kept.lock().unwrap_or_else(|e| e.into_inner()));
+                        if !wire.is_empty() {
+                            cache.insert(keep, &wire, &handler.0.parts());
+                        }
+                    }
                 });
             }
             Err(_) => {
@@ -470,6 +504,18 @@ pub async fn udp_loop(
     }
 }
 
+/// Send a datagram from the receive loop: at once when the socket can take
+/// it (it nearly always can), else waiting for room.
+async fn send_now(socket: &UdpSocket, msg: &[u8], dst: SocketAddr) {
+    let sent = match socket.try_send_to(msg, dst) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(msg, dst).await,
+        other => other,
+    };
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "sending a response failed");
+    }
+}
+
 /// Sends an answer as one datagram, cut to the size the answer's EDNS
 /// allows (512 octets without EDNS, RFC 1035 4.2.1) with TC set when it
 /// does not fit, as hickory's own UDP responder does.
@@ -478,6 +524,8 @@ struct DatagramResponder {
     socket: Arc<UdpSocket>,
     dst: SocketAddr,
     tap: Option<Tapped>,
+    /// Where the answer sent is copied for the packet cache, if wanted.
+    kept: Option<Arc<Mutex<Vec<u8>>>>,
 }
 
 #[async_trait::async_trait]
@@ -503,6 +551,9 @@ impl ResponseHandler for DatagramResponder {
             .map_err(|e| NetError::from(e.to_string()))?;
         if let Some(t) = &self.tap {
             t.response(&msg);
+        }
+        if let Some(k) = &self.kept {
+            *k.lock().unwrap_or_else(|e| e.into_inner()) = msg;
         }
         Ok(info)
     }

@@ -110,6 +110,8 @@ pub struct Metrics {
     feed_names: Vec<String>,
     pub allowlist_overrides: IntCounter,
     pub cache_hits: IntCounter,
+    /// The part of `cache_hits` replayed whole from the packet cache.
+    pub packet_hits: IntCounter,
     pub cache_misses: IntCounter,
     pub cache_stale: IntCounter,
     pub cache_servfail: IntCounter,
@@ -345,6 +347,11 @@ impl Metrics {
                 &r,
                 "schild_cache_hits_total",
                 "Answers served from the cache.",
+            ),
+            packet_hits: counter(
+                &r,
+                "schild_packet_cache_hits_total",
+                "Answers replayed whole from the packet cache (counted in schild_cache_hits_total too).",
             ),
             cache_misses: counter(
                 &r,

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod answer;
 pub mod dnstap;
+pub mod fast;
 pub mod groups;
 pub mod handler;
 pub mod history;
@@ -20,6 +21,7 @@ pub mod hits;
 pub mod listen;
 pub mod metrics;
 pub mod notify;
+pub mod packets;
 pub mod ratelimit;
 pub mod reconfigure;
 pub mod recursor;
@@ -317,6 +319,8 @@ pub async fn run(mut config: Config) -> i32 {
             config.server.client_qps_slip,
         ),
         groups: arc_swap::ArcSwap::from_pointee(per_network),
+        packets: (config.resolver.packet_cache)
+            .then(|| packets::PacketCache::new(config.resolver.cache_entries)),
     });
     let handler = Handler(shared.clone());
 

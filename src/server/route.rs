@@ -51,6 +51,9 @@ pub struct Routed {
     pub resolved: Resolved,
     /// Served from local data: AA is set, as Unbound sets it.
     pub authoritative: bool,
+    /// The route's query counter (counted again when the packet cache
+    /// replays the answer).
+    pub counter: IntCounter,
 }
 
 /// Why a routed question has no answer.
@@ -172,10 +175,11 @@ impl Routes {
         flags: Flags,
         client: IpAddr,
     ) -> Result<Routed, RouteFailure> {
-        let from_global = |r: Result<Resolved, ResolveFailure>| {
+        let from_global = |r: Result<Resolved, ResolveFailure>, counter: &IntCounter| {
             r.map(|resolved| Routed {
                 resolved,
                 authoritative: false,
+                counter: counter.clone(),
             })
             .map_err(|f| RouteFailure {
                 kind: f.kind,
@@ -200,16 +204,23 @@ impl Routes {
                         internal: true,
                     },
                     authoritative: true,
+                    counter: self.local_queries.clone(),
                 })
             }
             Decision::Global => {
                 self.global_queries.inc();
-                from_global(global.resolve(name, qtype, flags, client).await)
+                from_global(
+                    global.resolve(name, qtype, flags, client).await,
+                    &self.global_queries,
+                )
             }
             Decision::Zone(way) => {
                 let Some(zone) = self.way(way) else {
                     self.global_queries.inc();
-                    return from_global(global.resolve(name, qtype, flags, client).await);
+                    return from_global(
+                        global.resolve(name, qtype, flags, client).await,
+                        &self.global_queries,
+                    );
                 };
                 zone.queries.inc();
                 match zone.resolver.resolve(name, qtype, flags, client).await {
@@ -221,6 +232,7 @@ impl Routes {
                             ..resolved
                         },
                         authoritative: false,
+                        counter: zone.queries.clone(),
                     }),
                     // A bogus answer is an answer (validation failed), and
                     // a lookup shed at the cap says nothing about the
@@ -233,7 +245,10 @@ impl Routes {
                             ) =>
                     {
                         tracing::debug!(%name, "forward zone failed: forward-first falls back");
-                        from_global(global.resolve(name, qtype, flags, client).await)
+                        from_global(
+                            global.resolve(name, qtype, flags, client).await,
+                            &zone.queries,
+                        )
                     }
                     Err(f) => Err(RouteFailure {
                         kind: f.kind,

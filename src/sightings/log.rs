@@ -23,7 +23,13 @@ pub struct Pseudonymiser {
     key_path: PathBuf,
     rotate: Duration,
     key: Option<(ring::hmac::Key, u64)>,
+    /// Tags already made under the current key: a hospital has a bounded
+    /// set of clients, and an infected one asks again and again.
+    tags: std::collections::HashMap<IpAddr, [u8; 32]>,
 }
+
+/// The most tags remembered before the memo starts over.
+const TAGS_KEPT: usize = 65_536;
 
 impl std::fmt::Debug for Pseudonymiser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -40,6 +46,7 @@ impl Pseudonymiser {
             key_path,
             rotate,
             key: None,
+            tags: std::collections::HashMap::new(),
         }
     }
 
@@ -60,12 +67,23 @@ impl Pseudonymiser {
     /// The keyed hash of `ip` under the current key (whatever `privacy`
     /// says); `None` while no key can be stored.
     pub fn tag(&mut self, ip: IpAddr) -> Option<[u8; 32]> {
-        let key = self.current_key()?;
-        let bytes = match ip {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
-        };
-        ring::hmac::sign(key, &bytes).as_ref().try_into().ok()
+        self.current_key()?;
+        if let Some(t) = self.tags.get(&ip) {
+            return Some(*t);
+        }
+        let key = self.key.as_ref().map(|(k, _)| k)?;
+        let tag: [u8; 32] = match ip {
+            IpAddr::V4(a) => ring::hmac::sign(key, &a.octets()),
+            IpAddr::V6(a) => ring::hmac::sign(key, &a.octets()),
+        }
+        .as_ref()
+        .try_into()
+        .ok()?;
+        if self.tags.len() >= TAGS_KEPT {
+            self.tags.clear();
+        }
+        self.tags.insert(ip, tag);
+        Some(tag)
     }
 
     /// The key for now: loaded from disk (so a restart keeps pseudonyms
@@ -95,13 +113,20 @@ impl Pseudonymiser {
                 }
             };
             self.key = Some((ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &raw), created));
+            self.tags.clear();
         }
         self.key.as_ref().map(|(k, _)| k)
     }
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(char::from(DIGITS[usize::from(x >> 4)]));
+        s.push(char::from(DIGITS[usize::from(x & 0x0f)]));
+    }
+    s
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

@@ -450,3 +450,90 @@ fn forward_mode_passes_on_the_upstreams_ad_and_do() {
     assert!(ask(false, true).metadata.authentic_data);
     assert!(up.bits("ad.example.").1, "DO=1 went upstream");
 }
+
+/// The packet cache (whole UDP answers in wire form) is only a faster way
+/// to give the same answer: the second asking is not sent upstream and
+/// comes back with its own ID, its own spelling of the name (0x20) and a
+/// TTL aged by the time in the cache; a reload that lists the name, or a
+/// flush, voids it; and a `log-only` hit is never replayed silently: each
+/// asking is a sighting.
+#[test]
+fn the_packet_cache_replays_answers_and_never_outlives_the_policy() {
+    let up = CountingUpstream::start(Reply::Address, Duration::ZERO);
+    let cfg = format!(
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ndnssec = false\n\n\
+         [[feed]]\nname = \"ioc\"\ntype = \"domains\"\nlocation = \"ioc.txt\"\naction = \"nxdomain\"\n\n\
+         [[feed]]\nname = \"trial\"\ntype = \"domains\"\nlocation = \"trial.txt\"\naction = \"log-only\"\n",
+        up.addr
+    );
+    let s = Schild::start(
+        &cfg,
+        &[("ioc.txt", "other.test\n"), ("trial.txt", "watched.test\n")],
+    );
+
+    let first = udp(s.dns, &query("cached.example.test.", RecordType::A));
+    assert_eq!(addresses(&first), ["192.0.2.1"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let mut q = query("CaChEd.ExAmple.TEST.", RecordType::A);
+    q.metadata.id = 0x4242;
+    let again = udp(s.dns, &q);
+    assert_eq!(
+        up.count("cached.example.test."),
+        1,
+        "replayed, not asked again"
+    );
+    assert_eq!(again.metadata.id, 0x4242);
+    assert_eq!(again.queries[0].name().to_ascii(), "CaChEd.ExAmple.TEST.");
+    assert_eq!(again.answers[0].name.to_ascii(), "CaChEd.ExAmple.TEST.");
+    assert_eq!(addresses(&again), ["192.0.2.1"]);
+    assert!(
+        again.answers[0].ttl < first.answers[0].ttl,
+        "aged: {} then {}",
+        first.answers[0].ttl,
+        again.answers[0].ttl
+    );
+    assert!(metric(&s, "schild_packet_cache_hits_total") >= 1);
+
+    // The feed lists it: the kept answer must not outlive the old list.
+    crate::harness::write(s.dir.path(), "ioc.txt", "other.test\ncached.example.test\n");
+    let (status, body) = s.http("POST", "/reload");
+    assert_eq!(status, 200, "{body}");
+    let blocked = udp(s.dns, &query("cached.example.test.", RecordType::A));
+    assert_eq!(blocked.metadata.response_code, ResponseCode::NXDomain);
+    assert_eq!(ede(&blocked).map(|(c, _)| c), Some(15));
+
+    // A flush voids it too: the next asking goes upstream.
+    udp(s.dns, &query("flushed.example.test.", RecordType::A));
+    udp(s.dns, &query("flushed.example.test.", RecordType::A));
+    assert_eq!(up.count("flushed.example.test."), 1);
+    let (status, body) = s.http("POST", "/flush?all=1");
+    assert_eq!(status, 200, "{body}");
+    udp(s.dns, &query("flushed.example.test.", RecordType::A));
+    assert_eq!(
+        up.count("flushed.example.test."),
+        2,
+        "asked again after the flush"
+    );
+
+    // log-only: resolved every time, and every time a sighting.
+    for _ in 0..3 {
+        let m = udp(s.dns, &query("www.watched.test.", RecordType::A));
+        assert_eq!(addresses(&m), ["192.0.2.1"]);
+    }
+    // The local record folds identical hits within a second into one line
+    // with a count; the counts add up to every asking.
+    let count = || -> u64 {
+        std::fs::read_to_string(s.path("state/sightings.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["qname"] == "www.watched.test")
+            .map(|v| v["count"].as_u64().unwrap_or(1))
+            .sum()
+    };
+    crate::harness::until(Duration::from_secs(5), || count() >= 3);
+    assert_eq!(count(), 3, "one sighting per asking");
+    let (_, metrics) = s.http("GET", "/metrics");
+    let line = "schild_blocked_answers_total{action=\"log-only\",feed=\"trial\"} 3";
+    assert!(metrics.contains(line), "{line} in\n{metrics}");
+}
