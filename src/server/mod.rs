@@ -317,6 +317,7 @@ pub async fn run(mut config: Config) -> i32 {
             config.server.client_qps_slip,
         ),
         groups: arc_swap::ArcSwap::from_pointee(per_network),
+        quarantine: refresher.quarantine(),
     });
     let handler = Handler(shared.clone());
 
