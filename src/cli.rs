@@ -375,9 +375,17 @@ fn check_policy(config: &Config, query: &str, client: Option<IpAddr>) -> i32 {
         return exit::FAILURE;
     }
     match verdict {
-        Verdict::Blocked(hit) => {
+        Verdict::Blocked(mut hit) => {
             let listed = policy::matched_suffix(n, hit.matched_len);
-            let verb = if hit.action.enforces() {
+            // As the server answers it: a quarantined listed name resolves.
+            if hit.action.enforces()
+                && crate::sightings::quarantine::load_set(config).contains(listed)
+            {
+                hit.action = crate::policy::Action::Quarantine;
+            }
+            let verb = if hit.action == crate::policy::Action::Quarantine {
+                "QUARANTINED (guard.on_popular; resolves, recorded, until `schild guard release`)"
+            } else if hit.action.enforces() {
                 "BLOCKED"
             } else {
                 "LOGGED (log-only, not blocked)"

@@ -299,6 +299,10 @@ fn a_popular_new_ioc_is_quarantined_until_released() {
         text.contains(&format!("{QUARANTINED} (domain of feed zdn)")),
         "{text}"
     );
+    let www = format!("www.{QUARANTINED}");
+    let (code, text) = crate::guard::schild(&["check", &www], &cfg);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&format!("{www}: QUARANTINED")), "{text}");
     let (code, text) = crate::guard::schild(&["guard", "release", "www.other.example"], &cfg);
     assert_eq!(code, 1, "not quarantined: {text}");
 
@@ -315,6 +319,9 @@ fn a_popular_new_ioc_is_quarantined_until_released() {
         [FP_ADDR],
         "still quarantined"
     );
+    let (code, text) = crate::guard::schild(&["check", &www], &cfg);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(&format!("{www}: BLOCKED")), "{text}");
 
     // `schild allow`: a false positive, out of quarantine, resolving, and
     // reported to the feed (type 1).
