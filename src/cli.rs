@@ -144,6 +144,18 @@ pub async fn compile(config: &Config) -> i32 {
                     error_chain(&e)
                 );
             }
+            // Quarantined names the list no longer blocks (allowed, or
+            // dropped by the feed) leave the quarantine.
+            if let Ok(new) = Policy::load(&outcome.path)
+                && let Err(e) = crate::sightings::quarantine::prune(config, |n| {
+                    crate::sightings::quarantine::listed_in(&new, n)
+                })
+            {
+                eprintln!(
+                    "schild: cannot update the quarantine state: {}",
+                    error_chain(&e)
+                );
+            }
             println!(
                 "compiled {} names and {} address triggers into {} ({} bytes, serial {})",
                 outcome.names,
@@ -363,9 +375,17 @@ fn check_policy(config: &Config, query: &str, client: Option<IpAddr>) -> i32 {
         return exit::FAILURE;
     }
     match verdict {
-        Verdict::Blocked(hit) => {
+        Verdict::Blocked(mut hit) => {
             let listed = policy::matched_suffix(n, hit.matched_len);
-            let verb = if hit.action.enforces() {
+            // As the server answers it: a quarantined listed name resolves.
+            if hit.action.enforces()
+                && crate::sightings::quarantine::load_set(config).contains(listed)
+            {
+                hit.action = crate::policy::Action::Quarantine;
+            }
+            let verb = if hit.action == crate::policy::Action::Quarantine {
+                "QUARANTINED (guard.on_popular; resolves, recorded, until `schild guard release`)"
+            } else if hit.action.enforces() {
                 "BLOCKED"
             } else {
                 "LOGGED (log-only, not blocked)"
@@ -701,6 +721,20 @@ pub async fn allow(config: &Config, name: &str, reason: &str, force: bool) -> i3
             "  {} false-positive sighting(s) queued for the feed(s)",
             outcome.queued
         );
+    }
+    // A quarantined name it spares: the server's recompile takes it out.
+    if let Ok(q) = crate::sightings::quarantine::load(&config.quarantine_path()) {
+        let below = format!(".{}", outcome.name);
+        for q in q
+            .quarantined
+            .iter()
+            .filter(|q| q.name == outcome.name || q.name.ends_with(&below))
+        {
+            println!(
+                "  {} is quarantined: it leaves the quarantine as a false positive when the list is recompiled",
+                q.name
+            );
+        }
     }
     println!("  a running schild applies it within seconds (it watches its allowlist files)");
     exit::OK

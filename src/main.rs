@@ -78,7 +78,8 @@ enum Command {
         /// A domain name (or a URL: its host).
         name: String,
     },
-    /// The clinical guardrail: list what it holds back, accept a held update.
+    /// The clinical guardrail: list what it holds back, accept a held
+    /// update, release a quarantined name.
     #[command(subcommand)]
     Guard(Guard),
     /// Control a running schild through its admin listener (address and
@@ -116,14 +117,22 @@ enum Ctl {
 
 #[derive(Subcommand)]
 enum Guard {
-    /// What is held back: an update held by guard.max_new_blocks, and the
-    /// IOCs refused as protected names.
+    /// What is held back: an update held by guard.max_new_blocks, the
+    /// names in quarantine, and the IOCs refused as protected names.
     List {
         #[arg(long, short)]
         config: PathBuf,
     },
     /// Apply the update held by guard.max_new_blocks.
     Accept {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Enforce a name quarantined by guard.on_popular = "quarantine":
+    /// blocked from now on (a running serve within a second).
+    Release {
+        /// The quarantined name, as `schild guard list` shows it.
+        name: String,
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -185,6 +194,9 @@ fn main() -> ExitCode {
         Command::Guard(Guard::List { config }) => with_config(&config, |c| cli::guard::list(&c)),
         Command::Guard(Guard::Accept { config }) => {
             with_config(&config, |c| cli::guard::accept(&c))
+        }
+        Command::Guard(Guard::Release { name, config }) => {
+            with_config(&config, |c| cli::guard::release(&c, &name))
         }
         Command::Ctl { config, action } => with_config(&config, |c| {
             let cmd = match action {

@@ -1,5 +1,6 @@
-//! `schild guard`: what the clinical guardrail holds back, and applying
-//! an update held by `guard.max_new_blocks`.
+//! `schild guard`: what the clinical guardrail holds back, applying an
+//! update held by `guard.max_new_blocks`, and releasing a quarantined name
+//! (`guard.on_popular = "quarantine"`).
 
 use std::io::Write;
 
@@ -7,6 +8,7 @@ use crate::config::Config;
 use crate::error::error_chain;
 use crate::exit;
 use crate::policy::{self, ArtifactError, Policy, RefusalReason};
+use crate::sightings::quarantine;
 
 /// How many newly blocked names `guard list` shows of a held update.
 const SHOWN: usize = 20;
@@ -47,7 +49,8 @@ pub(crate) fn print_held(
 }
 
 /// `schild guard list`: the held update (with the first names it would
-/// newly block) and the IOCs refused as protected names.
+/// newly block), the quarantined names and the IOCs refused as protected
+/// names.
 pub fn list(config: &Config) -> i32 {
     let live = Policy::load(&config.artifact_path()).ok();
     let mut out = std::io::stdout().lock();
@@ -85,6 +88,9 @@ pub fn list(config: &Config) -> i32 {
             eprintln!("schild: {}", error_chain(&e));
             return exit::FAILURE;
         }
+    }
+    if print_quarantine(&mut out, config).is_err() {
+        return exit::FAILURE;
     }
     if let Some(live) = &live {
         let mut any = false;
@@ -143,4 +149,83 @@ pub fn accept(config: &Config) -> i32 {
         to.display()
     );
     exit::OK
+}
+
+/// The quarantined names, for `guard list`. A damaged state is an error.
+fn print_quarantine(out: &mut impl Write, config: &Config) -> Result<(), ()> {
+    let state = quarantine::load(&config.quarantine_path()).map_err(|e| {
+        eprintln!("schild: {}", error_chain(&e));
+    })?;
+    if state.quarantined.is_empty() {
+        let _ = writeln!(out, "no name quarantined");
+    } else {
+        let _ = writeln!(
+            out,
+            "quarantined (guard.on_popular): {} name(s), answered normally and recorded until released",
+            state.quarantined.len()
+        );
+        for q in &state.quarantined {
+            let _ = writeln!(
+                out,
+                "  {} ({} of feed {}): ~{} client(s) on {} day(s), quarantined {}",
+                q.name,
+                q.ioc_type,
+                q.feed,
+                q.clients,
+                q.days,
+                time(q.since)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  enforce one with: schild guard release NAME --config {}; a false positive: schild allow NAME",
+            config.path.display()
+        );
+    }
+    if !state.released.is_empty() {
+        let _ = writeln!(out, "released (enforced): {}", state.released.len());
+        for r in &state.released {
+            let _ = writeln!(out, "  {} released {}", r.name, time(r.at));
+        }
+    }
+    Ok(())
+}
+
+fn time(t: u64) -> String {
+    crate::sightings::log::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t))
+}
+
+/// `schild guard release NAME`: enforce a quarantined name from now on. A
+/// running `schild serve` notices the change within a second; the release
+/// is kept in `state_dir`, so no restart or later compile quarantines the
+/// name again.
+pub fn release(config: &Config, name: &str) -> i32 {
+    let name = match crate::policy::normalise(name) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("schild: {name:?} is not a valid name: {e}");
+            return exit::USAGE;
+        }
+    };
+    match quarantine::release(config, name.as_str()) {
+        Ok(Some(q)) => {
+            tracing::warn!(ioc = %q.name, feed = %q.feed, "released from quarantine: blocked from now on");
+            println!(
+                "released: {} (feed {}) is blocked from now on",
+                q.name, q.feed
+            );
+            exit::OK
+        }
+        Ok(None) => {
+            eprintln!(
+                "schild: {} is not quarantined (`schild guard list` shows what is)",
+                name.as_str()
+            );
+            exit::FAILURE
+        }
+        Err(e) => {
+            eprintln!("schild: {}", error_chain(&e));
+            exit::FAILURE
+        }
+    }
 }

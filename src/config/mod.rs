@@ -235,9 +235,21 @@ pub struct GuardConfig {
     pub max_new_blocks: u64,
     /// A newly listed name is popular when at least `popular_clients`
     /// distinct clients resolved it on at least `popular_days` days of
-    /// the name history; it is blocked and raised (`on_popular = "alert"`).
+    /// the name history; `on_popular` says what happens to it.
     pub popular_clients: u64,
     pub popular_days: u32,
+    pub on_popular: OnPopular,
+}
+
+/// `guard.on_popular`: what a newly listed popular name gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnPopular {
+    /// Blocked, and raised (WARN, `schild_guard_popular_blocks_total`).
+    #[default]
+    Alert,
+    /// Log-only until `schild guard release` (or `schild allow`): it
+    /// resolves, each hit is a sighting with action `quarantine`.
+    Quarantine,
 }
 
 /// `[history]`: per day, every name answered, for `schild history` and
@@ -655,6 +667,12 @@ impl Config {
         self.state_dir.join("policy.held.artifact")
     }
 
+    /// The names quarantined by `guard.on_popular = "quarantine"` and
+    /// those released (`schild guard release`).
+    pub fn quarantine_path(&self) -> PathBuf {
+        self.state_dir.join("guard.quarantine.json")
+    }
+
     /// The folder of the name history (`[history]`).
     pub fn history_dir(&self) -> PathBuf {
         self.state_dir.join("history")
@@ -930,7 +948,9 @@ mod tests {
 
     #[test]
     fn guard_and_history_are_validated() {
-        let e = parse("state_dir = \"s\"\n[guard]\non_popular = \"quarantine\"").expect_err("n/a");
+        let c = parse("state_dir = \"s\"\n[guard]\non_popular = \"quarantine\"").expect("valid");
+        assert_eq!(c.guard.on_popular, OnPopular::Quarantine);
+        let e = parse("state_dir = \"s\"\n[guard]\non_popular = \"block\"").expect_err("n/a");
         assert!(e.to_string().contains("guard.on_popular"), "{e}");
         let e = parse("state_dir = \"s\"\n[history]\nclients_per_name = 65").expect_err("too many");
         assert!(e.to_string().contains("history.clients_per_name"), "{e}");

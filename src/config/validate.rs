@@ -190,21 +190,16 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
 }
 
 fn guard(g: RawGuard, base: &Path) -> Result<GuardConfig, ConfigError> {
-    match g.on_popular.as_str() {
-        "alert" => {}
-        "quarantine" => {
-            return Err(invalid(
-                "guard.on_popular",
-                "\"quarantine\" (log-only until released) is not available in this version; use \"alert\"",
-            ));
-        }
+    let on_popular = match g.on_popular.as_str() {
+        "alert" => OnPopular::Alert,
+        "quarantine" => OnPopular::Quarantine,
         other => {
             return Err(invalid(
                 "guard.on_popular",
-                format!("{other:?}: expected \"alert\""),
+                format!("{other:?}: expected \"alert\" or \"quarantine\""),
             ));
         }
-    }
+    };
     if g.popular_clients == 0 || g.popular_days == 0 {
         return Err(invalid(
             "guard.popular_clients",
@@ -217,6 +212,7 @@ fn guard(g: RawGuard, base: &Path) -> Result<GuardConfig, ConfigError> {
         max_new_blocks: g.max_new_blocks,
         popular_clients: g.popular_clients,
         popular_days: g.popular_days,
+        on_popular,
     })
 }
 

@@ -27,10 +27,17 @@ pub enum Action {
     /// The records the RPZ zone gives for the trigger (its local data,
     /// [`Provenance::local`]); only an `rpz` feed's records carry it.
     LocalData,
+    /// A newly listed name many clients use (`guard.on_popular =
+    /// "quarantine"`): answered normally and recorded, like `log-only`,
+    /// until `schild guard release`. Decided at query time from the
+    /// quarantine state, never compiled into an artifact, and no feed's
+    /// action (a configuration cannot name it).
+    #[serde(skip_deserializing)]
+    Quarantine,
 }
 
 impl Action {
-    pub const ALL: [Action; 8] = [
+    pub const ALL: [Action; 9] = [
         Action::Nxdomain,
         Action::Nodata,
         Action::Refused,
@@ -39,6 +46,7 @@ impl Action {
         Action::LogOnly,
         Action::TcpOnly,
         Action::LocalData,
+        Action::Quarantine,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -51,12 +59,14 @@ impl Action {
             Action::LogOnly => "log-only",
             Action::TcpOnly => "tcp-only",
             Action::LocalData => "local-data",
+            Action::Quarantine => "quarantine",
         }
     }
 
-    /// Whether the answer is changed (everything but `log-only`).
+    /// Whether the answer is changed (everything but `log-only` and
+    /// `quarantine`).
     pub fn enforces(self) -> bool {
-        self != Action::LogOnly
+        !matches!(self, Action::LogOnly | Action::Quarantine)
     }
 
     pub(crate) fn to_u8(self) -> u8 {
@@ -69,6 +79,9 @@ impl Action {
             Action::LogOnly => 5,
             Action::TcpOnly => 6,
             Action::LocalData => 7,
+            // Never compiled (decided at query time); read back, 8 is
+            // unknown and fails closed.
+            Action::Quarantine => 8,
         }
     }
 

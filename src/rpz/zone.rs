@@ -170,7 +170,7 @@ impl Target {
             Action::Sinkhole => Target::Sinkhole,
             Action::TcpOnly => Target::TcpOnly,
             Action::LocalData => Target::Local,
-            Action::LogOnly => match log_only {
+            Action::LogOnly | Action::Quarantine => match log_only {
                 RpzLogOnly::Omit => return None,
                 RpzLogOnly::Passthru => Target::Passthru,
             },

@@ -38,6 +38,7 @@ use super::resolve::{Flags, Resolved, Resolver};
 use crate::policy::groups::{ClientGroup, GroupAction, is_private_answer};
 use crate::policy::{Action, Hit, LocalRecord, Policy, Verdict, matched_suffix};
 use crate::rpz::xfr::RpzPrimary;
+use crate::sightings::quarantine::QuarantineSet;
 use crate::sightings::{HitEvent, Trigger};
 use crate::wire::{self, message_response};
 
@@ -157,6 +158,10 @@ pub struct Shared {
     pub groups: arc_swap::ArcSwap<PerNetwork>,
     /// Whole UDP answers in wire form (`resolver.packet_cache`).
     pub packets: Option<super::packets::PacketCache>,
+    /// Names quarantined by `guard.on_popular = "quarantine"`: a hit on
+    /// one is answered normally and recorded with action `quarantine`.
+    /// Swapped whole by the refresher; read only after a lookup hit.
+    pub quarantine: Arc<arc_swap::ArcSwap<QuarantineSet>>,
 }
 
 /// The `RequestHandler` our own UDP, TCP and TLS loops (`server::listen`)
@@ -807,7 +812,10 @@ impl Shared {
     /// under `action = "log-only"` every hit recorded only.
     fn lookup_name(&self, p: &Policy, name: &Name, ctx: &HitCtx<'_>) -> Verdict {
         let Some((_, g)) = ctx.group else {
-            return p.lookup_labels(name.iter());
+            return match p.lookup_labels(name.iter()) {
+                Verdict::Blocked(hit) => Verdict::Blocked(self.quarantined(name, hit)),
+                other => other,
+            };
         };
         let v = if g.feeds.is_some() {
             p.lookup_labels_where(name.iter(), |id| {
@@ -817,8 +825,24 @@ impl Shared {
             p.lookup_labels(name.iter())
         };
         match v {
-            Verdict::Blocked(hit) => Verdict::Blocked(group_hit(g, hit)),
+            Verdict::Blocked(hit) => Verdict::Blocked(self.quarantined(name, group_hit(g, hit))),
             other => other,
+        }
+    }
+
+    /// A hit on a quarantined name (the listed name it matched) is
+    /// recorded only, with action `quarantine`, until it is released.
+    fn quarantined(&self, name: &Name, hit: Hit) -> Hit {
+        if !hit.action.enforces() {
+            return hit;
+        }
+        let q = self.quarantine.load();
+        if q.is_empty() || !q.contains(matched_suffix(&plain_lower(name), hit.matched_len)) {
+            return hit;
+        }
+        Hit {
+            action: Action::Quarantine,
+            ..hit
         }
     }
 

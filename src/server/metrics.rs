@@ -147,6 +147,9 @@ pub struct Metrics {
     /// `schild_guard_held_new_blocks`: names a held update would newly
     /// block (0: nothing held).
     pub guard_held: IntGauge,
+    /// `schild_guard_quarantined`: names in quarantine now
+    /// (`guard.on_popular = "quarantine"`): resolving, recorded only.
+    pub guard_quarantined: IntGauge,
     /// `schild_retro_hits_total{feed}`: new IOCs found in the name history.
     retro_hits: IntCounterVec,
     /// `schild_guard_popular_blocks_total{feed}`: newly listed names that
@@ -510,6 +513,14 @@ impl Metrics {
                 ))
                 .expect(LITERAL),
             ),
+            guard_quarantined: register(
+                &r,
+                IntGauge::with_opts(Opts::new(
+                    "schild_guard_quarantined",
+                    "Newly listed popular names in quarantine (guard.on_popular = \"quarantine\"): they resolve and each hit is recorded with action quarantine until `schild guard release` enforces them.",
+                ))
+                .expect(LITERAL),
+            ),
             retro_hits: register(
                 &r,
                 IntCounterVec::new(
@@ -526,7 +537,7 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new(
                         "schild_guard_popular_blocks_total",
-                        "Newly listed names that many clients resolved on many days (guard.popular_clients, guard.popular_days): blocked, and raised as a likely false positive or a wide compromise, by feed.",
+                        "Newly listed names that many clients resolved on many days (guard.popular_clients, guard.popular_days): blocked (or quarantined, by guard.on_popular), and raised as a likely false positive or a wide compromise, by feed.",
                     ),
                     &["feed"],
                 )

@@ -321,6 +321,7 @@ pub async fn run(mut config: Config) -> i32 {
         groups: arc_swap::ArcSwap::from_pointee(per_network),
         packets: (config.resolver.packet_cache)
             .then(|| packets::PacketCache::new(config.resolver.cache_entries)),
+        quarantine: refresher.quarantine(),
     });
     let handler = Handler(shared.clone());
 

@@ -26,6 +26,7 @@ use crate::feeds::Puller;
 use crate::pipeline::{self, CompileOutcome, PipelineError, Pull};
 use crate::policy::{ArtifactError, FetchStatus, Policy};
 use crate::rpz::xfr::RpzPrimary;
+use crate::sightings::quarantine::QuarantineSet;
 
 /// Why a refresh changed nothing (the previous policy, if any, stays).
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +83,10 @@ pub struct Refresher {
     /// Today's name history (with `[history]`), written out before a
     /// retro-hunt.
     history: std::sync::OnceLock<super::history::TodayHandle>,
+    /// The quarantined names (`guard.on_popular = "quarantine"`) the
+    /// handler reads: loaded before each list is installed and whenever
+    /// the state file changes (`schild guard release`, `schild allow`).
+    quarantine: Arc<arc_swap::ArcSwap<QuarantineSet>>,
 }
 
 impl Refresher {
@@ -100,6 +105,26 @@ impl Refresher {
             rpz: Arc::new(ArcSwapOption::empty()),
             rpz_stop: CancellationToken::new(),
             history: std::sync::OnceLock::new(),
+            quarantine: Arc::new(arc_swap::ArcSwap::from_pointee(QuarantineSet::default())),
+        }
+    }
+
+    /// The quarantine slot the handler reads.
+    pub fn quarantine(&self) -> Arc<arc_swap::ArcSwap<QuarantineSet>> {
+        self.quarantine.clone()
+    }
+
+    /// Read the quarantine state again and swap it in.
+    fn load_quarantine(&self) {
+        let set = crate::sightings::quarantine::load_set(&self.config.load());
+        let n = set.len();
+        let was = self.quarantine.load().len();
+        self.metrics
+            .guard_quarantined
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        self.quarantine.store(Arc::new(set));
+        if n != was {
+            tracing::info!(quarantined = n, "quarantine state loaded");
         }
     }
 
@@ -179,22 +204,22 @@ impl Refresher {
             "held update accepted; now serving it"
         );
         let previous = self.store.load_full();
-        self.install(p);
-        self.metrics.guard_held.set(0);
-        self.metrics.reloads.inc();
-        // Its new IOCs are hunted like those of any refresh.
-        if let (Some(prev), Some(new), Some(today)) = (
-            previous,
-            self.store.load_full(),
-            self.history.get().cloned(),
-        ) {
+        let new = Arc::new(p);
+        // Its new IOCs are hunted like those of any refresh, before it
+        // serves (a popular name may be quarantined).
+        if let (Some(prev), Some(today)) = (previous, self.history.get().cloned()) {
             let config = self.config.load_full();
+            let hunted = new.clone();
             let retro =
-                tokio::task::spawn_blocking(move || retro_hunt(&config, &today, &prev, &new)).await;
+                tokio::task::spawn_blocking(move || retro_hunt(&config, &today, &prev, &hunted))
+                    .await;
             for r in retro.unwrap_or_default() {
                 self.metrics.retro_hits(&r);
             }
         }
+        self.install_arc(new);
+        self.metrics.guard_held.set(0);
+        self.metrics.reloads.inc();
         Ok(())
     }
 
@@ -220,8 +245,14 @@ impl Refresher {
     }
 
     fn install(&self, p: Policy) {
+        self.install_arc(Arc::new(p));
+    }
+
+    fn install_arc(&self, p: Arc<Policy>) {
+        // First the quarantine a retro-hunt of this list may have added
+        // to, so no quarantined name is blocked for a moment.
+        self.load_quarantine();
         self.metrics.set_policy(Some(&p));
-        let p = Arc::new(p);
         self.store.store(Some(p.clone()));
         if self.config.load().rpz.is_none() {
             return;
@@ -441,6 +472,10 @@ impl Refresher {
         let mut seen = stamp(&files);
         let held = self.config.load().held_artifact_path();
         let mut was_held = held.exists();
+        // `schild guard release` and `schild allow` change the quarantine.
+        let quarantine = self.config.load().quarantine_path();
+        let quarantine_stamp = || stamp(std::slice::from_ref(&quarantine));
+        let mut quarantine_seen = quarantine_stamp();
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -452,6 +487,11 @@ impl Refresher {
                 files = current;
                 seen = stamp(&files);
                 continue;
+            }
+            let q = quarantine_stamp();
+            if q != quarantine_seen {
+                quarantine_seen = q;
+                self.load_quarantine();
             }
             let now = stamp(&files);
             // `schild guard accept` moved the held update into place.

@@ -41,6 +41,8 @@ pub enum AllowError {
 #[derive(Debug)]
 pub struct AllowOutcome {
     pub file: PathBuf,
+    /// The name allowed, normalised.
+    pub name: String,
     /// Listed names the entry spares (the name and every name below it).
     pub spared: u64,
     /// Indicators the name overrides, each with its feed (false-positive
@@ -130,6 +132,7 @@ pub fn allow(
     }
     Ok(AllowOutcome {
         file,
+        name: name.as_str().to_string(),
         spared,
         overridden,
         queued,

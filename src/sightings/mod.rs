@@ -13,6 +13,7 @@ mod allow;
 pub mod guard;
 mod hit;
 pub mod log;
+pub mod quarantine;
 pub mod report;
 mod reporter;
 pub mod retro;

@@ -19,9 +19,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::log::rfc3339;
+use super::quarantine::{self, Quarantined};
 use super::spool::{Sighting, SpoolError};
 use super::targets;
-use crate::config::Config;
+use crate::config::{Config, OnPopular};
 use crate::history::History;
 use crate::policy::{NewBlock, Policy, new_blocks};
 
@@ -65,9 +66,13 @@ pub struct RetroLine {
     pub names: Vec<String>,
     /// At least `guard.popular_clients` distinct clients on at least
     /// `guard.popular_days` days: likely a false positive, or a wide
-    /// compromise. Blocked, and raised.
+    /// compromise. Blocked and raised, or quarantined.
     #[serde(default)]
     pub popular: bool,
+    /// Popular, and `guard.on_popular = "quarantine"`: log-only until
+    /// `schild guard release`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub quarantined: bool,
 }
 
 /// What a hunt found for one feed.
@@ -78,6 +83,8 @@ pub struct FeedRetro {
     pub hits: u64,
     /// Of them, popular names (`guard.popular_*`).
     pub popular: u64,
+    /// Of those, names newly quarantined (`guard.on_popular`).
+    pub quarantined: u64,
 }
 
 /// The folder the sightings task takes retro-sightings from.
@@ -163,6 +170,18 @@ pub fn hunt(
     previous: &Policy,
     new: &Policy,
 ) -> Result<Vec<FeedRetro>, SpoolError> {
+    // Names `schild allow` spared (or the feed dropped) leave quarantine
+    // as this list is installed.
+    match quarantine::prune(config, |n| quarantine::listed_in(new, n)) {
+        Ok(gone) => {
+            for q in gone {
+                tracing::warn!(ioc = %q.name, feed = %q.feed, "no longer listed (allowed, or dropped by the feed): out of quarantine");
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %crate::error::error_chain(&e), "cannot update the quarantine state");
+        }
+    }
     let history = History::open(&config.history_dir());
     let targets = targets(config);
     let now = crate::clock::unix_now();
@@ -218,17 +237,23 @@ pub fn hunt(
                         days: f.days,
                         names: f.names.iter().cloned().collect(),
                         popular,
+                        quarantined: false,
                     },
                     sighting,
                 });
             }
         }
     });
+    if config.guard.on_popular == OnPopular::Quarantine {
+        quarantine_popular(config, &mut out, now);
+    }
     let mut per_feed: Vec<FeedRetro> = Vec::new();
     for r in &out {
         let l = &r.line;
         tracing::warn!(ioc = %l.ioc, feed = %l.feed, first_seen = %l.first_seen, clients = l.clients, days = l.days, "retro-hunt: a newly listed IOC was resolved here before it was listed");
-        if l.popular {
+        if l.quarantined {
+            tracing::warn!(ioc = %l.ioc, feed = %l.feed, clients = l.clients, "a newly listed IOC is POPULAR here (guard.popular_clients on guard.popular_days days): it is QUARANTINED, answered normally and recorded until `schild guard release` enforces it; if it is a false positive, `schild allow` it");
+        } else if l.popular {
             tracing::warn!(ioc = %l.ioc, feed = %l.feed, clients = l.clients, "a newly listed IOC is POPULAR here (guard.popular_clients on guard.popular_days days): it is blocked; if it is a false positive, `schild allow` it");
         }
         let i = match per_feed.iter().position(|f| f.feed == l.feed) {
@@ -243,11 +268,42 @@ pub fn hunt(
         };
         per_feed[i].hits += 1;
         per_feed[i].popular += u64::from(l.popular);
+        per_feed[i].quarantined += u64::from(l.quarantined);
     }
     if !out.is_empty() {
         write_retro(&retro_dir(config), &out)?;
     }
     Ok(per_feed)
+}
+
+/// Quarantine the popular names of `out` (marking their lines) before the
+/// new list is installed. A name released before stays enforced; a state
+/// that cannot be written leaves them blocked (fail closed), loudly.
+fn quarantine_popular(config: &Config, out: &mut [Retro], now: u64) {
+    let wanted: Vec<Quarantined> = out
+        .iter()
+        .filter(|r| r.line.popular)
+        .map(|r| Quarantined {
+            name: r.line.ioc.clone(),
+            ioc_type: r.line.ioc_type.clone(),
+            feed: r.line.feed.clone(),
+            since: now,
+            clients: r.line.clients,
+            days: r.line.days,
+        })
+        .collect();
+    match quarantine::add(config, wanted) {
+        Ok(added) => {
+            for r in out.iter_mut() {
+                r.line.quarantined = added
+                    .iter()
+                    .any(|q| q.name == r.line.ioc && q.feed == r.line.feed);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %crate::error::error_chain(&e), "cannot quarantine the popular names: they are BLOCKED");
+        }
+    }
 }
 
 fn write_retro(dir: &Path, batch: &[Retro]) -> Result<(), SpoolError> {

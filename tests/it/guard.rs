@@ -24,7 +24,8 @@ fn rcode(s: &Schild, name: &str) -> ResponseCode {
         .response_code
 }
 
-fn schild(args: &[&str], config: &Path) -> (i32, String) {
+/// Run `schild ARGS --config CONFIG`: its exit code and output.
+pub(crate) fn schild(args: &[&str], config: &Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_schild"))
         .args(args)
         .arg("--config")
