@@ -255,14 +255,15 @@ fn resolver_queries_show_what_schild_asks_its_upstream() {
     if !have("fstrm_capture") || !have("dnstap-read") {
         return;
     }
-    let upstream = Upstream::start();
-    // The same upstream for everything, and as a forward zone's too.
+    // The authoritative server of example.test, over UDP and TCP: the
+    // upstream for everything, and as a forward zone's too.
+    let upstream = crate::hierarchy::get().example_server();
     let (tap, s, collector) = with_collector(
         |sock| {
             format!(
                 "{}\n[[forward_zone]]\nname = \"exact.example.test\"\nupstreams = [\"{}\"]\n",
-                forwarding(sock, upstream.addr, "resolver_queries = true"),
-                upstream.addr
+                forwarding(sock, upstream, "resolver_queries = true"),
+                upstream
             )
         },
         &[("iocs.txt", "evil.example\n")],
@@ -274,12 +275,15 @@ fn resolver_queries_show_what_schild_asks_its_upstream() {
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     let m = dns::udp(s.dns, &dns::query("evil.example.", RecordType::A));
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
-    sent_at_least(&s, 10);
+    // Too large for UDP: asked again over TCP.
+    let m = dns::tcp(s.dns, &[dns::query("big.example.test.", RecordType::TXT)]);
+    assert_eq!(m[0].metadata.response_code, ResponseCode::NoError);
+    sent_at_least(&s, 16);
     let yaml = finish(&tap, s, collector);
 
     let resolver = messages(&yaml, "type: RESOLVER_");
-    let upstream_ip = format!("response_address: \"{}\"", upstream.addr.ip());
-    let upstream_port = format!("response_port: {}", upstream.addr.port());
+    let upstream_ip = format!("response_address: \"{}\"", upstream.ip());
+    let upstream_port = format!("response_port: {}", upstream.port());
     for m in &resolver {
         assert!(
             m.contains(&upstream_ip) && m.contains(&upstream_port),
@@ -289,7 +293,6 @@ fn resolver_queries_show_what_schild_asks_its_upstream() {
             m.contains("query_address: \"127.0.0.1\""),
             "schild's source: {m}"
         );
-        assert!(m.contains("socket_protocol: UDP"), "{m}");
         assert!(m.contains("identity: resolver-1"), "{m}");
         assert!(
             !m.contains("evil.example."),
@@ -318,7 +321,32 @@ fn resolver_queries_show_what_schild_asks_its_upstream() {
             "{name} answered: {yaml}"
         );
         assert!(about.iter().all(|m| m.contains(zone)), "{zone}: {yaml}");
+        assert!(
+            about.iter().all(|m| m.contains("socket_protocol: UDP")),
+            "{yaml}"
+        );
     }
+    let big: Vec<_> = (resolver.iter())
+        .filter(|m| m.contains("'big.example.test. IN TXT'"))
+        .collect();
+    let over = |kind: &str, protocol: &str| {
+        big.iter()
+            .any(|m| m.contains(kind) && m.contains(protocol) && m.contains("query_zone: .\n"))
+    };
+    for kind in ["type: RESOLVER_QUERY", "type: RESOLVER_RESPONSE"] {
+        for protocol in ["socket_protocol: UDP", "socket_protocol: TCP"] {
+            assert!(
+                over(kind, protocol),
+                "big.example.test {kind} {protocol}: {yaml}"
+            );
+        }
+    }
+    assert!(
+        big.iter().any(|m| m.contains("socket_protocol: TCP")
+            && m.contains("RESOLVER_RESPONSE")
+            && m.contains("dddddddddd")),
+        "the whole answer over TCP: {yaml}"
+    );
 }
 
 #[test]
