@@ -507,6 +507,8 @@ pub struct DnstapConfig {
     pub identity: String,
     pub client_queries: bool,
     pub client_responses: bool,
+    /// schild's own queries upstream (RESOLVER_QUERY and RESOLVER_RESPONSE).
+    pub resolver_queries: bool,
     /// Default: `sightings.client_privacy`.
     pub client_addresses: ClientPrivacy,
 }
@@ -724,7 +726,7 @@ mod tests {
         let c = load(&text).unwrap_or_else(|e| panic!("README reference: {e}"));
         assert_eq!(c.feeds.len(), 1);
         assert!(c.http.ca_file.is_some());
-        assert!(c.dnstap.is_some());
+        assert!(c.dnstap.as_ref().is_some_and(|d| !d.resolver_queries));
         assert!(c.admin.token.is_some());
         assert_eq!(c.server.client_qps_slip, 2);
         assert_eq!(c.admin.max_connections, 64);

@@ -199,6 +199,8 @@ pub(super) struct RawDnstap {
     pub(super) client_queries: bool,
     #[serde(default = "default_true")]
     pub(super) client_responses: bool,
+    #[serde(default)]
+    pub(super) resolver_queries: bool,
     pub(super) client_addresses: Option<String>,
 }
 

@@ -298,6 +298,7 @@ fn dnstap(
         identity,
         client_queries: d.client_queries,
         client_responses: d.client_responses,
+        resolver_queries: d.resolver_queries,
         client_addresses: match d.client_addresses {
             Some(s) => client_privacy("dnstap.client_addresses", &s)?,
             None => default_privacy,

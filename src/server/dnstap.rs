@@ -1,4 +1,6 @@
-//! The query log for the SOC: every client query and response as a dnstap
+//! The query log for the SOC: every client query and response (and with
+//! `resolver_queries` schild's own queries upstream, RESOLVER_QUERY and
+//! RESOLVER_RESPONSE, logged by [`super::outgoing`]) as a dnstap
 //! message (<https://dnstap.info>, `dnstap.proto`) over Frame Streams
 //! (`fstrm`, bidirectional: READY, ACCEPT, START, data frames, STOP,
 //! FINISH) to a unix socket or a TCP address, as Unbound, BIND, Knot and
@@ -15,6 +17,7 @@
 //! a code generator and its build step would be more than the encoder).
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::{IntCounter, IntGauge, Registry};
@@ -49,8 +52,22 @@ const MAX_CONTROL: usize = 512;
 /// `Message.Type` of dnstap.proto.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    ResolverQuery = 3,
+    ResolverResponse = 4,
     ClientQuery = 5,
     ClientResponse = 6,
+}
+
+impl Kind {
+    /// Whether schild asked (the query address is its own, never a
+    /// client's: `client_addresses` does not apply).
+    fn is_resolver(self) -> bool {
+        matches!(self, Kind::ResolverQuery | Kind::ResolverResponse)
+    }
+
+    fn is_query(self) -> bool {
+        matches!(self, Kind::ResolverQuery | Kind::ClientQuery)
+    }
 }
 
 /// `SocketProtocol` of dnstap.proto.
@@ -66,14 +83,32 @@ pub enum Transport {
 pub struct Event {
     pub kind: Kind,
     pub transport: Transport,
+    /// The side that asked (`query_address`): the client, or for a
+    /// resolver message schild's own source address.
     pub client: SocketAddr,
-    /// The address schild answered on, when the listener knows it.
+    /// The side that answered (`response_address`): the address schild
+    /// answered on when the listener knows it, or the upstream.
     pub server: Option<SocketAddr>,
+    /// `query_zone` (resolver messages only): the zone the upstream was
+    /// asked as a server of, in wire format, when it is known.
+    pub zone: Option<Arc<[u8]>>,
     /// When the query arrived (for a response too, as dnstap wants).
     pub query_time: SystemTime,
     /// When the response left (responses only).
     pub response_time: Option<SystemTime>,
     pub message: Vec<u8>,
+}
+
+/// An exchange schild started, as its resolver messages name it.
+#[derive(Debug, Clone)]
+pub struct Ends {
+    pub transport: Transport,
+    /// schild's source address (`query_address`).
+    pub local: SocketAddr,
+    /// The upstream or name server (`response_address`).
+    pub upstream: SocketAddr,
+    /// `query_zone` in wire format, when it is known.
+    pub zone: Option<Arc<[u8]>>,
 }
 
 /// The query path's handle: cheap to clone, never blocks.
@@ -82,6 +117,7 @@ pub struct Tap {
     tx: mpsc::Sender<Event>,
     queries: bool,
     responses: bool,
+    resolver: bool,
     dropped: IntCounter,
 }
 
@@ -100,6 +136,7 @@ impl Tap {
                 transport,
                 client,
                 server,
+                zone: None,
                 query_time: SystemTime::now(),
                 response_time: None,
                 message: message.to_vec(),
@@ -122,11 +159,50 @@ impl Tap {
                 transport,
                 client,
                 server,
+                zone: None,
                 query_time,
                 response_time: Some(SystemTime::now()),
                 message: message.to_vec(),
             });
         }
+    }
+
+    /// The handle for schild's own queries upstream: `Some` only with
+    /// `resolver_queries`.
+    pub fn resolver(&self) -> Option<Tap> {
+        self.resolver.then(|| self.clone())
+    }
+
+    /// Log a query schild sent to an upstream or name server.
+    pub fn resolver_query(&self, ends: &Ends, sent: SystemTime, message: &[u8]) {
+        self.resolver_message(Kind::ResolverQuery, ends, sent, None, message);
+    }
+
+    /// Log an answer schild received from an upstream or name server to
+    /// a query it sent at `sent`.
+    pub fn resolver_response(&self, ends: &Ends, sent: SystemTime, message: &[u8]) {
+        let now = Some(SystemTime::now());
+        self.resolver_message(Kind::ResolverResponse, ends, sent, now, message);
+    }
+
+    fn resolver_message(
+        &self,
+        kind: Kind,
+        ends: &Ends,
+        query_time: SystemTime,
+        response_time: Option<SystemTime>,
+        message: &[u8],
+    ) {
+        self.send(Event {
+            kind,
+            transport: ends.transport,
+            client: ends.local,
+            server: Some(ends.upstream),
+            zone: ends.zone.clone(),
+            query_time,
+            response_time,
+            message: message.to_vec(),
+        });
     }
 
     fn send(&self, e: Event) {
@@ -183,6 +259,7 @@ pub fn start(
         tx,
         queries: config.client_queries,
         responses: config.client_responses,
+        resolver: config.resolver_queries,
         dropped: metrics.dropped.clone(),
     };
     let writer = Writer {
@@ -334,7 +411,7 @@ impl Writer {
         frame: &mut Vec<u8>,
         e: &Event,
     ) -> Result<(), TapError> {
-        let client = client_address(&mut self.privacy, e.client.ip());
+        let client = query_address(&mut self.privacy, e);
         frame.clear();
         encode(e, &self.identity, client, frame);
         let len = u32::try_from(frame.len()).unwrap_or(u32::MAX);
@@ -349,6 +426,16 @@ impl Writer {
         }
         self.metrics.sent.inc();
         Ok(())
+    }
+}
+
+/// The query address as it goes out: schild's own for a resolver message
+/// (not client data), else the client's as `client_addresses` allows.
+fn query_address(p: &mut Pseudonymiser, e: &Event) -> Option<IpAddr> {
+    if e.kind.is_resolver() {
+        Some(e.client.ip())
+    } else {
+        client_address(p, e.client.ip())
     }
 }
 
@@ -458,7 +545,7 @@ fn ip_bytes(ip: IpAddr) -> Vec<u8> {
 /// Encode one `Dnstap` message (type MESSAGE) into `out`: the `Message`
 /// with its type, socket family and protocol, the client address (as
 /// `client` says: `None` leaves it out) and port, the server's address and
-/// port, the times, and the DNS message itself.
+/// port, the query zone if known, the times, and the DNS message itself.
 pub fn encode(e: &Event, identity: &[u8], client: Option<IpAddr>, out: &mut Vec<u8>) {
     let mut m = Vec::with_capacity(e.message.len() + 64);
     uint(&mut m, 1, e.kind as u64);
@@ -489,14 +576,17 @@ pub fn encode(e: &Event, identity: &[u8], client: Option<IpAddr>, out: &mut Vec<
     let (qs, qn) = split(e.query_time);
     uint(&mut m, 8, qs);
     fixed32(&mut m, 9, qn);
-    match e.kind {
-        Kind::ClientQuery => bytes(&mut m, 10, &e.message),
-        Kind::ClientResponse => {
-            let (rs, rn) = split(e.response_time.unwrap_or(e.query_time));
-            uint(&mut m, 12, rs);
-            fixed32(&mut m, 13, rn);
-            bytes(&mut m, 14, &e.message);
-        }
+    if e.kind.is_query() {
+        bytes(&mut m, 10, &e.message);
+    }
+    if let Some(zone) = &e.zone {
+        bytes(&mut m, 11, zone);
+    }
+    if !e.kind.is_query() {
+        let (rs, rn) = split(e.response_time.unwrap_or(e.query_time));
+        uint(&mut m, 12, rs);
+        fixed32(&mut m, 13, rn);
+        bytes(&mut m, 14, &e.message);
     }
     out.reserve(m.len() + identity.len() + 48);
     bytes(out, 1, identity);
@@ -572,6 +662,7 @@ mod tests {
             transport: Transport::Tcp,
             client: "10.1.2.3:40000".parse().expect("addr"),
             server: Some("10.0.0.53:53".parse().expect("addr")),
+            zone: None,
             query_time: UNIX_EPOCH + Duration::new(1_700_000_000, 5),
             response_time: Some(UNIX_EPOCH + Duration::new(1_700_000_001, 7)),
             message: vec![0xab; 30],
@@ -619,6 +710,36 @@ mod tests {
         );
         assert_eq!(get(&m, 14).map(Vec::len), Some(30));
         assert!(get(&m, 10).is_none());
+    }
+
+    #[test]
+    fn a_resolver_query_names_schild_and_the_zone_whatever_the_privacy() {
+        let mut e = event(Kind::ResolverQuery);
+        e.zone = Some(Arc::from(&b"\x04corp\x00"[..]));
+        let mut omit = Pseudonymiser::new(
+            ClientPrivacy::Omit,
+            std::path::PathBuf::from("/nonexistent/key"),
+            Duration::from_secs(86_400),
+        );
+        let schild = query_address(&mut omit, &e);
+        assert_eq!(schild, Some(e.client.ip()), "not a client address");
+        assert_eq!(query_address(&mut omit, &event(Kind::ClientQuery)), None);
+        let mut out = Vec::new();
+        encode(&e, b"r", schild, &mut out);
+        let m = fields(get(&fields(&out), 14).expect("message"));
+        assert_eq!(get(&m, 1).map(|v| v[0]), Some(3), "RESOLVER_QUERY");
+        assert_eq!(get(&m, 4).map(Vec::as_slice), Some(&[10, 1, 2, 3][..]));
+        assert_eq!(get(&m, 10).map(Vec::len), Some(30), "the query message");
+        assert_eq!(get(&m, 11).map(Vec::as_slice), Some(&b"\x04corp\x00"[..]));
+        assert!(get(&m, 14).is_none());
+
+        let e = event(Kind::ResolverResponse);
+        let mut out = Vec::new();
+        encode(&e, b"r", Some(e.client.ip()), &mut out);
+        let m = fields(get(&fields(&out), 14).expect("message"));
+        assert_eq!(get(&m, 1).map(|v| v[0]), Some(4), "RESOLVER_RESPONSE");
+        assert_eq!(get(&m, 14).map(Vec::len), Some(30), "the response message");
+        assert!(get(&m, 10).is_none() && get(&m, 11).is_none());
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub mod hits;
 pub mod listen;
 pub mod metrics;
 pub mod notify;
+pub mod outgoing;
 pub mod packets;
 pub mod ratelimit;
 pub mod reconfigure;
@@ -206,10 +207,35 @@ pub async fn run(mut config: Config) -> i32 {
         }
     }
 
+    // 2a. The dnstap query log: a bounded queue to one writer task
+    // (before the resolver, whose own queries it logs with
+    // `resolver_queries`).
+    let stop_dnstap = CancellationToken::new();
+    let dnstap_metrics = match dnstap::Metrics::register(metrics.registry()) {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the dnstap metrics");
+            return exit::FAILURE;
+        }
+    };
+    let (dnstap, dnstap_task) = match &config.dnstap {
+        None => (None, None),
+        Some(d) => {
+            let privacy = crate::sightings::log::Pseudonymiser::new(
+                d.client_addresses,
+                config.pseudonym_key_path(),
+                config.sightings.pseudonym_rotate,
+            );
+            let (tap, task) = dnstap::start(d, privacy, dnstap_metrics, stop_dnstap.clone());
+            (Some(tap), Some(task))
+        }
+    };
+
     // 2. The resolver, and the forward and stub zones' own (their share
     // of max_inflight comes out of the global one).
     let counters = route::register(metrics.registry());
-    let (resolver, routes) = match route::build(&config, metrics.clone(), counters) {
+    let outgoing = outgoing::Outgoing::new(dnstap.as_ref().and_then(dnstap::Tap::resolver), None);
+    let (resolver, routes) = match route::build(&config, metrics.clone(), counters, &outgoing) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "cannot set up the resolver");
@@ -232,28 +258,6 @@ pub async fn run(mut config: Config) -> i32 {
             // DNS goes on: an outage would be worse than hits only in the log.
             tracing::error!(%error, "SIGHTINGS ARE NOT RECORDED: the spool cannot be opened; hits are only logged");
             tokio::spawn(hits::log_hits(hit_rx))
-        }
-    };
-
-    // 3b. The dnstap query log: a bounded queue to one writer task.
-    let stop_dnstap = CancellationToken::new();
-    let dnstap_metrics = match dnstap::Metrics::register(metrics.registry()) {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot register the dnstap metrics");
-            return exit::FAILURE;
-        }
-    };
-    let (dnstap, dnstap_task) = match &config.dnstap {
-        None => (None, None),
-        Some(d) => {
-            let privacy = crate::sightings::log::Pseudonymiser::new(
-                d.client_addresses,
-                config.pseudonym_key_path(),
-                config.sightings.pseudonym_rotate,
-            );
-            let (tap, task) = dnstap::start(d, privacy, dnstap_metrics, stop_dnstap.clone());
-            (Some(tap), Some(task))
         }
     };
 

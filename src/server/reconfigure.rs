@@ -109,7 +109,12 @@ pub fn reconfigure(
     let groups = crate::config::groups::PerNetworkPolicy::load(&new)?;
     if changed(&old.resolver, &new.resolver) || changed(&old.zones, &new.zones) {
         let counters = shared.routes.load().counters();
-        let (r, routes) = super::route::build(&new, shared.metrics.clone(), counters)
+        let tap = shared
+            .dnstap
+            .as_ref()
+            .and_then(super::dnstap::Tap::resolver);
+        let out = super::outgoing::Outgoing::new(tap, None);
+        let (r, routes) = super::route::build(&new, shared.metrics.clone(), counters, &out)
             .map_err(|e| ReconfigureError::Resolver(error_chain(&e)))?;
         shared.resolver.store(Arc::new(r));
         shared.routes.store(Arc::new(routes));

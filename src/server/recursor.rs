@@ -54,6 +54,7 @@ use hickory_resolver::recursor::{
 };
 use hickory_resolver::{ConnectionProvider, PoolContext};
 
+use super::outgoing::Outgoing;
 use super::resolve::{ResolverSetupError, read_root_hints};
 use crate::config::ResolverConfig;
 use crate::config::anchors::read_trust_anchors;
@@ -252,24 +253,28 @@ pub fn is_server_failure(rcode: ResponseCode) -> bool {
     )
 }
 
-/// The connection provider of the recursor (see the module docs).
+/// The connection provider of the recursor (see the module docs): over
+/// [`Outgoing`]'s connections, which log to dnstap with
+/// `resolver_queries`.
 #[derive(Clone, Default)]
 pub struct Authorities {
     inner: TokioRuntimeProvider,
+    out: Outgoing,
     port: Option<u16>,
     rtt: Arc<RttTable>,
 }
 
 impl Authorities {
-    pub fn new(port: Option<u16>) -> Authorities {
+    pub fn new(port: Option<u16>, out: Outgoing) -> Authorities {
         Authorities {
             port,
+            out,
             ..Authorities::default()
         }
     }
 }
 
-type InnerConn = <TokioRuntimeProvider as ConnectionProvider>::Conn;
+type InnerConn = <Outgoing as ConnectionProvider>::Conn;
 
 /// One connection to one server, answering as described in the module docs.
 #[derive(Clone)]
@@ -340,9 +345,9 @@ impl ConnectionProvider for Authorities {
             Some(port) if config.port == 53 => {
                 let mut c = config.clone();
                 c.port = port;
-                self.inner.new_connection(ip, &c, cx)?
+                self.out.new_connection(ip, &c, cx)?
             }
-            _ => self.inner.new_connection(ip, config, cx)?,
+            _ => self.out.new_connection(ip, config, cx)?,
         };
         let rtt = self.rtt.clone();
         Ok(Box::pin(async move {
@@ -446,8 +451,8 @@ pub fn bogus_ede(records: &[Record], dnssec_ok: bool, now: u64) -> (u16, &'stati
     BOGUS
 }
 
-/// The recursion the configuration asks for.
-pub fn build(config: &ResolverConfig) -> Result<Recursive, ResolverSetupError> {
+/// The recursion the configuration asks for, dialling through `out`.
+pub fn build(config: &ResolverConfig, out: Outgoing) -> Result<Recursive, ResolverSetupError> {
     let roots = match &config.root_hints {
         Some(p) => read_root_hints(p)?,
         None => hickory_proto::ROOTS.to_vec(),
@@ -459,7 +464,7 @@ pub fn build(config: &ResolverConfig) -> Result<Recursive, ResolverSetupError> {
     if !config.allow_servers.is_empty() {
         options.allow_server = config.allow_servers.clone();
     }
-    let provider = Authorities::new(config.recursion_port);
+    let provider = Authorities::new(config.recursion_port, out);
     let make = |policy: DnssecPolicy, options: RecursorOptions| {
         Recursor::new(&roots, policy, None, options, provider.clone())
             .map_err(|e| ResolverSetupError::Recursor(e.to_string()))

@@ -34,17 +34,17 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{DnsRequest, DnsRequestOptions, Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
-use hickory_resolver::TokioResolver;
+use hickory_resolver::Resolver as HickoryResolver;
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig as HickoryConfig, ResolverOpts,
 };
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::{DnsHandle, FirstAnswer};
 use hickory_resolver::net::{DnsError, NetError, RetryDnsHandle};
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 use tokio::sync::watch;
 
 use super::metrics::{Metrics, UpstreamError};
+use super::outgoing::Outgoing;
 use super::recursor::Recursive;
 use crate::config::{ResolverConfig, ResolverMode, Upstream as UpstreamAddr};
 
@@ -130,11 +130,12 @@ pub enum Upstream {
 
 impl Upstream {
     /// Build the upstream the configuration asks for.
-    pub fn new(config: &ResolverConfig) -> Result<Upstream, ResolverSetupError> {
+    /// Every connection to an upstream or name server is `out`'s.
+    pub fn new(config: &ResolverConfig, out: Outgoing) -> Result<Upstream, ResolverSetupError> {
         match config.mode {
-            ResolverMode::Forward => forwarder(config).map(|r| Upstream::Forward(Box::new(r))),
+            ResolverMode::Forward => forwarder(config, out).map(|r| Upstream::Forward(Box::new(r))),
             ResolverMode::Recursive => {
-                super::recursor::build(config).map(|r| Upstream::Recursive(Box::new(r)))
+                super::recursor::build(config, out).map(|r| Upstream::Recursive(Box::new(r)))
             }
         }
     }
@@ -460,13 +461,13 @@ fn negative_or_failure(
 pub struct Forwarder {
     /// hickory's forwarding resolver, which validates; only with
     /// `resolver.dnssec = true`, and used for CD=0 questions.
-    validating: Option<TokioResolver>,
+    validating: Option<HickoryResolver<Outgoing>>,
     /// The question sent as the client asked it (DO and CD as the client
     /// set them, AD asked for) and the answer taken as it comes: every
     /// section, the upstream's AD bit, the RRSIGs for DO, the CNAME chain
     /// of a negative answer. Used when schild does not validate, and for
     /// CD=1 (the client validates, RFC 4035 3.2.2).
-    direct: RetryDnsHandle<NameServerPool<TokioRuntimeProvider>>,
+    direct: RetryDnsHandle<NameServerPool<Outgoing>>,
 }
 
 /// The largest answer asked of an upstream (as Unbound, RFC 9715's 1232).
@@ -535,7 +536,7 @@ fn authority_part(
     if positive { Vec::new() } else { authorities }
 }
 
-fn forwarder(config: &ResolverConfig) -> Result<Forwarder, ResolverSetupError> {
+fn forwarder(config: &ResolverConfig, out: Outgoing) -> Result<Forwarder, ResolverSetupError> {
     let servers: Vec<NameServerConfig> = config
         .upstreams
         .iter()
@@ -568,8 +569,7 @@ fn forwarder(config: &ResolverConfig) -> Result<Forwarder, ResolverSetupError> {
         let mut opts = opts.clone();
         opts.validate = true;
         let hc = HickoryConfig::from_parts(None, vec![], servers.clone());
-        let mut builder = TokioResolver::builder_with_config(hc, TokioRuntimeProvider::default())
-            .with_options(opts);
+        let mut builder = HickoryResolver::builder_with_config(hc, out.clone()).with_options(opts);
         if let Some(path) = &config.trust_anchor_file {
             let anchors = crate::config::anchors::read_trust_anchors(path)
                 .map_err(|e| ResolverSetupError::Recursor(crate::error::error_chain(&e)))?;
@@ -582,7 +582,7 @@ fn forwarder(config: &ResolverConfig) -> Result<Forwarder, ResolverSetupError> {
     let attempts = opts.attempts;
     let tls = TlsConfig::new().map_err(ResolverSetupError::Forwarder)?;
     let cx = Arc::new(PoolContext::new(opts, tls));
-    let pool = NameServerPool::from_config(servers, cx, TokioRuntimeProvider::default());
+    let pool = NameServerPool::from_config(servers, cx, out);
     Ok(Forwarder {
         validating,
         direct: RetryDnsHandle::new(pool, attempts),
@@ -790,8 +790,9 @@ impl Resolver {
     pub fn new(
         config: &ResolverConfig,
         metrics: Arc<Metrics>,
+        out: Outgoing,
     ) -> Result<Resolver, ResolverSetupError> {
-        let upstream = Upstream::new(config)?;
+        let upstream = Upstream::new(config, out)?;
         let max_ttl = u32::try_from(config.max_ttl.as_secs()).unwrap_or(u32::MAX);
         let stale = if config.serve_stale {
             config.serve_stale_max

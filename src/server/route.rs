@@ -19,10 +19,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hickory_proto::rr::{LowerName, RecordType};
+use hickory_proto::rr::{LowerName, Name, RecordType};
 use prometheus::{IntCounter, IntCounterVec, Opts};
 
 use super::metrics::{Metrics, UpstreamError};
+use super::outgoing::Outgoing;
 use super::resolve::{Answer, Flags, ResolveFailure, Resolved, Resolver, ResolverSetupError};
 use crate::config::{Config, ResolverConfig, ResolverMode, Upstream as UpstreamAddr};
 use crate::zones::{Decision, Way, Zones};
@@ -84,17 +85,25 @@ pub fn share_inflight(resolver: &mut ResolverConfig, zones: usize) -> usize {
 /// The global resolver and the routes of `config`: the forward and stub
 /// zones take their share of `resolver.max_inflight` ([`share_inflight`])
 /// from the global one. `counters` are the route metric's, registered
-/// once ([`register`]) and kept across configuration reloads.
+/// once ([`register`]) and kept across configuration reloads. Every
+/// upstream exchange goes through `out` (which logs them to dnstap with
+/// `resolver_queries`), named by its zone: the forward or stub zone's, `.`
+/// for the global forwarder, none in recursion.
 pub fn build(
     config: &Config,
     metrics: Arc<Metrics>,
     counters: IntCounterVec,
+    out: &Outgoing,
 ) -> Result<(Resolver, Routes), ResolverSetupError> {
     let ways = config.zones.forward.len() + config.zones.stub.len();
     let mut global = config.resolver.clone();
     let each = share_inflight(&mut global, ways);
-    let routes = Routes::new(config, each, metrics.clone(), counters)?;
-    let resolver = Resolver::new(&global, metrics)?;
+    let routes = Routes::new(config, each, metrics.clone(), counters, out)?;
+    let zone = match global.mode {
+        ResolverMode::Forward => Some(Name::root()),
+        ResolverMode::Recursive => None,
+    };
+    let resolver = Resolver::new(&global, metrics, out.for_zone(zone.as_ref()))?;
     Ok((resolver, routes))
 }
 
@@ -106,6 +115,7 @@ impl Routes {
         zone_inflight: usize,
         metrics: Arc<Metrics>,
         counters: IntCounterVec,
+        out: &Outgoing,
     ) -> Result<Routes, ResolverSetupError> {
         let z = &config.zones;
         let global_label = match config.resolver.mode {
@@ -129,7 +139,7 @@ impl Routes {
             // validated: its forwarder passes answers through as given.
             let c = base(f.upstreams.clone(), f.dnssec);
             forward.push(ZoneResolver {
-                resolver: Resolver::new(&c, metrics.clone())?,
+                resolver: Resolver::new(&c, metrics.clone(), out.for_zone(Some(&f.name)))?,
                 first: f.first,
                 queries: counters.with_label_values(&[&f.name.to_ascii()]),
             });
@@ -139,7 +149,7 @@ impl Routes {
             let ups = s.servers.iter().copied().map(UpstreamAddr::Plain).collect();
             let c = base(ups, false);
             stub.push(ZoneResolver {
-                resolver: Resolver::new(&c, metrics.clone())?,
+                resolver: Resolver::new(&c, metrics.clone(), out.for_zone(Some(&s.name)))?,
                 first: false,
                 queries: counters.with_label_values(&[&s.name.to_ascii()]),
             });

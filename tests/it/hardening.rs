@@ -316,9 +316,15 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// An upstream that reads every query and never answers (UDP and TCP).
 fn black_hole() -> SocketAddr {
-    let hole = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let up = hole.local_addr().expect("addr");
-    let tcp_hole = TcpListener::bind(up).expect("bind tcp");
+    // The UDP port picked may be taken for TCP (an outgoing connection's
+    // ephemeral port, on a machine shared with other tests): pick again.
+    let (hole, tcp_hole, up) = (0..20)
+        .find_map(|_| {
+            let hole = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+            let up = hole.local_addr().expect("addr");
+            TcpListener::bind(up).ok().map(|tcp| (hole, tcp, up))
+        })
+        .expect("a port free for UDP and TCP");
     std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
         while hole.recv_from(&mut buf).is_ok() {}
