@@ -238,16 +238,15 @@ impl Upstream {
         match self {
             Upstream::Forward(f) => match &f.validating {
                 Some(r) if !flags.checking_disabled => match r.lookup(name.clone(), qtype).await {
-                    Ok(lookup) => Ok((
-                        positive(
-                            qtype,
-                            ResponseCode::NoError,
-                            lookup.answers().to_vec(),
-                            Vec::new(),
-                            flags,
-                        )?,
-                        None,
-                    )),
+                    Ok(lookup) => {
+                        // The authority section too: a wildcard answer's
+                        // NSEC/NSEC3 proof, for DO clients.
+                        let answers = lookup.answers().to_vec();
+                        let rcode = ResponseCode::NoError;
+                        let auth =
+                            authority_part(qtype, rcode, &answers, lookup.authorities().to_vec());
+                        Ok((positive(qtype, rcode, answers, auth, flags)?, None))
+                    }
                     // hickory's resolver keeps no records of a bogus
                     // answer: ask again through its validator alone.
                     Err(NetError::Dns(DnsError::DnssecBogus)) => {
@@ -1305,7 +1304,7 @@ mod tests {
     }
 
     #[test]
-    fn negative_answers_keep_their_authority_and_positive_ones_drop_it() {
+    fn negative_answers_keep_their_authority_and_positive_ones_only_proofs() {
         use hickory_proto::rr::rdata::A;
         let n = Name::from_ascii("www.example.").expect("name");
         let a = Record::from_rdata(n.clone(), 60, RData::A(A::new(192, 0, 2, 1)));
@@ -1313,7 +1312,27 @@ mod tests {
         let chain = [cname("alias.example.", "www.example.")];
         let nx = ResponseCode::NXDomain;
         let ok = ResponseCode::NoError;
-        assert!(authority_part(RecordType::A, ok, &[a], vec![soa.clone()]).is_empty());
+        assert!(
+            authority_part(
+                RecordType::A,
+                ok,
+                std::slice::from_ref(&a),
+                vec![soa.clone()]
+            )
+            .is_empty()
+        );
+        // A positive answer keeps its NSEC proof (a wildcard's, RFC 4035
+        // 3.1.3.3), and only that.
+        let nsec = Record::from_rdata(
+            Name::from_ascii("*.example.").expect("name"),
+            60,
+            RData::DNSSEC(hickory_proto::dnssec::rdata::DNSSECRData::NSEC(
+                hickory_proto::dnssec::rdata::NSEC::new(n.clone(), [RecordType::A]),
+            )),
+        );
+        let kept = authority_part(RecordType::A, ok, &[a], vec![soa.clone(), nsec]);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].record_type(), RecordType::NSEC);
         // NODATA after a chain, and NXDOMAIN after one: the SOA stays.
         assert_eq!(
             authority_part(RecordType::TXT, ok, &chain, vec![soa.clone()]).len(),

@@ -15,19 +15,20 @@
 //! | `nta`      | like `bogus`, and in `domain_insecure` on both     |
 //! | `wildnsec` | signed, the RRSIG of `*.wild NSEC` tampered: the   |
 //! |            | wildcard answer's proof of no closer name is bogus |
+//! | `nsec3`    | signed with NSEC3 (no salt, 0 iterations)          |
 //!
 //! Two pairs are compared: schild recursive against a validating Unbound
 //! (both with `nta.test.` insecure), and schild forwarding against a
 //! validating Unbound forwarder, both to one non-validating Unbound (the
 //! trust anchor applies in both modes; `domain_insecure` is recursive only).
 //! `www.<zone>.test. A` and `x.wild.<zone>.test. A` (from the zone's
-//! `*.wild`, whose signatures are intact in every signed zone but
-//! `expired`) are asked with DO, without DO, and with DO and CD.
-//! Compared: the rcode, AD, whether the address came back, the EDE
-//! info-code (RFC 8914), and whether an NSEC came back in the authority
-//! section (the proof a wildcard answer needs). Every difference that
-//! remains is in [`KNOWN`] with its reason; the test fails on any other,
-//! and on a known one that went away.
+//! `*.wild`, whose signatures and proofs are intact in every signed zone
+//! but `expired` and `wildnsec`) are asked with DO, without DO, and with
+//! DO and CD. Compared: the rcode, AD, whether the address came back, the
+//! EDE info-code (RFC 8914), and whether an NSEC or NSEC3 came back in the
+//! authority section (the proof a wildcard answer needs). Every difference
+//! that remains is in [`KNOWN`] with its reason; the test fails on any
+//! other, and on a known one that went away.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -56,6 +57,7 @@ const CHILDREN: &[(&str, u8)] = &[
     ("nosig", 6),
     ("nta", 7),
     ("wildnsec", 8),
+    ("nsec3", 9),
 ];
 
 /// How each question is asked: (name, DO, CD).
@@ -113,7 +115,7 @@ struct Seen {
     ad: bool,
     data: bool,
     ede: Option<u16>,
-    /// An NSEC in the authority section: a wildcard answer's proof that
+    /// An NSEC or NSEC3 in the authority section: a wildcard answer's proof that
     /// no closer name exists, which a validator behind the resolver needs
     /// (RFC 4035 3.1.3.3).
     nsec: bool,
@@ -134,7 +136,7 @@ fn ask(server: SocketAddr, name: &str, dnssec_ok: bool, cd: bool) -> Option<Seen
         nsec: m
             .authorities
             .iter()
-            .any(|r| r.record_type() == RecordType::NSEC),
+            .any(|r| matches!(r.record_type(), RecordType::NSEC | RecordType::NSEC3)),
     })
 }
 
@@ -239,6 +241,10 @@ impl Signed {
                 "nosig" => {
                     sign_zone_with(&zones, &origin, &file, Some("test.zone"), &[]);
                     tamper(&zones.join(&file), &www, "A", true);
+                }
+                "nsec3" => {
+                    let nsec3 = ["-3", "-", "-H", "0"];
+                    sign_zone_with(&zones, &origin, &file, Some("test.zone"), &nsec3);
                 }
                 "wildnsec" => {
                     sign_zone_with(&zones, &origin, &file, Some("test.zone"), &[]);
