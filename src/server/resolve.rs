@@ -429,10 +429,10 @@ fn negative_or_failure(
     // A positive answer whose NSEC proof hickory rejected: a wildcard
     // answer, judged again.
     let e = match e {
-        NetError::Dns(DnsError::Nsec { response, .. })
-            if response.response_code == ResponseCode::NoError && !response.answers.is_empty() =>
-        {
-            return judged(qtype, (*response).into_message(), flags).map(|a| (a, None));
+        NetError::Dns(DnsError::Nsec {
+            response, proof, ..
+        }) if response.response_code == ResponseCode::NoError && !response.answers.is_empty() => {
+            return judged(qtype, (*response).into_message(), proof, flags).map(|a| (a, None));
         }
         e => e,
     };
@@ -479,20 +479,34 @@ fn negative_or_failure(
 }
 
 /// A positive answer that hickory's validator failed on its NSEC proof
-/// (`DnsError::Nsec`), with every record and its proof: hickory rejects a
-/// good proof of a wildcard answer, so the proof is judged again
-/// ([`wildcard_proven`](super::wildcard::wildcard_proven)). Unless it holds,
-/// the data is bogus (SERVFAIL, or for CD=1 the data without AD).
-fn judged(qtype: RecordType, mut msg: Message, flags: Flags) -> Result<Answer, ResolveFailure> {
+/// (`DnsError::Nsec`, with hickory's `proof` of it), with every record and
+/// its proof. A bogus proof: hickory rejects a good proof of a wildcard
+/// answer, so it is judged again
+/// ([`wildcard_proven`](super::wildcard::wildcard_proven)); unless it
+/// holds, the data is bogus (SERVFAIL, or for CD=1 the data without AD).
+/// A proof hickory found insecure (an NSEC3 iteration count past its soft
+/// limit, RFC 9276) leaves the data insecure: served, never with AD.
+fn judged(
+    qtype: RecordType,
+    mut msg: Message,
+    proof: hickory_proto::dnssec::Proof,
+    flags: Flags,
+) -> Result<Answer, ResolveFailure> {
     use hickory_proto::dnssec::Proof;
-    let proven = super::wildcard::wildcard_proven(&msg.answers, &msg.authorities) == Some(true);
-    if !proven {
+    let verdict = if !proof.is_bogus() {
+        Some(Proof::Insecure)
+    } else if super::wildcard::wildcard_proven(&msg.answers, &msg.authorities) == Some(true) {
+        None
+    } else {
+        Some(Proof::Bogus)
+    };
+    if let Some(verdict) = verdict {
         for r in msg
             .answers
             .iter_mut()
-            .filter(|r| r.record_type() != RecordType::RRSIG)
+            .filter(|r| r.record_type() != RecordType::RRSIG && !r.proof.is_bogus())
         {
-            r.proof = Proof::Bogus;
+            r.proof = verdict;
         }
     }
     let rcode = msg.metadata.response_code;
@@ -1342,6 +1356,33 @@ mod tests {
             authority_part(RecordType::A, nx, &chain, vec![soa]).len(),
             1
         );
+    }
+
+    #[test]
+    fn an_nsec_failure_is_secure_only_with_a_proven_wildcard() {
+        use hickory_proto::dnssec::Proof;
+        use hickory_proto::rr::rdata::A;
+        let n = Name::from_ascii("x.wild.example.").expect("name");
+        let mut a = Record::from_rdata(n, 60, RData::A(A::new(192, 0, 2, 1)));
+        a.proof = Proof::Secure;
+        let mut msg = Message::query();
+        msg.add_answer(a);
+        let (plain, cd) = (
+            Flags::default(),
+            Flags {
+                dnssec_ok: true,
+                checking_disabled: true,
+            },
+        );
+        let qt = RecordType::A;
+        // No wildcard proof to judge: bogus, and for CD=1 data without AD.
+        let bogus = judged(qt, msg.clone(), Proof::Bogus, plain).expect_err("bogus");
+        assert_eq!(bogus.kind, UpstreamError::Bogus);
+        let with_cd = judged(qt, msg.clone(), Proof::Bogus, cd).expect("CD=1 gets the data");
+        assert!(!with_cd.secure && with_cd.answers.len() == 1);
+        // An insecure proof: the data, never AD.
+        let insecure = judged(qt, msg, Proof::Insecure, plain).expect("insecure data");
+        assert!(!insecure.secure && insecure.answers.len() == 1);
     }
 
     fn policy_like_soa() -> Record {
