@@ -38,6 +38,7 @@ use hickory_resolver::Resolver as HickoryResolver;
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig as HickoryConfig, ResolverOpts,
 };
+use hickory_resolver::net::dnssec::DnssecDnsHandle;
 use hickory_resolver::net::xfer::{DnsHandle, FirstAnswer};
 use hickory_resolver::net::{DnsError, NetError, RetryDnsHandle};
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
@@ -237,18 +238,22 @@ impl Upstream {
     ) -> Result<(Answer, Option<Name>), ResolveFailure> {
         match self {
             Upstream::Forward(f) => match &f.validating {
-                Some(r) if !flags.checking_disabled => match r.lookup(name, qtype).await {
-                    Ok(lookup) => Ok((
-                        positive(
-                            qtype,
-                            ResponseCode::NoError,
-                            lookup.answers().to_vec(),
-                            Vec::new(),
-                            flags,
-                        )?,
-                        None,
-                    )),
-                    Err(e) => negative_or_failure(e, flags),
+                Some(r) if !flags.checking_disabled => match r.lookup(name.clone(), qtype).await {
+                    Ok(lookup) => {
+                        // The authority section too: a wildcard answer's
+                        // NSEC/NSEC3 proof, for DO clients.
+                        let answers = lookup.answers().to_vec();
+                        let rcode = ResponseCode::NoError;
+                        let auth =
+                            authority_part(qtype, rcode, &answers, lookup.authorities().to_vec());
+                        Ok((positive(qtype, rcode, answers, auth, flags)?, None))
+                    }
+                    // hickory's resolver keeps no records of a bogus
+                    // answer: ask again through its validator alone.
+                    Err(NetError::Dns(DnsError::DnssecBogus)) => {
+                        f.recheck(name, qtype, flags).await
+                    }
+                    Err(e) => negative_or_failure(e, qtype, flags),
                 },
                 _ => f.ask(name, qtype, flags).await,
             },
@@ -270,7 +275,7 @@ impl Upstream {
                         match e {
                             RecursorError::Net(net) => {
                                 let ede = super::recursor::unreachable_ede(&net);
-                                negative_or_failure(net, flags).map_err(|f| ResolveFailure {
+                                negative_or_failure(net, qtype, flags).map_err(|f| ResolveFailure {
                                     ede: f.ede.or(ede),
                                     ..f
                                 })
@@ -367,7 +372,13 @@ fn positive(
 ) -> Result<Answer, ResolveFailure> {
     use hickory_proto::dnssec::DnssecSummary;
     let all = || answers.iter().chain(authorities.iter());
-    let summary = DnssecSummary::from_records(all());
+    // A positive answer is as secure as its data: the proofs kept with it
+    // (a wildcard's NSEC) are in the data's proof already.
+    let summary = if is_positive(qtype, rcode, &answers) {
+        DnssecSummary::from_records(answers.iter())
+    } else {
+        DnssecSummary::from_records(all())
+    };
     // RFC 4035 3.2.2: with CD=1 the client gets the data and validates it
     // itself; AD stays clear (not secure).
     if matches!(summary, DnssecSummary::Bogus) && !flags.checking_disabled {
@@ -413,8 +424,19 @@ fn negative(nx: bool, soa: Option<Record>) -> Answer {
 /// the failure.
 fn negative_or_failure(
     e: NetError,
+    qtype: RecordType,
     flags: Flags,
 ) -> Result<(Answer, Option<Name>), ResolveFailure> {
+    // A positive answer whose NSEC proof hickory rejected: a wildcard
+    // answer, judged again.
+    let e = match e {
+        NetError::Dns(DnsError::Nsec {
+            response, proof, ..
+        }) if response.response_code == ResponseCode::NoError && !response.answers.is_empty() => {
+            return judged(qtype, (*response).into_message(), proof, flags).map(|a| (a, None));
+        }
+        e => e,
+    };
     if let NetError::Dns(DnsError::NoRecordsFound(no)) = e {
         let nx = no.response_code == ResponseCode::NXDomain;
         let about = no.query.name().clone();
@@ -457,6 +479,42 @@ fn negative_or_failure(
     Err(ResolveFailure { kind, ede: None })
 }
 
+/// A positive answer that hickory's validator failed on its NSEC proof
+/// (`DnsError::Nsec`, with hickory's `proof` of it), with every record and
+/// its proof. A bogus proof: hickory rejects a good proof of a wildcard
+/// answer, so it is judged again
+/// ([`wildcard_proven`](super::wildcard::wildcard_proven)); unless it
+/// holds, the data is bogus (SERVFAIL, or for CD=1 the data without AD).
+/// A proof hickory found insecure (an NSEC3 iteration count past its soft
+/// limit, RFC 9276) leaves the data insecure: served, never with AD.
+fn judged(
+    qtype: RecordType,
+    mut msg: Message,
+    proof: hickory_proto::dnssec::Proof,
+    flags: Flags,
+) -> Result<Answer, ResolveFailure> {
+    use hickory_proto::dnssec::Proof;
+    let verdict = if !proof.is_bogus() {
+        Some(Proof::Insecure)
+    } else if super::wildcard::wildcard_proven(&msg.answers, &msg.authorities) == Some(true) {
+        None
+    } else {
+        Some(Proof::Bogus)
+    };
+    if let Some(verdict) = verdict {
+        for r in msg
+            .answers
+            .iter_mut()
+            .filter(|r| r.record_type() != RecordType::RRSIG && !r.proof.is_bogus())
+        {
+            r.proof = verdict;
+        }
+    }
+    let rcode = msg.metadata.response_code;
+    let auth = authority_part(qtype, rcode, &msg.answers, msg.authorities);
+    positive(qtype, rcode, msg.answers, auth, flags)
+}
+
 /// The forward mode's two ways to the upstreams.
 pub struct Forwarder {
     /// hickory's forwarding resolver, which validates; only with
@@ -468,7 +526,13 @@ pub struct Forwarder {
     /// of a negative answer. Used when schild does not validate, and for
     /// CD=1 (the client validates, RFC 4035 3.2.2).
     direct: RetryDnsHandle<NameServerPool<Outgoing>>,
+    /// hickory's validator over `direct` (with `validating`): a question
+    /// `validating` called bogus is asked again through it, as it keeps
+    /// the records of a bogus answer ([`Forwarder::recheck`]).
+    validator: Option<Validator>,
 }
+
+type Validator = DnssecDnsHandle<RetryDnsHandle<NameServerPool<Outgoing>>>;
 
 /// The largest answer asked of an upstream (as Unbound, RFC 9715's 1232).
 const UPSTREAM_PAYLOAD: u16 = 1232;
@@ -481,26 +545,8 @@ impl Forwarder {
         qtype: RecordType,
         flags: Flags,
     ) -> Result<(Answer, Option<Name>), ResolveFailure> {
-        let mut msg = Message::query();
-        msg.metadata.recursion_desired = true;
-        msg.metadata.checking_disabled = flags.checking_disabled;
-        // RFC 6840 5.7: AD in a query asks for AD in the answer.
-        msg.metadata.authentic_data = true;
-        msg.add_query(Query::query(name, qtype));
-        let mut edns = Edns::new();
-        edns.set_max_payload(UPSTREAM_PAYLOAD);
-        edns.set_dnssec_ok(flags.dnssec_ok);
-        msg.set_edns(edns);
-        let mut options = DnsRequestOptions::default();
-        options.use_edns = true;
-        options.edns_payload_len = UPSTREAM_PAYLOAD;
-        options.edns_set_dnssec_ok = flags.dnssec_ok;
-        options.recursion_desired = true;
-        let response = self
-            .direct
-            .send(DnsRequest::new(msg, options))
-            .first_answer()
-            .await;
+        let request = question(name, qtype, flags.dnssec_ok, flags.checking_disabled);
+        let response = self.direct.send(request).first_answer().await;
         match response {
             Ok(response) => {
                 let msg = response.into_message();
@@ -515,25 +561,89 @@ impl Forwarder {
                 answer.secure = upstream_ad && !answer.answers.is_empty();
                 Ok((answer, None))
             }
-            Err(e) => negative_or_failure(e, flags),
+            Err(e) => negative_or_failure(e, qtype, flags),
+        }
+    }
+
+    /// A question hickory's validating resolver called bogus, asked again
+    /// through `validator` (the same validation, with the records kept):
+    /// a wildcard answer's proof is judged again ([`judged`]), and a bogus
+    /// answer gets the EDE its records show.
+    async fn recheck(
+        &self,
+        name: Name,
+        qtype: RecordType,
+        flags: Flags,
+    ) -> Result<(Answer, Option<Name>), ResolveFailure> {
+        let Some(validator) = &self.validator else {
+            return Err(ResolveFailure {
+                kind: UpstreamError::Bogus,
+                ede: None,
+            });
+        };
+        let request = question(name, qtype, true, false);
+        match validator.send(request).first_answer().await {
+            Ok(response) => {
+                let msg = response.into_message();
+                let rcode = msg.metadata.response_code;
+                let auth = authority_part(qtype, rcode, &msg.answers, msg.authorities);
+                Ok((positive(qtype, rcode, msg.answers, auth, flags)?, None))
+            }
+            Err(e) => negative_or_failure(e, qtype, flags),
         }
     }
 }
 
-/// The authority section that goes out: none with a positive answer
-/// (minimal responses), all of it with a negative one (the SOA, and the
-/// proofs for DO clients).
+/// The question as the client asked it (DO and CD as given, AD asked for).
+fn question(name: Name, qtype: RecordType, dnssec_ok: bool, cd: bool) -> DnsRequest {
+    let mut msg = Message::query();
+    msg.metadata.recursion_desired = true;
+    msg.metadata.checking_disabled = cd;
+    // RFC 6840 5.7: AD in a query asks for AD in the answer.
+    msg.metadata.authentic_data = true;
+    msg.add_query(Query::query(name, qtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(UPSTREAM_PAYLOAD);
+    edns.set_dnssec_ok(dnssec_ok);
+    msg.set_edns(edns);
+    let mut options = DnsRequestOptions::default();
+    options.use_edns = true;
+    options.edns_payload_len = UPSTREAM_PAYLOAD;
+    options.edns_set_dnssec_ok = dnssec_ok;
+    options.recursion_desired = true;
+    DnsRequest::new(msg, options)
+}
+
+/// Whether an answer has the data asked for.
+fn is_positive(qtype: RecordType, rcode: ResponseCode, answers: &[Record]) -> bool {
+    rcode == ResponseCode::NoError
+        && answers
+            .iter()
+            .any(|r| r.record_type() == qtype || qtype == RecordType::ANY)
+}
+
+/// The authority section that goes out: with a positive answer only the
+/// NSEC and NSEC3 records and their RRSIGs (minimal responses; a wildcard
+/// answer needs them, RFC 4035 3.1.3.3, for a validator behind schild),
+/// all of it with a negative one (the SOA, and the proofs for DO clients).
+/// Without DO, `positive` drops the proofs.
 fn authority_part(
     qtype: RecordType,
     rcode: ResponseCode,
     answers: &[Record],
     authorities: Vec<Record>,
 ) -> Vec<Record> {
-    let positive = rcode == ResponseCode::NoError
-        && answers
-            .iter()
-            .any(|r| r.record_type() == qtype || qtype == RecordType::ANY);
-    if positive { Vec::new() } else { authorities }
+    if !is_positive(qtype, rcode, answers) {
+        return authorities;
+    }
+    let proof = |t: RecordType| matches!(t, RecordType::NSEC | RecordType::NSEC3);
+    let covered = |r: &Record| match &r.data {
+        RData::DNSSEC(hickory_proto::dnssec::rdata::DNSSECRData::RRSIG(s)) => {
+            proof(s.input().type_covered)
+        }
+        _ => proof(r.record_type()),
+    };
+    authorities.into_iter().filter(covered).collect()
 }
 
 fn forwarder(config: &ResolverConfig, out: Outgoing) -> Result<Forwarder, ResolverSetupError> {
@@ -565,15 +675,20 @@ fn forwarder(config: &ResolverConfig, out: Outgoing) -> Result<Forwarder, Resolv
     opts.ndots = 0;
     opts.max_active_requests = 256;
     opts.edns_payload_len = UPSTREAM_PAYLOAD;
+    let anchors = match (&config.trust_anchor_file, config.dnssec) {
+        (Some(path), true) => Some(Arc::new(
+            crate::config::anchors::read_trust_anchors(path)
+                .map_err(|e| ResolverSetupError::Recursor(crate::error::error_chain(&e)))?,
+        )),
+        _ => None,
+    };
     let validating = if config.dnssec {
         let mut opts = opts.clone();
         opts.validate = true;
         let hc = HickoryConfig::from_parts(None, vec![], servers.clone());
         let mut builder = HickoryResolver::builder_with_config(hc, out.clone()).with_options(opts);
-        if let Some(path) = &config.trust_anchor_file {
-            let anchors = crate::config::anchors::read_trust_anchors(path)
-                .map_err(|e| ResolverSetupError::Recursor(crate::error::error_chain(&e)))?;
-            builder = builder.with_trust_anchor(Arc::new(anchors));
+        if let Some(anchors) = &anchors {
+            builder = builder.with_trust_anchor(anchors.clone());
         }
         Some(builder.build().map_err(ResolverSetupError::Forwarder)?)
     } else {
@@ -583,9 +698,16 @@ fn forwarder(config: &ResolverConfig, out: Outgoing) -> Result<Forwarder, Resolv
     let tls = TlsConfig::new().map_err(ResolverSetupError::Forwarder)?;
     let cx = Arc::new(PoolContext::new(opts, tls));
     let pool = NameServerPool::from_config(servers, cx, out);
+    let direct = RetryDnsHandle::new(pool, attempts);
+    // None: hickory's built-in root trust anchors, as `validating` has.
+    let validator = validating.as_ref().map(|_| match &anchors {
+        Some(a) => DnssecDnsHandle::with_trust_anchor(direct.clone(), a.clone()),
+        None => DnssecDnsHandle::new(direct.clone()),
+    });
     Ok(Forwarder {
         validating,
-        direct: RetryDnsHandle::new(pool, attempts),
+        direct,
+        validator,
     })
 }
 
@@ -1197,7 +1319,7 @@ mod tests {
     }
 
     #[test]
-    fn negative_answers_keep_their_authority_and_positive_ones_drop_it() {
+    fn negative_answers_keep_their_authority_and_positive_ones_only_proofs() {
         use hickory_proto::rr::rdata::A;
         let n = Name::from_ascii("www.example.").expect("name");
         let a = Record::from_rdata(n.clone(), 60, RData::A(A::new(192, 0, 2, 1)));
@@ -1205,7 +1327,27 @@ mod tests {
         let chain = [cname("alias.example.", "www.example.")];
         let nx = ResponseCode::NXDomain;
         let ok = ResponseCode::NoError;
-        assert!(authority_part(RecordType::A, ok, &[a], vec![soa.clone()]).is_empty());
+        assert!(
+            authority_part(
+                RecordType::A,
+                ok,
+                std::slice::from_ref(&a),
+                vec![soa.clone()]
+            )
+            .is_empty()
+        );
+        // A positive answer keeps its NSEC proof (a wildcard's, RFC 4035
+        // 3.1.3.3), and only that.
+        let nsec = Record::from_rdata(
+            Name::from_ascii("*.example.").expect("name"),
+            60,
+            RData::DNSSEC(hickory_proto::dnssec::rdata::DNSSECRData::NSEC(
+                hickory_proto::dnssec::rdata::NSEC::new(n.clone(), [RecordType::A]),
+            )),
+        );
+        let kept = authority_part(RecordType::A, ok, &[a], vec![soa.clone(), nsec]);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].record_type(), RecordType::NSEC);
         // NODATA after a chain, and NXDOMAIN after one: the SOA stays.
         assert_eq!(
             authority_part(RecordType::TXT, ok, &chain, vec![soa.clone()]).len(),
@@ -1215,6 +1357,33 @@ mod tests {
             authority_part(RecordType::A, nx, &chain, vec![soa]).len(),
             1
         );
+    }
+
+    #[test]
+    fn an_nsec_failure_is_secure_only_with_a_proven_wildcard() {
+        use hickory_proto::dnssec::Proof;
+        use hickory_proto::rr::rdata::A;
+        let n = Name::from_ascii("x.wild.example.").expect("name");
+        let mut a = Record::from_rdata(n, 60, RData::A(A::new(192, 0, 2, 1)));
+        a.proof = Proof::Secure;
+        let mut msg = Message::query();
+        msg.add_answer(a);
+        let (plain, cd) = (
+            Flags::default(),
+            Flags {
+                dnssec_ok: true,
+                checking_disabled: true,
+            },
+        );
+        let qt = RecordType::A;
+        // No wildcard proof to judge: bogus, and for CD=1 data without AD.
+        let bogus = judged(qt, msg.clone(), Proof::Bogus, plain).expect_err("bogus");
+        assert_eq!(bogus.kind, UpstreamError::Bogus);
+        let with_cd = judged(qt, msg.clone(), Proof::Bogus, cd).expect("CD=1 gets the data");
+        assert!(!with_cd.secure && with_cd.answers.len() == 1);
+        // An insecure proof: the data, never AD.
+        let insecure = judged(qt, msg, Proof::Insecure, plain).expect("insecure data");
+        assert!(!insecure.secure && insecure.answers.len() == 1);
     }
 
     fn policy_like_soa() -> Record {

@@ -13,16 +13,22 @@
 //! | `dsnokey`  | DS in test., but the zone is served unsigned       |
 //! | `nosig`    | signed, the RRSIG of `www A` removed               |
 //! | `nta`      | like `bogus`, and in `domain_insecure` on both     |
+//! | `wildnsec` | signed, the RRSIG of `*.wild NSEC` tampered: the   |
+//! |            | wildcard answer's proof of no closer name is bogus |
+//! | `nsec3`    | signed with NSEC3 (no salt, 0 iterations)          |
 //!
 //! Two pairs are compared: schild recursive against a validating Unbound
 //! (both with `nta.test.` insecure), and schild forwarding against a
 //! validating Unbound forwarder, both to one non-validating Unbound (the
 //! trust anchor applies in both modes; `domain_insecure` is recursive only).
-//! `www.<zone>.test. A` is asked with DO, without DO, and with DO and CD.
-//! Compared: the rcode, AD, whether the address came back, and the EDE
-//! info-code (RFC 8914). Every difference that remains is in [`KNOWN`]
-//! with its reason; the test fails on any other, and on a known one that
-//! went away.
+//! `www.<zone>.test. A` and `x.wild.<zone>.test. A` (from the zone's
+//! `*.wild`, whose signatures and proofs are intact in every signed zone
+//! but `expired` and `wildnsec`) are asked with DO, without DO, and with
+//! DO and CD. Compared: the rcode, AD, whether the address came back, the
+//! EDE info-code (RFC 8914), and whether an NSEC or NSEC3 came back in the
+//! authority section (the proof a wildcard answer needs). Every difference
+//! that remains is in [`KNOWN`] with its reason; the test fails on any
+//! other, and on a known one that went away.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -50,6 +56,8 @@ const CHILDREN: &[(&str, u8)] = &[
     ("dsnokey", 5),
     ("nosig", 6),
     ("nta", 7),
+    ("wildnsec", 8),
+    ("nsec3", 9),
 ];
 
 /// How each question is asked: (name, DO, CD).
@@ -65,17 +73,24 @@ const PROFILES: &[(&str, bool, bool)] = &[
 const KNOWN: &[(&str, &str, &str, &str, &str)] = &[
     (
         "forward",
-        "secure",
+        "*",
         "cd",
         "ad",
-        "With CD=1 the client validates for itself (RFC 4035 3.2.2): schild's forwarder passes the question on with CD=1 and hands over the data without validating it, so it does not vouch for it with AD; Unbound validates anyway and sets AD for secure data, which RFC 6840 5.9 allows but does not require. The data and rcode agree.",
+        "With CD=1 the client validates for itself (RFC 4035 3.2.2): schild's forwarder passes the question on with CD=1 and hands over the data without validating it, so it does not vouch for it with AD; Unbound validates anyway and sets AD for secure data (www.secure, and x.wild in every signed zone whose wildcard is intact), which RFC 6840 5.9 allows but does not require. The data and rcode agree.",
     ),
     (
         "forward",
-        "*",
+        "dsnokey",
         "do",
         "ede",
-        "hickory's forwarding client reports a bogus answer as one error without its records, so schild cannot tell expired (7), DNSKEY missing (9) or RRSIGs missing (10) from other bogus answers, and says 6.",
+        "As in recursive mode: Unbound says 9 (DNSKEY Missing), schild sees data without signatures and says 10 (RRSIGs Missing), true as well.",
+    ),
+    (
+        "forward",
+        "expired",
+        "plain",
+        "ede",
+        "As in recursive mode: Unbound answers from the bogus message its cache kept from the DO=1 query, with the generic 6; schild judges the signatures again and says 7 (Signature Expired).",
     ),
     (
         "recursive",
@@ -93,14 +108,6 @@ const KNOWN: &[(&str, &str, &str, &str, &str)] = &[
     ),
 ];
 
-/// KNOWN BUG of issue 11 (item 7 and hickory's validator): an answer
-/// synthesised from a wildcard in a signed zone. hickory 0.26 does not
-/// validate it (a secure wildcard answer is SERVFAIL, EDE 6), and with CD=1
-/// the recursor hands back no data; Unbound validates it (AD) and gives the
-/// data with CD=1. Any difference on `x.wild` in these zones is this bug;
-/// the test fails once none is left, so the entry goes when it is fixed.
-const WILDCARD_BUG_ZONES: &[&str] = &["secure", "bogus", "expired", "nosig", "nta"];
-
 /// What one resolver said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Seen {
@@ -108,6 +115,10 @@ struct Seen {
     ad: bool,
     data: bool,
     ede: Option<u16>,
+    /// An NSEC or NSEC3 in the authority section: a wildcard answer's proof that
+    /// no closer name exists, which a validator behind the resolver needs
+    /// (RFC 4035 3.1.3.3).
+    nsec: bool,
 }
 
 fn ask(server: SocketAddr, name: &str, dnssec_ok: bool, cd: bool) -> Option<Seen> {
@@ -122,12 +133,16 @@ fn ask(server: SocketAddr, name: &str, dnssec_ok: bool, cd: bool) -> Option<Seen
         ad: m.metadata.authentic_data,
         data: !addresses(&m).is_empty(),
         ede: ede(&m).map(|(c, _)| c),
+        nsec: m
+            .authorities
+            .iter()
+            .any(|r| matches!(r.record_type(), RecordType::NSEC | RecordType::NSEC3)),
     })
 }
 
-/// Replace a character of the signature of `owner`'s RRSIG over A in a
-/// signed zone file (one record a line), or remove that RRSIG.
-fn tamper(file: &Path, owner: &str, remove: bool) {
+/// Replace a character of the signature of `owner`'s RRSIG over `rtype`
+/// in a signed zone file (one record a line), or remove that RRSIG.
+fn tamper(file: &Path, owner: &str, rtype: &str, remove: bool) {
     let text = std::fs::read_to_string(file).expect("signed zone");
     let mut done = false;
     let lines: Vec<String> = text
@@ -135,7 +150,7 @@ fn tamper(file: &Path, owner: &str, remove: bool) {
         .filter_map(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
             let hit =
-                w.first() == Some(&owner) && w.get(3) == Some(&"RRSIG") && w.get(4) == Some(&"A");
+                w.first() == Some(&owner) && w.get(3) == Some(&"RRSIG") && w.get(4) == Some(&rtype);
             if !hit {
                 return Some(l.to_string());
             }
@@ -152,7 +167,7 @@ fn tamper(file: &Path, owner: &str, remove: bool) {
             Some(w.join(" "))
         })
         .collect();
-    assert!(done, "no RRSIG A for {owner} in {}", file.display());
+    assert!(done, "no RRSIG {rtype} for {owner} in {}", file.display());
     std::fs::write(file, lines.join("\n") + "\n").expect("write zone");
 }
 
@@ -221,11 +236,24 @@ impl Signed {
                 }
                 "bogus" | "nta" => {
                     sign_zone_with(&zones, &origin, &file, Some("test.zone"), &[]);
-                    tamper(&zones.join(&file), &www, false);
+                    tamper(&zones.join(&file), &www, "A", false);
                 }
                 "nosig" => {
                     sign_zone_with(&zones, &origin, &file, Some("test.zone"), &[]);
-                    tamper(&zones.join(&file), &www, true);
+                    tamper(&zones.join(&file), &www, "A", true);
+                }
+                "nsec3" => {
+                    let nsec3 = ["-3", "-", "-H", "0"];
+                    sign_zone_with(&zones, &origin, &file, Some("test.zone"), &nsec3);
+                }
+                "wildnsec" => {
+                    sign_zone_with(&zones, &origin, &file, Some("test.zone"), &[]);
+                    tamper(
+                        &zones.join(&file),
+                        &format!("*.wild.{origin}"),
+                        "NSEC",
+                        false,
+                    );
                 }
                 _ => {
                     sign_zone_with(&zones, &origin, &file, Some("test.zone"), &[]);
@@ -352,7 +380,6 @@ fn validation_agrees_with_unbound() {
     let mut table = String::new();
     let mut unexpected = Vec::new();
     let mut matched = vec![false; KNOWN.len()];
-    let mut wildcard_bug = 0;
     for ((mode, schild_at, unbound_at), (z, _), (p, dnssec_ok, cd)) in pairs
         .iter()
         .flat_map(|pair| CHILDREN.iter().map(move |c| (pair, c)))
@@ -377,13 +404,10 @@ fn validation_agrees_with_unbound() {
                 ("ad", s.ad != u.ad),
                 ("data", s.data != u.data),
                 ("ede", s.ede != u.ede),
+                ("nsec", s.nsec != u.nsec),
             ];
             for (field, differs) in fields {
                 if !differs {
-                    continue;
-                }
-                if host == "x.wild" && WILDCARD_BUG_ZONES.contains(z) {
-                    wildcard_bug += 1;
                     continue;
                 }
                 match KNOWN.iter().position(|(km, kz, kp, kf, _)| {
@@ -406,13 +430,6 @@ fn validation_agrees_with_unbound() {
     for ((m, z, p, f, reason), _) in KNOWN.iter().zip(&matched).filter(|(_, m)| **m) {
         eprintln!("known difference, {m} {z} {p} {f}: {reason}");
     }
-    eprintln!(
-        "known bug (WILDCARD_BUG_ZONES): {wildcard_bug} differing fields on signed wildcard answers"
-    );
-    assert!(
-        wildcard_bug > 0,
-        "signed wildcard answers agree with Unbound now: remove WILDCARD_BUG_ZONES\n{table}"
-    );
     let stale: Vec<_> = KNOWN
         .iter()
         .zip(&matched)
