@@ -552,3 +552,115 @@ fn zones_route_as_configured_and_as_unbound_answers() {
         "with local.zones = false the private reverse name goes to the root's delegation"
     );
 }
+
+/// The AD names with validation on: `resolver.dnssec = true` and the
+/// signed test root of tests/it/dnssec.rs as the trust anchor. The
+/// domain controller's zones are unsigned and nothing delegates them
+/// (the signed `test.` proves hospital.test. does not exist), so only
+/// the forward zone (`dnssec = false`) reaches them: NOERROR, no AD, the
+/// data of the zone. Without the forward zones the same names fail as
+/// the signed root says (NXDOMAIN with its NSEC proof), and the PTR is answered by
+/// the default local zone 10.in-addr.arpa.
+#[test]
+fn ad_names_resolve_through_the_forward_zone_under_a_signed_root() {
+    let Some(mut h) = crate::dnssec::Signed::start() else {
+        return;
+    };
+    h.serve(
+        host::DC,
+        &[
+            ("corp.hospital.test.", "corp.hospital.test.zone", CORP_ZONE),
+            ("10.in-addr.arpa.", "10.in-addr.arpa.zone", TEN_ZONE),
+        ],
+    );
+    let dc = h.ip(host::DC);
+    let resolver = format!(
+        "[resolver]\nmode = \"recursive\"\nroot_hints = \"{}\"\nallow_servers = [\"127.0.0.0/8\"]\ndnssec = true\ntrust_anchor_file = \"{}\"\ntimeout_secs = 2\n\n",
+        h.hints.display(),
+        h.anchor.display()
+    );
+    let zones = format!(
+        "[[forward_zone]]\nname = \"corp.hospital.test\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n\
+         [[forward_zone]]\nname = \"10.in-addr.arpa\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n"
+    );
+    // test. is the signed hierarchy's TLD here, not a default local zone.
+    let local = "[local]\nnodefault = [\"test\"]\n";
+    let with = Schild::start(&format!("{resolver}{zones}{local}"), &[]);
+    let without = Schild::start(&format!("{resolver}{local}"), &[]);
+    let ask_do = |server: SocketAddr, name: &str, qtype: RecordType| {
+        let mut q = dns::query(name, qtype);
+        if let Some(e) = q.edns.as_mut() {
+            e.set_dnssec_ok(true);
+        }
+        dns::udp_timeout(server, &q, Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("{server}: no answer to {name} {qtype}"))
+            .0
+    };
+    // Validation is on in both: a signed name of the test root is secure.
+    for s in [&with, &without] {
+        let m = ask_do(s.dns, "www.secure.test.", RecordType::A);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+        assert!(m.metadata.authentic_data, "validation is on: {m:?}");
+    }
+    let ad: &[(&str, RecordType, &str)] = &[
+        (
+            "_ldap._tcp.dc._msdcs.corp.hospital.test.",
+            RecordType::SRV,
+            "0 100 389 dc1.corp.hospital.test.",
+        ),
+        ("dc1.corp.hospital.test.", RecordType::A, "10.0.0.10"),
+        (
+            "10.0.0.10.in-addr.arpa.",
+            RecordType::PTR,
+            "dc1.corp.hospital.test.",
+        ),
+    ];
+    for (name, qtype, data) in ad {
+        let m = ask_do(with.dns, name, *qtype);
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NoError,
+            "{name} {qtype}: {}\n{}",
+            shape(&m),
+            with.log()
+        );
+        assert!(!m.metadata.authentic_data, "{name}: unsigned data, no AD");
+        let got: Vec<String> = m
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == *qtype)
+            .map(|r| r.data.to_string())
+            .collect();
+        assert_eq!(got, [*data], "{name} {qtype}: {}", shape(&m));
+    }
+    // A name the domain controller does not have: its NXDOMAIN, unsigned.
+    let m = ask_do(with.dns, "nope.corp.hospital.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+    assert!(!m.metadata.authentic_data, "{m:?}");
+    assert_eq!(dns::soa_owner(&m).as_deref(), Some("corp.hospital.test."));
+
+    // Without the forward zones: the signed test.'s NXDOMAIN with its
+    // NSEC proof (schild sets no AD on it; hickory's recursor does not
+    // mark a proven negative answer secure), and the default local zone for the private reverse name.
+    for (name, qtype, _) in &ad[..2] {
+        let m = ask_do(without.dns, name, *qtype);
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{name} {qtype}: {}",
+            shape(&m)
+        );
+        assert!(m.answers.is_empty(), "{}", shape(&m));
+        assert_eq!(dns::soa_owner(&m).as_deref(), Some("test."));
+        assert!(
+            m.authorities
+                .iter()
+                .any(|r| r.record_type() == RecordType::NSEC),
+            "the signed test. proves it: {m:?}"
+        );
+    }
+    let m = ask_do(without.dns, "10.0.0.10.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+    assert!(m.answers.is_empty(), "{}", shape(&m));
+    assert_eq!(dns::soa_owner(&m).as_deref(), Some("10.in-addr.arpa."));
+}
