@@ -26,6 +26,7 @@ pub mod recursor;
 pub mod reload;
 pub mod resolve;
 pub mod route;
+pub mod stub;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -19,11 +19,15 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hickory_proto::rr::{LowerName, RecordType};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use prometheus::{IntCounter, IntCounterVec, Opts};
 
 use super::metrics::{Metrics, UpstreamError};
-use super::resolve::{Answer, Flags, ResolveFailure, Resolved, Resolver, ResolverSetupError};
+use super::resolve::{
+    Answer, Flags, ResolveFailure, Resolved, Resolver, ResolverSetupError, Upstream,
+};
+use super::stub::Stub;
 use crate::config::{Config, ResolverConfig, ResolverMode, Upstream as UpstreamAddr};
 use crate::zones::{Decision, Way, Zones};
 
@@ -133,10 +137,21 @@ impl Routes {
         }
         let mut stub = Vec::with_capacity(z.stub.len());
         for s in &z.stub {
-            let ups = s.servers.iter().copied().map(UpstreamAddr::Plain).collect();
-            let c = base(ups, false);
+            // Iterative, from the stub servers, never validated (as if in
+            // domain_insecure: super::stub).
+            let c = base(Vec::new(), false);
+            let iterative = Stub::new(
+                s.name.clone(),
+                s.servers.clone(),
+                config.resolver.recursion_port.unwrap_or(53),
+                config.resolver.timeout,
+            );
             stub.push(ZoneResolver {
-                resolver: Resolver::new(&c, metrics.clone())?,
+                resolver: Resolver::with_upstream(
+                    &c,
+                    Upstream::Stub(Box::new(iterative)),
+                    metrics.clone(),
+                ),
                 first: false,
                 queries: counters.with_label_values(&[&s.name.to_ascii()]),
             });
@@ -172,6 +187,45 @@ impl Routes {
         flags: Flags,
         client: IpAddr,
     ) -> Result<Routed, RouteFailure> {
+        let ask = Ask {
+            global,
+            qtype,
+            flags,
+            client,
+        };
+        let mut routed = self.resolve_once(&ask, name).await?;
+        // A stub zone's servers answer for what they serve: a CNAME to a
+        // name outside it is followed here, by the target's own route.
+        // (The other routes' resolvers follow chains themselves.)
+        let mut asked = name.clone();
+        let mut last = routed.resolved.clone();
+        for _ in 0..MAX_STUB_CNAMES {
+            if !self.stub_route(&asked, qtype) {
+                break;
+            }
+            let Some(target) = dangling_cname(&last.answer, &asked, qtype) else {
+                break;
+            };
+            asked = LowerName::new(&target);
+            let next = self.resolve_once(&ask, &asked).await?;
+            routed = Routed {
+                resolved: joined(&routed.resolved, &next.resolved),
+                authoritative: false,
+            };
+            last = next.resolved;
+        }
+        Ok(routed)
+    }
+
+    /// [`Routes::resolve`] of `name` without following a stub zone's
+    /// CNAMEs.
+    async fn resolve_once(&self, ask: &Ask<'_>, name: &LowerName) -> Result<Routed, RouteFailure> {
+        let Ask {
+            global,
+            qtype,
+            flags,
+            client,
+        } = *ask;
         let from_global = |r: Result<Resolved, ResolveFailure>| {
             r.map(|resolved| Routed {
                 resolved,
@@ -245,6 +299,11 @@ impl Routes {
         }
     }
 
+    /// Whether `name` takes a stub zone's route.
+    fn stub_route(&self, name: &LowerName, qtype: RecordType) -> bool {
+        matches!(self.zones.decide(name, qtype), Decision::Zone(Way::Stub(_)))
+    }
+
     /// Empty every zone's cache too (see [`Resolver::flush`]).
     pub fn flush(&self, name: Option<&LowerName>, subtree: bool) -> u64 {
         self.forward
@@ -261,6 +320,80 @@ impl Routes {
             .chain(self.stub.iter())
             .map(|z| z.resolver.cache_entries())
             .sum()
+    }
+}
+
+/// What stays the same along a CNAME chain: where to ask, how, for whom.
+struct Ask<'a> {
+    global: &'a Resolver,
+    qtype: RecordType,
+    flags: Flags,
+    client: IpAddr,
+}
+
+/// CNAMEs to a name outside a stub zone followed for one question (as
+/// [`super::resolve`]'s chains: Unbound restarts at most 11 times).
+const MAX_STUB_CNAMES: usize = 8;
+
+/// The target of the CNAME chain of `answer`, asked as `name`, when the
+/// chain ends without data for `qtype` and without a negative answer: a
+/// stub zone's server stops at the edge of what it serves.
+fn dangling_cname(answer: &Answer, name: &LowerName, qtype: RecordType) -> Option<Name> {
+    if matches!(qtype, RecordType::CNAME | RecordType::ANY)
+        || answer.rcode != ResponseCode::NoError
+        || !answer
+            .authorities
+            .iter()
+            .all(|r| r.record_type() != RecordType::SOA)
+    {
+        return None;
+    }
+    let mut at = Name::from(name);
+    let mut steps = 0;
+    while let Some(next) = answer.answers.iter().find_map(|r| match &r.data {
+        RData::CNAME(c) if r.name == at => Some(c.0.clone()),
+        _ => None,
+    }) {
+        at = next;
+        steps += 1;
+        if steps > answer.answers.len() {
+            return None;
+        }
+    }
+    let answered = answer
+        .answers
+        .iter()
+        .any(|r| r.name == at && r.record_type() == qtype);
+    (steps > 0 && !answered).then_some(at)
+}
+
+/// A chain's first part and the answer for its target: the records of
+/// both with the TTLs each had left, the target's rcode and authority.
+fn joined(first: &Resolved, target: &Resolved) -> Resolved {
+    let aged = |part: &Resolved, records: &[Record]| -> Vec<Record> {
+        records
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.ttl = part.ttl(r.ttl);
+                r
+            })
+            .collect()
+    };
+    let mut answers = aged(first, &first.answer.answers);
+    answers.extend(aged(target, &target.answer.answers));
+    Resolved {
+        answer: Arc::new(Answer {
+            rcode: target.answer.rcode,
+            answers,
+            authorities: aged(target, &target.answer.authorities),
+            secure: false,
+        }),
+        age: 0,
+        stale: false,
+        // Exempt from rebind protection only if the data came from an
+        // internal route too.
+        internal: target.internal,
     }
 }
 

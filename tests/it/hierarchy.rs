@@ -225,6 +225,8 @@ pub mod host {
     pub const DC: u8 = 40;
     /// The zone routing test's stub zone server (NSD: lab.hospital.test.).
     pub const LAB: u8 = 41;
+    /// A child zone of the stub zone (NSD: kids.lab.hospital.test.).
+    pub const LAB_CHILD: u8 = 42;
     /// The first host free for the test's resolvers.
     pub const FREE: u8 = 100;
 }
@@ -423,6 +425,7 @@ fn net_free(n: u8) -> std::io::Result<bool> {
         host::LEAK,
         host::DC,
         host::LAB,
+        host::LAB_CHILD,
         host::FREE,
         host::FREE + 1,
         host::FREE + 2,

@@ -1,7 +1,9 @@
 //! Zone routing (issue 12) through the real binary: a hospital's Active
 //! Directory names go to its domain controller (NSD serving
 //! corp.hospital.test. and 10.in-addr.arpa. on [`host::DC`]), a stub
-//! zone to its authoritative server ([`host::LAB`]), local records and a
+//! zone to its authoritative servers (one refusing, then [`host::LAB`],
+//! which delegates kids.lab.hospital.test. to [`host::LAB_CHILD`] and
+//! has a CNAME out of the zone), local records and a
 //! hosts file are answered here, private reverse names and special-use
 //! names are answered locally, and everything else is resolved from the
 //! NSD root of [`NsdHierarchy`]. The root delegates in-addr.arpa. and
@@ -49,6 +51,20 @@ $TTL 3600
 @          IN NS  ns
 ns         IN A   127.53.0.41
 analyser   IN A   10.0.5.20
+; a child zone on a server of its own: followed by the stub zone's
+; iteration (a forwarder of the stub server would get this referral)
+kids       IN NS  ns.kids
+ns.kids    IN A   127.53.0.42
+; a name outside the stub zone: resolved by its own route
+portal     IN CNAME www.sig.test.
+";
+
+const KIDS_ZONE: &str = "$ORIGIN kids.lab.hospital.test.
+$TTL 3600
+@          IN SOA ns hostmaster 1 3600 600 86400 300
+@          IN NS  ns
+ns         IN A   127.53.0.42
+pump       IN A   10.0.5.30
 ";
 
 const HOSTS: &str = "# the ward's devices\n10.0.9.20  mri.ward.hospital.test mri\n";
@@ -188,6 +204,26 @@ const QUESTIONS: &[(&str, RecordType, ResponseCode, &str)] = &[
         ResponseCode::NXDomain,
         "",
     ),
+    // Below the stub zone, delegated to another server.
+    (
+        "pump.kids.lab.hospital.test.",
+        RecordType::A,
+        ResponseCode::NoError,
+        "10.0.5.30",
+    ),
+    (
+        "nope.kids.lab.hospital.test.",
+        RecordType::A,
+        ResponseCode::NXDomain,
+        "",
+    ),
+    // A CNAME out of the stub zone, to a name the root leads to.
+    (
+        "portal.lab.hospital.test.",
+        RecordType::A,
+        ResponseCode::NoError,
+        "192.0.2.100",
+    ),
     // Default local zones: answered here, never sent up.
     (
         "1.2.168.192.in-addr.arpa.",
@@ -316,12 +352,14 @@ fn zone_sections(h: &NsdHierarchy) -> String {
     let dc = h.ip(host::DC);
     let lab = h.ip(host::LAB);
     let dead = h.ip(host::UNREACHABLE);
+    // The stub zone's first server refuses everything: the next is asked.
+    let refused = h.ip(host::REFUSED);
     format!(
         "[[forward_zone]]\nname = \"corp.hospital.test\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n\
          [[forward_zone]]\nname = \"10.in-addr.arpa\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n\
          [[forward_zone]]\nname = \"d.test\"\nupstreams = [\"{dead}\"]\nfirst = true\n\n\
          [[forward_zone]]\nname = \"x.alt\"\nupstreams = [\"{dead}\"]\nfirst = false\n\n\
-         [[stub_zone]]\nname = \"lab.hospital.test\"\nservers = [\"{lab}\"]\n\n"
+         [[stub_zone]]\nname = \"lab.hospital.test\"\nservers = [\"{refused}\", \"{lab}\"]\n\n"
     )
 }
 
@@ -332,6 +370,7 @@ fn unbound_config(h: &NsdHierarchy) -> (String, String) {
     let dc = h.ip(host::DC);
     let lab = h.ip(host::LAB);
     let dead = h.ip(host::UNREACHABLE);
+    let refused = h.ip(host::REFUSED);
     let server = "    local-zone: \"10.in-addr.arpa.\" nodefault
     local-data: \"printer.corp.hospital.test. 300 IN A 10.0.9.9\"
     local-data: \"mri.ward.hospital.test. 3600 IN A 10.0.9.20\"
@@ -344,7 +383,7 @@ fn unbound_config(h: &NsdHierarchy) -> (String, String) {
          forward-zone:\n    name: \"10.in-addr.arpa.\"\n    forward-addr: {dc}@53\n\
          forward-zone:\n    name: \"d.test.\"\n    forward-addr: {dead}@53\n    forward-first: yes\n\
          forward-zone:\n    name: \"x.alt.\"\n    forward-addr: {dead}@53\n    forward-first: no\n\
-         stub-zone:\n    name: \"lab.hospital.test.\"\n    stub-addr: {lab}@53\n"
+         stub-zone:\n    name: \"lab.hospital.test.\"\n    stub-addr: {refused}@53\n    stub-addr: {lab}@53\n"
     );
     (server, clauses)
 }
@@ -368,6 +407,14 @@ fn zones_route_as_configured_and_as_unbound_answers() {
     h.serve(
         host::LAB,
         &[("lab.hospital.test.", "lab.hospital.test.zone", LAB_ZONE)],
+    );
+    h.serve(
+        host::LAB_CHILD,
+        &[(
+            "kids.lab.hospital.test.",
+            "kids.lab.hospital.test.zone",
+            KIDS_ZONE,
+        )],
     );
     let files = [("hosts", HOSTS), ("ioc.txt", IOC)];
     let schild = Schild::start(&schild_config(&h), &files);
