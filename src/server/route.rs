@@ -82,6 +82,31 @@ pub fn share_inflight(resolver: &mut ResolverConfig, zones: usize) -> usize {
     each
 }
 
+/// A forward zone with `dnssec = false` and every stub zone are added to
+/// the recursor's `domain_insecure` (when it validates): a forward-first
+/// zone whose servers failed is resolved by the recursor without
+/// validation too, as Unbound does with `domain-insecure` for the zone.
+fn insecure_zones(config: &Config, domain_insecure: &mut Vec<String>) {
+    if config.resolver.mode != ResolverMode::Recursive || !config.resolver.dnssec {
+        return;
+    }
+    let z = &config.zones;
+    let names = z
+        .forward
+        .iter()
+        .filter(|f| !f.dnssec)
+        .map(|f| &f.name)
+        .chain(z.stub.iter().map(|s| &s.name))
+        // A zone for the root covers everything: no exemption there.
+        .filter(|n| !n.is_root());
+    for name in names {
+        let name = name.to_ascii().to_ascii_lowercase();
+        if !domain_insecure.contains(&name) {
+            domain_insecure.push(name);
+        }
+    }
+}
+
 /// The global resolver and the routes of `config`: the forward and stub
 /// zones take their share of `resolver.max_inflight` ([`share_inflight`])
 /// from the global one. `counters` are the route metric's, registered
@@ -93,6 +118,7 @@ pub fn build(
 ) -> Result<(Resolver, Routes), ResolverSetupError> {
     let ways = config.zones.forward.len() + config.zones.stub.len();
     let mut global = config.resolver.clone();
+    insecure_zones(config, &mut global.domain_insecure);
     let each = share_inflight(&mut global, ways);
     let routes = Routes::new(config, each, metrics.clone(), counters)?;
     let resolver = Resolver::new(&global, metrics)?;
@@ -432,6 +458,27 @@ mod tests {
         let v = register(&r);
         v.with_label_values(&["corp.hospital.test."]).inc();
         assert_eq!(r.gather().len(), 1);
+    }
+
+    #[test]
+    fn private_zones_are_insecure_for_a_validating_recursor() {
+        let text = "state_dir = \"s\"\n[resolver]\nmode = \"recursive\"\ndomain_insecure = [\"corp.test\"]\n\
+                    [[forward_zone]]\nname = \"Corp.Test\"\nupstreams = [\"192.0.2.1\"]\ndnssec = false\n\
+                    [[forward_zone]]\nname = \"signed.test\"\nupstreams = [\"192.0.2.1\"]\n\
+                    [[stub_zone]]\nname = \"lab.test\"\nservers = [\"192.0.2.2\"]\n";
+        let c = Config::parse(text, std::path::Path::new("/x/s.toml")).expect("config");
+        let mut list = c.resolver.domain_insecure.clone();
+        insecure_zones(&c, &mut list);
+        assert_eq!(list, ["corp.test.", "lab.test."]);
+        // Not validating: nothing to exempt.
+        let c = Config::parse(
+            &text.replace("[resolver]\n", "[resolver]\ndnssec = false\n"),
+            std::path::Path::new("/x/s.toml"),
+        )
+        .expect("config");
+        let mut list = Vec::new();
+        insecure_zones(&c, &mut list);
+        assert!(list.is_empty());
     }
 
     #[test]

@@ -621,6 +621,7 @@ fn ad_names_resolve_through_the_forward_zone_under_a_signed_root() {
         ],
     );
     let dc = h.ip(host::DC);
+    let dead = h.ip(host::UNREACHABLE);
     let resolver = format!(
         "[resolver]\nmode = \"recursive\"\nroot_hints = \"{}\"\nallow_servers = [\"127.0.0.0/8\"]\ndnssec = true\ntrust_anchor_file = \"{}\"\ntimeout_secs = 2\n\n",
         h.hints.display(),
@@ -628,7 +629,8 @@ fn ad_names_resolve_through_the_forward_zone_under_a_signed_root() {
     );
     let zones = format!(
         "[[forward_zone]]\nname = \"corp.hospital.test\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n\
-         [[forward_zone]]\nname = \"10.in-addr.arpa\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n"
+         [[forward_zone]]\nname = \"10.in-addr.arpa\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n\
+         [[forward_zone]]\nname = \"bogus.test\"\nupstreams = [\"{dead}\"]\nfirst = true\ndnssec = false\n\n"
     );
     // test. is the signed hierarchy's TLD here, not a default local zone.
     let local = "[local]\nnodefault = [\"test\"]\n";
@@ -680,6 +682,17 @@ fn ad_names_resolve_through_the_forward_zone_under_a_signed_root() {
             .collect();
         assert_eq!(got, [*data], "{name} {qtype}: {}", shape(&m));
     }
+    // A forward-first zone with dnssec = false whose server is dead falls
+    // back to the recursor, which does not validate it either (as if in
+    // domain_insecure): the tampered signature of bogus.test. is not
+    // checked. Without the zone it is bogus.
+    let m = ask_do(with.dns, "www.bogus.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert!(!m.metadata.authentic_data, "{m:?}");
+    assert_eq!(dns::addresses(&m), ["192.0.2.3"]);
+    let m = ask_do(without.dns, "www.bogus.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
+
     // A name the domain controller does not have: its NXDOMAIN, unsigned.
     let m = ask_do(with.dns, "nope.corp.hospital.test.", RecordType::A);
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
