@@ -29,6 +29,7 @@ pub mod recursor;
 pub mod reload;
 pub mod resolve;
 pub mod route;
+pub mod stub;
 pub mod wildcard;
 
 use std::sync::Arc;

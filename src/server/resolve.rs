@@ -123,10 +123,12 @@ pub struct Flags {
     pub checking_disabled: bool,
 }
 
-/// The two ways of getting answers.
+/// The ways of getting answers: the two global modes, and a stub zone's
+/// servers asked iteratively ([`super::stub`]).
 pub enum Upstream {
     Forward(Box<Forwarder>),
     Recursive(Box<Recursive>),
+    Stub(Box<super::stub::Stub>),
 }
 
 impl Upstream {
@@ -145,6 +147,7 @@ impl Upstream {
         match self {
             Upstream::Forward(_) => "forward",
             Upstream::Recursive(_) => "recursive",
+            Upstream::Stub(_) => "stub",
         }
     }
 
@@ -257,6 +260,16 @@ impl Upstream {
                 },
                 _ => f.ask(name, qtype, flags).await,
             },
+            Upstream::Stub(stub) => {
+                // Taken as the authoritative servers gave it; never
+                // validated, so never secure (see super::stub).
+                let msg = stub.lookup(&name, qtype, flags.dnssec_ok).await?;
+                let rcode = msg.metadata.response_code;
+                let auth = authority_part(qtype, rcode, &msg.answers, msg.authorities);
+                let mut answer = positive(qtype, rcode, msg.answers, auth, flags)?;
+                answer.secure = false;
+                Ok((answer, None))
+            }
             Upstream::Recursive(r) => {
                 // The recursor always validates (the policy is fixed when
                 // it is built) and hands back every record with its proof;
@@ -914,7 +927,19 @@ impl Resolver {
         metrics: Arc<Metrics>,
         out: Outgoing,
     ) -> Result<Resolver, ResolverSetupError> {
-        let upstream = Upstream::new(config, out)?;
+        Ok(Resolver::with_upstream(
+            config,
+            Upstream::new(config, out)?,
+            metrics,
+        ))
+    }
+
+    /// The cache and its guards of `config` in front of `upstream`.
+    pub fn with_upstream(
+        config: &ResolverConfig,
+        upstream: Upstream,
+        metrics: Arc<Metrics>,
+    ) -> Resolver {
         let max_ttl = u32::try_from(config.max_ttl.as_secs()).unwrap_or(u32::MAX);
         let stale = if config.serve_stale {
             config.serve_stale_max
@@ -933,12 +958,14 @@ impl Resolver {
                 .build()
         });
         // The recursor's own per-query timeout is fixed at 5 s; a whole
-        // recursion may need several queries.
-        let deadline = match config.mode {
-            ResolverMode::Forward => config.timeout * 3,
-            ResolverMode::Recursive => (config.timeout * 4).max(Duration::from_secs(10)),
+        // recursion (or a stub zone's referrals) may need several queries.
+        let deadline = match &upstream {
+            Upstream::Forward(_) => config.timeout * 3,
+            Upstream::Recursive(_) | Upstream::Stub(_) => {
+                (config.timeout * 4).max(Duration::from_secs(10))
+            }
         };
-        Ok(Resolver {
+        Resolver {
             upstream,
             cache,
             failures,
@@ -953,7 +980,7 @@ impl Resolver {
                 inner: Mutex::new(AdmissionTable::default()),
             },
             metrics,
-        })
+        }
     }
 
     pub fn mode(&self) -> &'static str {
@@ -972,6 +999,9 @@ impl Resolver {
     /// the cache once.
     pub fn flush(&self, name: Option<&LowerName>, subtree: bool) -> u64 {
         let Some(name) = name else {
+            if let Upstream::Stub(stub) = &self.upstream {
+                stub.flush();
+            }
             self.cache.run_pending_tasks();
             let n = self.cache.entry_count();
             self.cache.invalidate_all();

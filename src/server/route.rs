@@ -19,12 +19,16 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use hickory_proto::rr::{LowerName, Name, RecordType};
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use prometheus::{IntCounter, IntCounterVec, Opts};
 
 use super::metrics::{Metrics, UpstreamError};
 use super::outgoing::Outgoing;
-use super::resolve::{Answer, Flags, ResolveFailure, Resolved, Resolver, ResolverSetupError};
+use super::resolve::{
+    Answer, Flags, ResolveFailure, Resolved, Resolver, ResolverSetupError, Upstream,
+};
+use super::stub::Stub;
 use crate::config::{Config, ResolverConfig, ResolverMode, Upstream as UpstreamAddr};
 use crate::zones::{Decision, Way, Zones};
 
@@ -82,6 +86,31 @@ pub fn share_inflight(resolver: &mut ResolverConfig, zones: usize) -> usize {
     each
 }
 
+/// A forward zone with `dnssec = false` and every stub zone are added to
+/// the recursor's `domain_insecure` (when it validates): a forward-first
+/// zone whose servers failed is resolved by the recursor without
+/// validation too, as Unbound does with `domain-insecure` for the zone.
+fn insecure_zones(config: &Config, domain_insecure: &mut Vec<String>) {
+    if config.resolver.mode != ResolverMode::Recursive || !config.resolver.dnssec {
+        return;
+    }
+    let z = &config.zones;
+    let names = z
+        .forward
+        .iter()
+        .filter(|f| !f.dnssec)
+        .map(|f| &f.name)
+        .chain(z.stub.iter().map(|s| &s.name))
+        // A zone for the root covers everything: no exemption there.
+        .filter(|n| !n.is_root());
+    for name in names {
+        let name = name.to_ascii().to_ascii_lowercase();
+        if !domain_insecure.contains(&name) {
+            domain_insecure.push(name);
+        }
+    }
+}
+
 /// The global resolver and the routes of `config`: the forward and stub
 /// zones take their share of `resolver.max_inflight` ([`share_inflight`])
 /// from the global one. `counters` are the route metric's, registered
@@ -97,6 +126,7 @@ pub fn build(
 ) -> Result<(Resolver, Routes), ResolverSetupError> {
     let ways = config.zones.forward.len() + config.zones.stub.len();
     let mut global = config.resolver.clone();
+    insecure_zones(config, &mut global.domain_insecure);
     let each = share_inflight(&mut global, ways);
     let routes = Routes::new(config, each, metrics.clone(), counters, out)?;
     let zone = match global.mode {
@@ -146,10 +176,21 @@ impl Routes {
         }
         let mut stub = Vec::with_capacity(z.stub.len());
         for s in &z.stub {
-            let ups = s.servers.iter().copied().map(UpstreamAddr::Plain).collect();
-            let c = base(ups, false);
+            // Iterative, from the stub servers, never validated (as if in
+            // domain_insecure: super::stub).
+            let c = base(Vec::new(), false);
+            let iterative = Stub::new(
+                s.name.clone(),
+                s.servers.clone(),
+                config.resolver.recursion_port.unwrap_or(53),
+                config.resolver.timeout,
+            );
             stub.push(ZoneResolver {
-                resolver: Resolver::new(&c, metrics.clone(), out.for_zone(Some(&s.name)))?,
+                resolver: Resolver::with_upstream(
+                    &c,
+                    Upstream::Stub(Box::new(iterative)),
+                    metrics.clone(),
+                ),
                 first: false,
                 queries: counters.with_label_values(&[&s.name.to_ascii()]),
             });
@@ -185,6 +226,46 @@ impl Routes {
         flags: Flags,
         client: IpAddr,
     ) -> Result<Routed, RouteFailure> {
+        let ask = Ask {
+            global,
+            qtype,
+            flags,
+            client,
+        };
+        let mut routed = self.resolve_once(&ask, name).await?;
+        // A stub zone's servers answer for what they serve: a CNAME to a
+        // name outside it is followed here, by the target's own route.
+        // (The other routes' resolvers follow chains themselves.)
+        let mut asked = name.clone();
+        let mut last = routed.resolved.clone();
+        for _ in 0..MAX_STUB_CNAMES {
+            if !self.stub_route(&asked, qtype) {
+                break;
+            }
+            let Some(target) = dangling_cname(&last.answer, &asked, qtype) else {
+                break;
+            };
+            asked = LowerName::new(&target);
+            let next = self.resolve_once(&ask, &asked).await?;
+            routed = Routed {
+                resolved: joined(&routed.resolved, &next.resolved),
+                authoritative: false,
+                counter: routed.counter.clone(),
+            };
+            last = next.resolved;
+        }
+        Ok(routed)
+    }
+
+    /// [`Routes::resolve`] of `name` without following a stub zone's
+    /// CNAMEs.
+    async fn resolve_once(&self, ask: &Ask<'_>, name: &LowerName) -> Result<Routed, RouteFailure> {
+        let Ask {
+            global,
+            qtype,
+            flags,
+            client,
+        } = *ask;
         let from_global = |r: Result<Resolved, ResolveFailure>, counter: &IntCounter| {
             r.map(|resolved| Routed {
                 resolved,
@@ -270,6 +351,11 @@ impl Routes {
         }
     }
 
+    /// Whether `name` takes a stub zone's route.
+    fn stub_route(&self, name: &LowerName, qtype: RecordType) -> bool {
+        matches!(self.zones.decide(name, qtype), Decision::Zone(Way::Stub(_)))
+    }
+
     /// Empty every zone's cache too (see [`Resolver::flush`]).
     pub fn flush(&self, name: Option<&LowerName>, subtree: bool) -> u64 {
         self.forward
@@ -286,6 +372,80 @@ impl Routes {
             .chain(self.stub.iter())
             .map(|z| z.resolver.cache_entries())
             .sum()
+    }
+}
+
+/// What stays the same along a CNAME chain: where to ask, how, for whom.
+struct Ask<'a> {
+    global: &'a Resolver,
+    qtype: RecordType,
+    flags: Flags,
+    client: IpAddr,
+}
+
+/// CNAMEs to a name outside a stub zone followed for one question (as
+/// [`super::resolve`]'s chains: Unbound restarts at most 11 times).
+const MAX_STUB_CNAMES: usize = 8;
+
+/// The target of the CNAME chain of `answer`, asked as `name`, when the
+/// chain ends without data for `qtype` and without a negative answer: a
+/// stub zone's server stops at the edge of what it serves.
+fn dangling_cname(answer: &Answer, name: &LowerName, qtype: RecordType) -> Option<Name> {
+    if matches!(qtype, RecordType::CNAME | RecordType::ANY)
+        || answer.rcode != ResponseCode::NoError
+        || !answer
+            .authorities
+            .iter()
+            .all(|r| r.record_type() != RecordType::SOA)
+    {
+        return None;
+    }
+    let mut at = Name::from(name);
+    let mut steps = 0;
+    while let Some(next) = answer.answers.iter().find_map(|r| match &r.data {
+        RData::CNAME(c) if r.name == at => Some(c.0.clone()),
+        _ => None,
+    }) {
+        at = next;
+        steps += 1;
+        if steps > answer.answers.len() {
+            return None;
+        }
+    }
+    let answered = answer
+        .answers
+        .iter()
+        .any(|r| r.name == at && r.record_type() == qtype);
+    (steps > 0 && !answered).then_some(at)
+}
+
+/// A chain's first part and the answer for its target: the records of
+/// both with the TTLs each had left, the target's rcode and authority.
+fn joined(first: &Resolved, target: &Resolved) -> Resolved {
+    let aged = |part: &Resolved, records: &[Record]| -> Vec<Record> {
+        records
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.ttl = part.ttl(r.ttl);
+                r
+            })
+            .collect()
+    };
+    let mut answers = aged(first, &first.answer.answers);
+    answers.extend(aged(target, &target.answer.answers));
+    Resolved {
+        answer: Arc::new(Answer {
+            rcode: target.answer.rcode,
+            answers,
+            authorities: aged(target, &target.answer.authorities),
+            secure: false,
+        }),
+        age: 0,
+        stale: false,
+        // Exempt from rebind protection only if the data came from an
+        // internal route too.
+        internal: target.internal,
     }
 }
 
@@ -324,6 +484,27 @@ mod tests {
         let v = register(&r);
         v.with_label_values(&["corp.hospital.test."]).inc();
         assert_eq!(r.gather().len(), 1);
+    }
+
+    #[test]
+    fn private_zones_are_insecure_for_a_validating_recursor() {
+        let text = "state_dir = \"s\"\n[resolver]\nmode = \"recursive\"\ndomain_insecure = [\"corp.test\"]\n\
+                    [[forward_zone]]\nname = \"Corp.Test\"\nupstreams = [\"192.0.2.1\"]\ndnssec = false\n\
+                    [[forward_zone]]\nname = \"signed.test\"\nupstreams = [\"192.0.2.1\"]\n\
+                    [[stub_zone]]\nname = \"lab.test\"\nservers = [\"192.0.2.2\"]\n";
+        let c = Config::parse(text, std::path::Path::new("/x/s.toml")).expect("config");
+        let mut list = c.resolver.domain_insecure.clone();
+        insecure_zones(&c, &mut list);
+        assert_eq!(list, ["corp.test.", "lab.test."]);
+        // Not validating: nothing to exempt.
+        let c = Config::parse(
+            &text.replace("[resolver]\n", "[resolver]\ndnssec = false\n"),
+            std::path::Path::new("/x/s.toml"),
+        )
+        .expect("config");
+        let mut list = Vec::new();
+        insecure_zones(&c, &mut list);
+        assert!(list.is_empty());
     }
 
     #[test]

@@ -30,7 +30,7 @@
 //! that remains is in [`KNOWN`] with its reason; the test fails on any
 //! other, and on a known one that went away.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -39,8 +39,8 @@ use hickory_proto::rr::RecordType;
 
 use crate::differential::Unbound;
 use crate::dns::{addresses, ede, query, udp_timeout};
-use crate::harness::{Daemon, Schild, have, until};
-use crate::hierarchy::{answers, pick_net, sign_zone_with, start_nsd};
+use crate::harness::{Daemon, Schild, have};
+use crate::hierarchy::{pick_net, sign_zone_with, start_nsd_up};
 
 const ROOT: u8 = 1;
 const TLD: u8 = 2;
@@ -171,21 +171,47 @@ fn tamper(file: &Path, owner: &str, rtype: &str, remove: bool) {
     std::fs::write(file, lines.join("\n") + "\n").expect("write zone");
 }
 
-/// The signed hierarchy; NSDs stop on drop.
-struct Signed {
+/// The signed hierarchy; NSDs stop on drop. Also the signed test root of
+/// the zone routing test (tests/it/zones.rs), which adds its own servers
+/// with [`Signed::serve`].
+pub struct Signed {
     net: [u8; 3],
-    hints: std::path::PathBuf,
-    anchor: std::path::PathBuf,
-    _nsd: Vec<Daemon>,
-    dir: tempfile::TempDir,
+    /// Root hints naming the signed root.
+    pub hints: std::path::PathBuf,
+    /// The root's KSK (a DNSKEY record): `resolver.trust_anchor_file`.
+    pub anchor: std::path::PathBuf,
+    nsd: Vec<Daemon>,
+    pub dir: tempfile::TempDir,
 }
 
 impl Signed {
-    fn ip(&self, host: u8) -> Ipv4Addr {
+    pub fn ip(&self, host: u8) -> Ipv4Addr {
         Ipv4Addr::new(self.net[0], self.net[1], self.net[2], host)
     }
 
-    fn start() -> Option<Signed> {
+    /// Start one more NSD on `host` serving `zones` (origin, file name,
+    /// text with 127.53.0.x addresses), unsigned, stopped with the
+    /// hierarchy.
+    pub fn serve(&mut self, host: u8, zones: &[(&str, &str, &str)]) {
+        let dir = self.dir.path().join("zones");
+        let prefix = format!("{}.{}.{}.", self.net[0], self.net[1], self.net[2]);
+        for (_, file, text) in zones {
+            std::fs::write(dir.join(file), text.replace("127.53.0.", &prefix)).expect("write zone");
+        }
+        let served: Vec<(&str, &str)> = zones.iter().map(|(o, f, _)| (*o, *f)).collect();
+        let d = start_nsd_up(self.dir.path(), self.ip(host), &served);
+        self.nsd.push(d);
+    }
+
+    /// `None` when a tool or the privilege for port 53 is missing outside
+    /// CI (under CI=true that is a failure).
+    pub fn start() -> Option<Signed> {
+        if !["nsd", "dnssec-keygen", "dnssec-signzone"]
+            .iter()
+            .all(|t| have(t))
+        {
+            return None;
+        }
         let net = pick_net()?;
         let ip = |h: u8| Ipv4Addr::new(net[0], net[1], net[2], h);
         let dir = tempfile::tempdir().expect("tempdir");
@@ -275,20 +301,10 @@ impl Signed {
             (TLD, vec![("test.", "test.zone")]),
             (CHILD, children),
         ];
-        let mut nsd = Vec::new();
-        for (h, served) in &servers {
-            let mut d = start_nsd(dir.path(), ip(*h), served);
-            let addr = SocketAddr::new(IpAddr::V4(ip(*h)), 53);
-            let up = until(Duration::from_secs(20), || {
-                !d.running() || answers(addr, served[0].0)
-            });
-            assert!(
-                up && d.running(),
-                "NSD on {addr} did not come up:\n{}",
-                d.log()
-            );
-            nsd.push(d);
-        }
+        let nsd = servers
+            .iter()
+            .map(|(h, served)| start_nsd_up(dir.path(), ip(*h), served))
+            .collect();
         let hints = dir.path().join("root.hints");
         std::fs::write(
             &hints,
@@ -302,7 +318,7 @@ impl Signed {
             net,
             hints,
             anchor,
-            _nsd: nsd,
+            nsd,
             dir,
         })
     }

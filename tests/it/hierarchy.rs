@@ -225,6 +225,8 @@ pub mod host {
     pub const DC: u8 = 40;
     /// The zone routing test's stub zone server (NSD: lab.hospital.test.).
     pub const LAB: u8 = 41;
+    /// A child zone of the stub zone (NSD: kids.lab.hospital.test.).
+    pub const LAB_CHILD: u8 = 42;
     /// The first host free for the test's resolvers.
     pub const FREE: u8 = 100;
 }
@@ -347,17 +349,7 @@ impl NsdHierarchy {
             .expect("write zone");
         }
         let served: Vec<(&str, &str)> = zones.iter().map(|(o, f, _)| (*o, *f)).collect();
-        let mut daemon = start_nsd(&dir, self.ip(host), &served);
-        let addr = SocketAddr::new(IpAddr::V4(self.ip(host)), 53);
-        let up = crate::harness::until(Duration::from_secs(20), || {
-            !daemon.running() || answers(addr, served[0].0)
-        });
-        assert!(
-            up && daemon.running(),
-            "NSD on {addr} did not come up:\n{}",
-            daemon.log()
-        );
-        self.nsd.push(daemon);
+        self.nsd.push(start_nsd_up(&dir, self.ip(host), &served));
     }
 
     /// An address of the hierarchy's /24.
@@ -433,6 +425,7 @@ fn net_free(n: u8) -> std::io::Result<bool> {
         host::LEAK,
         host::DC,
         host::LAB,
+        host::LAB_CHILD,
         host::FREE,
         host::FREE + 1,
         host::FREE + 2,
@@ -527,6 +520,21 @@ pub fn sign_zone_with(
         std::fs::write(dir.join(parent_file), parent).expect("parent zone");
     }
     keys.join(format!("{ksk}.key"))
+}
+
+/// [`start_nsd`], and wait until it answers for its first zone.
+pub fn start_nsd_up(dir: &Path, ip: Ipv4Addr, zones: &[(&str, &str)]) -> crate::harness::Daemon {
+    let mut daemon = start_nsd(dir, ip, zones);
+    let addr = SocketAddr::new(IpAddr::V4(ip), 53);
+    let up = crate::harness::until(Duration::from_secs(20), || {
+        !daemon.running() || answers(addr, zones[0].0)
+    });
+    assert!(
+        up && daemon.running(),
+        "NSD on {addr} did not come up:\n{}",
+        daemon.log()
+    );
+    daemon
 }
 
 pub fn start_nsd(dir: &Path, ip: Ipv4Addr, zones: &[(&str, &str)]) -> crate::harness::Daemon {

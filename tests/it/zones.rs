@@ -1,7 +1,9 @@
 //! Zone routing (issue 12) through the real binary: a hospital's Active
 //! Directory names go to its domain controller (NSD serving
 //! corp.hospital.test. and 10.in-addr.arpa. on [`host::DC`]), a stub
-//! zone to its authoritative server ([`host::LAB`]), local records and a
+//! zone to its authoritative servers (one refusing, then [`host::LAB`],
+//! which delegates kids.lab.hospital.test. to [`host::LAB_CHILD`] and
+//! has a CNAME out of the zone), local records and a
 //! hosts file are answered here, private reverse names and special-use
 //! names are answered locally, and everything else is resolved from the
 //! NSD root of [`NsdHierarchy`]. The root delegates in-addr.arpa. and
@@ -49,6 +51,20 @@ $TTL 3600
 @          IN NS  ns
 ns         IN A   127.53.0.41
 analyser   IN A   10.0.5.20
+; a child zone on a server of its own: followed by the stub zone's
+; iteration (a forwarder of the stub server would get this referral)
+kids       IN NS  ns.kids
+ns.kids    IN A   127.53.0.42
+; a name outside the stub zone: resolved by its own route
+portal     IN CNAME www.sig.test.
+";
+
+const KIDS_ZONE: &str = "$ORIGIN kids.lab.hospital.test.
+$TTL 3600
+@          IN SOA ns hostmaster 1 3600 600 86400 300
+@          IN NS  ns
+ns         IN A   127.53.0.42
+pump       IN A   10.0.5.30
 ";
 
 const HOSTS: &str = "# the ward's devices\n10.0.9.20  mri.ward.hospital.test mri\n";
@@ -188,6 +204,26 @@ const QUESTIONS: &[(&str, RecordType, ResponseCode, &str)] = &[
         ResponseCode::NXDomain,
         "",
     ),
+    // Below the stub zone, delegated to another server.
+    (
+        "pump.kids.lab.hospital.test.",
+        RecordType::A,
+        ResponseCode::NoError,
+        "10.0.5.30",
+    ),
+    (
+        "nope.kids.lab.hospital.test.",
+        RecordType::A,
+        ResponseCode::NXDomain,
+        "",
+    ),
+    // A CNAME out of the stub zone, to a name the root leads to.
+    (
+        "portal.lab.hospital.test.",
+        RecordType::A,
+        ResponseCode::NoError,
+        "192.0.2.100",
+    ),
     // Default local zones: answered here, never sent up.
     (
         "1.2.168.192.in-addr.arpa.",
@@ -316,12 +352,14 @@ fn zone_sections(h: &NsdHierarchy) -> String {
     let dc = h.ip(host::DC);
     let lab = h.ip(host::LAB);
     let dead = h.ip(host::UNREACHABLE);
+    // The stub zone's first server refuses everything: the next is asked.
+    let refused = h.ip(host::REFUSED);
     format!(
         "[[forward_zone]]\nname = \"corp.hospital.test\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n\
          [[forward_zone]]\nname = \"10.in-addr.arpa\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n\
          [[forward_zone]]\nname = \"d.test\"\nupstreams = [\"{dead}\"]\nfirst = true\n\n\
          [[forward_zone]]\nname = \"x.alt\"\nupstreams = [\"{dead}\"]\nfirst = false\n\n\
-         [[stub_zone]]\nname = \"lab.hospital.test\"\nservers = [\"{lab}\"]\n\n"
+         [[stub_zone]]\nname = \"lab.hospital.test\"\nservers = [\"{refused}\", \"{lab}\"]\n\n"
     )
 }
 
@@ -332,6 +370,7 @@ fn unbound_config(h: &NsdHierarchy) -> (String, String) {
     let dc = h.ip(host::DC);
     let lab = h.ip(host::LAB);
     let dead = h.ip(host::UNREACHABLE);
+    let refused = h.ip(host::REFUSED);
     let server = "    local-zone: \"10.in-addr.arpa.\" nodefault
     local-data: \"printer.corp.hospital.test. 300 IN A 10.0.9.9\"
     local-data: \"mri.ward.hospital.test. 3600 IN A 10.0.9.20\"
@@ -344,7 +383,7 @@ fn unbound_config(h: &NsdHierarchy) -> (String, String) {
          forward-zone:\n    name: \"10.in-addr.arpa.\"\n    forward-addr: {dc}@53\n\
          forward-zone:\n    name: \"d.test.\"\n    forward-addr: {dead}@53\n    forward-first: yes\n\
          forward-zone:\n    name: \"x.alt.\"\n    forward-addr: {dead}@53\n    forward-first: no\n\
-         stub-zone:\n    name: \"lab.hospital.test.\"\n    stub-addr: {lab}@53\n"
+         stub-zone:\n    name: \"lab.hospital.test.\"\n    stub-addr: {refused}@53\n    stub-addr: {lab}@53\n"
     );
     (server, clauses)
 }
@@ -368,6 +407,14 @@ fn zones_route_as_configured_and_as_unbound_answers() {
     h.serve(
         host::LAB,
         &[("lab.hospital.test.", "lab.hospital.test.zone", LAB_ZONE)],
+    );
+    h.serve(
+        host::LAB_CHILD,
+        &[(
+            "kids.lab.hospital.test.",
+            "kids.lab.hospital.test.zone",
+            KIDS_ZONE,
+        )],
     );
     let files = [("hosts", HOSTS), ("ioc.txt", IOC)];
     let schild = Schild::start(&schild_config(&h), &files);
@@ -551,4 +598,129 @@ fn zones_route_as_configured_and_as_unbound_answers() {
         crate::harness::until(Duration::from_secs(10), || leak.seen() > 0),
         "with local.zones = false the private reverse name goes to the root's delegation"
     );
+}
+
+/// The AD names with validation on: `resolver.dnssec = true` and the
+/// signed test root of tests/it/dnssec.rs as the trust anchor. The
+/// domain controller's zones are unsigned and nothing delegates them
+/// (the signed `test.` proves hospital.test. does not exist), so only
+/// the forward zone (`dnssec = false`) reaches them: NOERROR, no AD, the
+/// data of the zone. Without the forward zones the same names fail as
+/// the signed root says (NXDOMAIN with its NSEC proof), and the PTR is answered by
+/// the default local zone 10.in-addr.arpa.
+#[test]
+fn ad_names_resolve_through_the_forward_zone_under_a_signed_root() {
+    let Some(mut h) = crate::dnssec::Signed::start() else {
+        return;
+    };
+    h.serve(
+        host::DC,
+        &[
+            ("corp.hospital.test.", "corp.hospital.test.zone", CORP_ZONE),
+            ("10.in-addr.arpa.", "10.in-addr.arpa.zone", TEN_ZONE),
+        ],
+    );
+    let dc = h.ip(host::DC);
+    let dead = h.ip(host::UNREACHABLE);
+    let resolver = format!(
+        "[resolver]\nmode = \"recursive\"\nroot_hints = \"{}\"\nallow_servers = [\"127.0.0.0/8\"]\ndnssec = true\ntrust_anchor_file = \"{}\"\ntimeout_secs = 2\n\n",
+        h.hints.display(),
+        h.anchor.display()
+    );
+    let zones = format!(
+        "[[forward_zone]]\nname = \"corp.hospital.test\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n\
+         [[forward_zone]]\nname = \"10.in-addr.arpa\"\nupstreams = [\"{dc}\"]\ndnssec = false\n\n\
+         [[forward_zone]]\nname = \"bogus.test\"\nupstreams = [\"{dead}\"]\nfirst = true\ndnssec = false\n\n"
+    );
+    // test. is the signed hierarchy's TLD here, not a default local zone.
+    let local = "[local]\nnodefault = [\"test\"]\n";
+    let with = Schild::start(&format!("{resolver}{zones}{local}"), &[]);
+    let without = Schild::start(&format!("{resolver}{local}"), &[]);
+    let ask_do = |server: SocketAddr, name: &str, qtype: RecordType| {
+        let mut q = dns::query(name, qtype);
+        if let Some(e) = q.edns.as_mut() {
+            e.set_dnssec_ok(true);
+        }
+        dns::udp_timeout(server, &q, Duration::from_secs(15))
+            .unwrap_or_else(|| panic!("{server}: no answer to {name} {qtype}"))
+            .0
+    };
+    // Validation is on in both: a signed name of the test root is secure.
+    for s in [&with, &without] {
+        let m = ask_do(s.dns, "www.secure.test.", RecordType::A);
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+        assert!(m.metadata.authentic_data, "validation is on: {m:?}");
+    }
+    let ad: &[(&str, RecordType, &str)] = &[
+        (
+            "_ldap._tcp.dc._msdcs.corp.hospital.test.",
+            RecordType::SRV,
+            "0 100 389 dc1.corp.hospital.test.",
+        ),
+        ("dc1.corp.hospital.test.", RecordType::A, "10.0.0.10"),
+        (
+            "10.0.0.10.in-addr.arpa.",
+            RecordType::PTR,
+            "dc1.corp.hospital.test.",
+        ),
+    ];
+    for (name, qtype, data) in ad {
+        let m = ask_do(with.dns, name, *qtype);
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NoError,
+            "{name} {qtype}: {}\n{}",
+            shape(&m),
+            with.log()
+        );
+        assert!(!m.metadata.authentic_data, "{name}: unsigned data, no AD");
+        let got: Vec<String> = m
+            .answers
+            .iter()
+            .filter(|r| r.record_type() == *qtype)
+            .map(|r| r.data.to_string())
+            .collect();
+        assert_eq!(got, [*data], "{name} {qtype}: {}", shape(&m));
+    }
+    // A forward-first zone with dnssec = false whose server is dead falls
+    // back to the recursor, which does not validate it either (as if in
+    // domain_insecure): the tampered signature of bogus.test. is not
+    // checked. Without the zone it is bogus.
+    let m = ask_do(with.dns, "www.bogus.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+    assert!(!m.metadata.authentic_data, "{m:?}");
+    assert_eq!(dns::addresses(&m), ["192.0.2.3"]);
+    let m = ask_do(without.dns, "www.bogus.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{m:?}");
+
+    // A name the domain controller does not have: its NXDOMAIN, unsigned.
+    let m = ask_do(with.dns, "nope.corp.hospital.test.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+    assert!(!m.metadata.authentic_data, "{m:?}");
+    assert_eq!(dns::soa_owner(&m).as_deref(), Some("corp.hospital.test."));
+
+    // Without the forward zones: the signed test.'s NXDOMAIN with its
+    // NSEC proof (schild sets no AD on it; hickory's recursor does not
+    // mark a proven negative answer secure), and the default local zone for the private reverse name.
+    for (name, qtype, _) in &ad[..2] {
+        let m = ask_do(without.dns, name, *qtype);
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{name} {qtype}: {}",
+            shape(&m)
+        );
+        assert!(m.answers.is_empty(), "{}", shape(&m));
+        assert_eq!(dns::soa_owner(&m).as_deref(), Some("test."));
+        assert!(
+            m.authorities
+                .iter()
+                .any(|r| r.record_type() == RecordType::NSEC),
+            "the signed test. proves it: {m:?}"
+        );
+    }
+    let m = ask_do(without.dns, "10.0.0.10.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+    assert!(m.answers.is_empty(), "{}", shape(&m));
+    assert_eq!(dns::soa_owner(&m).as_deref(), Some("10.in-addr.arpa."));
 }
