@@ -261,3 +261,38 @@ fn client_group_lookups_do_not_allocate() {
     assert_eq!(counts, [400, 600, 700, 800]);
     assert_eq!(allocations, 0, "allocations on the client-group path");
 }
+
+/// The UDP fast path's wire work (`server::fast`): reading a query from
+/// the datagram, writing a block's NXDOMAIN with its SOA and EDE into the
+/// receive loop's buffer, and making the packet-cache key on the stack,
+/// allocate nothing once the buffer has its size.
+#[test]
+fn the_fast_paths_wire_work_does_not_allocate() {
+    use schild::server::{fast, packets};
+    // dig's query for WwW.Evil.example A with EDNS (payload 1232, DO).
+    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 1];
+    query.extend_from_slice(b"\x03WwW\x04Evil\x07example\x00\x00\x01\x00\x01");
+    query.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0]);
+    let text = "blocked by schild: feed zdn lists evil.example";
+    let mut out = Vec::with_capacity(1232);
+    let mut key = [0u8; packets::KEY_MAX];
+    let ((), n) = allocations_in(|| {
+        for _ in 0..10_000 {
+            let q = fast::parse(&query).expect("a plain query");
+            let negative = fast::Negative {
+                rcode: 3,
+                owner_at: fast::suffix_offset(q.name, 2),
+                serial: 1,
+                ttl: 300,
+                payload: q.edns.map(|e| e.payload),
+                ede_text: text,
+                ede_code: 15,
+            };
+            assert!(fast::write_negative(&mut out, &q, &negative));
+            let k = packets::key_into(&mut key, &q, Some(1232), false);
+            assert_eq!(k.len(), q.name.len() + 5);
+        }
+    });
+    assert_eq!(n, 0, "allocations in 10,000 fast-path answers");
+    assert_eq!(out[3] & 0x0f, 3, "NXDOMAIN");
+}
