@@ -187,6 +187,12 @@ async fn run(mut r: Recorder, mut rx: mpsc::Receiver<Asked>, cancel: Cancellatio
                 }
                 r.add(&batch);
                 batch.clear();
+                // Let the queue fill a while before the next take: one
+                // wake-up per pace, not one per query (see sightings::PACE).
+                tokio::select! {
+                    _ = tokio::time::sleep(crate::sightings::PACE) => {}
+                    _ = cancel.cancelled() => break,
+                }
             }
             _ = tick.tick() => r.flush(),
             _ = cancel.cancelled() => break,

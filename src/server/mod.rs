@@ -357,12 +357,12 @@ pub async fn run(mut config: Config) -> i32 {
         };
         let n = bound.udp.len();
         for s in bound.udp {
-            tracker.spawn(listen::udp_loop(
-                s,
-                handler.clone(),
-                tracker.clone(),
-                stop_udp.clone(),
-            ));
+            let served =
+                listen::spawn_udp_thread(s, handler.clone(), tracker.clone(), stop_udp.clone());
+            if let Err(e) = served {
+                tracing::error!(addr = %bound.addr, error = %e, "cannot start a UDP receive thread");
+                return exit::UNAVAILABLE;
+            }
         }
         tracing::info!("listening proto=udp addr={} sockets={n}", bound.addr);
         tracing::info!("listening proto=tcp addr={}", bound.addr);

@@ -120,6 +120,37 @@ impl Outgoing {
     pub fn for_zone(&self, zone: Option<&Name>) -> Outgoing {
         Outgoing::new(self.log.as_ref().map(|l| l.tap.clone()), zone)
     }
+
+    /// Log one exchange of code that opens its own sockets (the stub
+    /// zones' iterator, `server::stub`): the query sent at `sent` from
+    /// `local` (an unspecified address is replaced by the one the kernel
+    /// routes from) and, if one came, its answer.
+    pub fn log_exchange(
+        &self,
+        transport: Transport,
+        local: SocketAddr,
+        server: SocketAddr,
+        sent: SystemTime,
+        query: &[u8],
+        answer: Option<&[u8]>,
+    ) {
+        let Some(log) = &self.log else { return };
+        let local = if local.ip().is_unspecified() {
+            SocketAddr::new(log.source(server).unwrap_or(local.ip()), local.port())
+        } else {
+            local
+        };
+        let ends = Ends {
+            transport,
+            local,
+            upstream: server,
+            zone: log.zone.clone(),
+        };
+        log.tap.resolver_query(&ends, sent, query);
+        if let Some(answer) = answer {
+            log.tap.resolver_response(&ends, sent, answer);
+        }
+    }
 }
 
 impl ConnectionProvider for Outgoing {

@@ -184,6 +184,7 @@ impl Routes {
                 s.servers.clone(),
                 config.resolver.recursion_port.unwrap_or(53),
                 config.resolver.timeout,
+                out.for_zone(Some(&s.name)),
             );
             stub.push(ZoneResolver {
                 resolver: Resolver::with_upstream(

@@ -26,13 +26,15 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hickory_proto::op::{Edns, Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::dnstap::Transport;
 use super::metrics::UpstreamError;
+use super::outgoing::Outgoing;
 use super::resolve::ResolveFailure;
 
 /// Referrals followed for one question.
@@ -57,6 +59,8 @@ pub struct Stub {
     timeout: Duration,
     /// Delegations below the zone: child zone, its servers, until when.
     cuts: Mutex<HashMap<Name, (Vec<SocketAddr>, Instant)>>,
+    /// dnstap's `resolver_queries` log of every exchange.
+    out: Outgoing,
 }
 
 /// What one server's answer was.
@@ -91,12 +95,20 @@ fn fail(kind: UpstreamError) -> ResolveFailure {
 }
 
 impl Stub {
-    pub fn new(zone: Name, servers: Vec<SocketAddr>, port: u16, timeout: Duration) -> Stub {
+    /// `out` logs each exchange to dnstap (`dnstap.resolver_queries`).
+    pub fn new(
+        zone: Name,
+        servers: Vec<SocketAddr>,
+        port: u16,
+        timeout: Duration,
+        out: Outgoing,
+    ) -> Stub {
         Stub {
             zone,
             servers,
             port,
             timeout,
+            out,
             cuts: Mutex::new(HashMap::new()),
         }
     }
@@ -264,7 +276,7 @@ impl Stub {
         edns.set_dnssec_ok(dnssec_ok);
         q.set_edns(edns);
         let bytes = q.to_vec().map_err(|_| false)?;
-        let mut m = tokio::time::timeout(self.timeout, udp(server, &bytes))
+        let mut m = tokio::time::timeout(self.timeout, udp(server, &bytes, &self.out))
             .await
             .map_err(|_| true)?
             .ok_or(false)?;
@@ -272,7 +284,7 @@ impl Stub {
             return Err(false);
         }
         if m.metadata.truncation {
-            m = tokio::time::timeout(self.timeout, tcp(server, &bytes))
+            m = tokio::time::timeout(self.timeout, tcp(server, &bytes, &self.out))
                 .await
                 .map_err(|_| true)?
                 .ok_or(false)?;
@@ -355,13 +367,18 @@ fn answers_question(m: &Message, q: &Message) -> bool {
 
 /// One UDP exchange from a fresh socket (a random source port); answers
 /// from another address are ignored.
-async fn udp(server: SocketAddr, bytes: &[u8]) -> Option<Message> {
+/// Both logged to dnstap through `out` (a query with no answer as a query
+/// alone, once the wait ends).
+async fn udp(server: SocketAddr, bytes: &[u8], out: &Outgoing) -> Option<Message> {
     let local: SocketAddr = if server.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
     let socket = tokio::net::UdpSocket::bind(local).await.ok()?;
+    let local = socket.local_addr().unwrap_or(local);
+    let sent = SystemTime::now();
+    let mut logged = Logged::new(out, Transport::Udp, local, server, sent, bytes);
     socket.send_to(bytes, server).await.ok()?;
     let mut buf = vec![0u8; 65_535];
     loop {
@@ -369,19 +386,72 @@ async fn udp(server: SocketAddr, bytes: &[u8]) -> Option<Message> {
         if from != server {
             continue;
         }
+        logged.answered(&buf[..n]);
         return Message::from_vec(&buf[..n]).ok();
     }
 }
 
-async fn tcp(server: SocketAddr, bytes: &[u8]) -> Option<Message> {
+async fn tcp(server: SocketAddr, bytes: &[u8], out: &Outgoing) -> Option<Message> {
     let mut s = tokio::net::TcpStream::connect(server).await.ok()?;
+    let local = s.local_addr().ok()?;
+    let mut logged = Logged::new(out, Transport::Tcp, local, server, SystemTime::now(), bytes);
     let len = u16::try_from(bytes.len()).ok()?.to_be_bytes();
     s.write_all(&[&len[..], bytes].concat()).await.ok()?;
     let mut len = [0u8; 2];
     s.read_exact(&mut len).await.ok()?;
     let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
     s.read_exact(&mut msg).await.ok()?;
+    logged.answered(&msg);
     Message::from_vec(&msg).ok()
+}
+
+/// One exchange for the dnstap log: logged with its answer, or alone when
+/// dropped unanswered (a timeout, an error).
+struct Logged<'a> {
+    out: &'a Outgoing,
+    transport: Transport,
+    local: SocketAddr,
+    server: SocketAddr,
+    sent: SystemTime,
+    query: &'a [u8],
+    done: bool,
+}
+
+impl<'a> Logged<'a> {
+    fn new(
+        out: &'a Outgoing,
+        transport: Transport,
+        local: SocketAddr,
+        server: SocketAddr,
+        sent: SystemTime,
+        query: &'a [u8],
+    ) -> Logged<'a> {
+        Logged {
+            out,
+            transport,
+            local,
+            server,
+            sent,
+            query,
+            done: false,
+        }
+    }
+
+    fn answered(&mut self, answer: &[u8]) {
+        self.done = true;
+        let (t, l, s) = (self.transport, self.local, self.server);
+        self.out
+            .log_exchange(t, l, s, self.sent, self.query, Some(answer));
+    }
+}
+
+impl Drop for Logged<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let (t, l, s) = (self.transport, self.local, self.server);
+            self.out.log_exchange(t, l, s, self.sent, self.query, None);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -399,6 +469,7 @@ mod tests {
             vec!["127.0.0.1:53".parse().expect("addr")],
             53,
             Duration::from_secs(1),
+            Outgoing::default(),
         )
     }
 

@@ -163,6 +163,12 @@ impl Sightings {
                             }
                         }
                         self.process(batch);
+                        // Let the queue fill a while (sightings::PACE
+                        // says why); the tick's housekeeping can wait.
+                        tokio::select! {
+                            _ = tokio::time::sleep(super::PACE) => {}
+                            _ = cancel.cancelled() => {}
+                        }
                     }
                     None => break,
                 },

@@ -261,8 +261,10 @@ fn resolver_queries_show_what_schild_asks_its_upstream() {
     let (tap, s, collector) = with_collector(
         |sock| {
             format!(
-                "{}\n[[forward_zone]]\nname = \"exact.example.test\"\nupstreams = [\"{}\"]\n",
+                "{}\n[[forward_zone]]\nname = \"exact.example.test\"\nupstreams = [\"{}\"]\n\
+                 \n[[stub_zone]]\nname = \"stub.example.test\"\nservers = [\"{}\"]\n",
                 forwarding(sock, upstream, "resolver_queries = true"),
+                upstream,
                 upstream
             )
         },
@@ -275,10 +277,13 @@ fn resolver_queries_show_what_schild_asks_its_upstream() {
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     let m = dns::udp(s.dns, &dns::query("evil.example.", RecordType::A));
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    // A stub zone's iterator opens its own sockets: logged too.
+    let m = dns::udp(s.dns, &dns::query("www.stub.example.test.", RecordType::A));
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
     // Too large for UDP: asked again over TCP.
     let m = dns::tcp(s.dns, &[dns::query("big.example.test.", RecordType::TXT)]);
     assert_eq!(m[0].metadata.response_code, ResponseCode::NoError);
-    sent_at_least(&s, 16);
+    sent_at_least(&s, 20);
     let yaml = finish(&tap, s, collector);
 
     let resolver = messages(&yaml, "type: RESOLVER_");
@@ -326,6 +331,22 @@ fn resolver_queries_show_what_schild_asks_its_upstream() {
             "{yaml}"
         );
     }
+    let stub: Vec<_> = (resolver.iter())
+        .filter(|m| m.contains("'www.stub.example.test. IN A'"))
+        .collect();
+    for kind in ["type: RESOLVER_QUERY", "type: RESOLVER_RESPONSE"] {
+        assert!(
+            stub.iter().any(|m| m.contains(kind)
+                && m.contains("query_zone: stub.example.test.\n")
+                && m.contains("socket_protocol: UDP")),
+            "the stub zone's {kind}: {yaml}"
+        );
+    }
+    assert!(
+        stub.iter()
+            .any(|m| m.contains("RESOLVER_RESPONSE") && m.contains("NXDOMAIN")),
+        "{yaml}"
+    );
     let big: Vec<_> = (resolver.iter())
         .filter(|m| m.contains("'big.example.test. IN TXT'"))
         .collect();
