@@ -488,8 +488,9 @@ fn ds_from_key(key: &Path, digests: &[&str]) -> String {
 /// anchor instead of its DNSKEY: schild fetches the root's DNSKEY RRset,
 /// takes the self-signed key the DS matches, and then validates every case
 /// of the hierarchy exactly as with the DNSKEY anchor, recursive and (with
-/// Unbound as the upstream) forwarding. A DS that matches no key stops
-/// schild with 78 and an error naming the anchor.
+/// Unbound as the upstream) forwarding. A mixed file (the root's DNSKEY,
+/// the DS of `secure.test.`) has its DS matched through recursion. A DS
+/// that matches no key stops schild with 78 and an error naming the anchor.
 #[test]
 fn a_ds_anchor_validates_as_the_dnskey_anchor() {
     if !have("dnssec-dsfromkey") {
@@ -577,6 +578,30 @@ fn a_ds_anchor_validates_as_the_dnskey_anchor() {
             by_ds.log()
         );
     }
+    // A mixed file: the root's DNSKEY and the DS of secure.test. (its
+    // dsset from dnssec-signzone), whose keys are fetched by recursion.
+    let dsset = std::fs::read_to_string(h.dir.path().join("zones/keys/dsset-secure.test."))
+        .expect("dsset of secure.test.");
+    let root_key = std::fs::read_to_string(&h.anchor).expect("root key");
+    let mixed_file = h.dir.path().join("mixed.anchors");
+    std::fs::write(&mixed_file, format!("{root_key}{dsset}")).expect("write anchors");
+    let mixed = Schild::start(&recursive(&mixed_file), &[]);
+    let secure = ask(mixed.dns, "www.secure.test.", true, false).expect("answer");
+    assert!(
+        secure.ad && secure.data,
+        "mixed: {secure:?}\n{}",
+        mixed.log()
+    );
+    let bogus = ask(mixed.dns, "www.bogus.test.", true, false).expect("answer");
+    assert_eq!((bogus.rcode, bogus.ede), (ResponseCode::ServFail, Some(6)));
+    assert!(
+        mixed
+            .log()
+            .lines()
+            .any(|l| l.contains("DS trust anchor") && l.contains("secure.test.")),
+        "the DS anchor of secure.test. is not logged:\n{}",
+        mixed.log()
+    );
     eprintln!("dnssec: the root's DNSKEY or its DS as the anchor\n{table}");
     assert!(
         differ.is_empty(),
