@@ -89,7 +89,7 @@ pub fn check_config(path: &Path) -> i32 {
         }
     }
     if let (0, Some(path)) = (unreadable, &config.resolver.trust_anchor_file)
-        && let Err(e) = crate::config::anchors::read_trust_anchors(path)
+        && let Err(e) = crate::config::anchors::read_anchor_file(path)
     {
         eprintln!(
             "schild: {}: resolver.trust_anchor_file: {}",

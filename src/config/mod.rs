@@ -331,8 +331,12 @@ pub struct ResolverConfig {
     pub max_inflight_per_client: usize,
     pub allow_servers: Vec<IpNet>,
     pub recursion_port: Option<u16>,
-    /// DNSKEY trust anchors; `None`: the built-in root keys.
+    /// DS and DNSKEY trust anchors; `None`: the built-in root keys.
     pub trust_anchor_file: Option<PathBuf>,
+    /// `trust_anchor_file` with its DS records turned into keys, filled
+    /// in by `server::anchors` when the resolver is built (never from the
+    /// file's text); `None` in a loaded configuration.
+    pub trust_anchors: Option<anchors::ResolvedAnchors>,
     /// Names at and below which nothing is validated, lower case with the
     /// trailing dot.
     pub domain_insecure: Vec<String>,

@@ -497,6 +497,7 @@ fn resolver(r: RawResolver, base: &Path) -> Result<ResolverConfig, ConfigError> 
         .collect::<Result<Vec<_>, _>>()?;
     Ok(ResolverConfig {
         trust_anchor_file: r.trust_anchor_file.map(|p| resolve(base, &p)),
+        trust_anchors: None,
         domain_insecure,
         max_inflight: r.max_inflight,
         max_inflight_per_client: r.max_inflight_per_client.min(r.max_inflight),

@@ -11,6 +11,7 @@
 //! (`Type=notify`) each step is told to the service manager ([`notify`]).
 
 pub mod admin;
+pub mod anchors;
 pub mod answer;
 pub mod dnstap;
 pub mod fast;
@@ -237,7 +238,22 @@ pub async fn run(mut config: Config) -> i32 {
     // of max_inflight comes out of the global one).
     let counters = route::register(metrics.registry());
     let outgoing = outgoing::Outgoing::new(dnstap.as_ref().and_then(dnstap::Tap::resolver), None);
-    let (resolver, routes) = match route::build(&config, metrics.clone(), counters, &outgoing) {
+    // DS trust anchors become keys first: they need a fetch.
+    let anchors = match anchors::resolve(&config, &outgoing).await {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "DNSSEC trust anchor unusable: not starting");
+            return exit::CONFIG;
+        }
+    };
+    let built = route::build(
+        &config,
+        anchors.as_ref(),
+        metrics.clone(),
+        counters,
+        &outgoing,
+    );
+    let (resolver, routes) = match built {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "cannot set up the resolver");
@@ -537,7 +553,7 @@ async fn wait_for_stop(
                 tokio::spawn(async move {
                     n.reloading();
                     // The file first: a refresh then compiles with it.
-                    if let Err(e) = reconfigure::reconfigure(&s, &r) {
+                    if let Err(e) = reconfigure::reconfigure(&s, &r).await {
                         s.metrics.config_reload_failures.inc();
                         tracing::error!(error = %error_chain(&e), "the configuration file was not reloaded; the running configuration stays");
                     }

@@ -92,7 +92,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
 
 /// Load the configuration file again and apply it; the caller refreshes
 /// the feeds afterwards (as SIGHUP always did).
-pub fn reconfigure(
+pub async fn reconfigure(
     shared: &Shared,
     refresher: &Refresher,
 ) -> Result<Reconfigured, ReconfigureError> {
@@ -114,8 +114,17 @@ pub fn reconfigure(
             .as_ref()
             .and_then(super::dnstap::Tap::resolver);
         let out = super::outgoing::Outgoing::new(tap, None);
-        let (r, routes) = super::route::build(&new, shared.metrics.clone(), counters, &out)
+        let anchors = super::anchors::resolve(&new, &out)
+            .await
             .map_err(|e| ReconfigureError::Resolver(error_chain(&e)))?;
+        let (r, routes) = super::route::build(
+            &new,
+            anchors.as_ref(),
+            shared.metrics.clone(),
+            counters,
+            &out,
+        )
+        .map_err(|e| ReconfigureError::Resolver(error_chain(&e)))?;
         shared.resolver.store(Arc::new(r));
         shared.routes.store(Arc::new(routes));
         done.resolver = true;

@@ -57,7 +57,7 @@ use hickory_resolver::{ConnectionProvider, PoolContext};
 use super::outgoing::Outgoing;
 use super::resolve::{ResolverSetupError, read_root_hints};
 use crate::config::ResolverConfig;
-use crate::config::anchors::read_trust_anchors;
+use crate::config::anchors::configured;
 
 /// The timeout of one attempt at a server never heard from. Unbound
 /// starts at 376 ms and retries the same server; hickory's pool asks each
@@ -480,11 +480,11 @@ pub fn build(config: &ResolverConfig, out: Outgoing) -> Result<Recursive, Resolv
     }
     let mut dnssec = DnssecConfig::default();
     // None: hickory's built-in root trust anchors (KSK-2017 and KSK-2024).
-    if let Some(path) = &config.trust_anchor_file {
-        let anchors = read_trust_anchors(path)
-            .map_err(|e| ResolverSetupError::Recursor(crate::error::error_chain(&e)))?;
-        dnssec.trust_anchor = Some(Arc::new(anchors));
-    }
+    dnssec.trust_anchor = configured(
+        config.trust_anchor_file.as_deref(),
+        config.trust_anchors.as_ref(),
+    )
+    .map_err(|e| ResolverSetupError::Recursor(crate::error::error_chain(&e)))?;
     let insecure = if config.domain_insecure.is_empty() {
         None
     } else {

@@ -162,7 +162,7 @@ impl Upstream {
     /// chain itself and reports only the last name's NXDOMAIN or NODATA,
     /// so the chain is asked for again, one CNAME at a time ([`chain`]).
     /// A chain that loops is SERVFAIL, as Unbound answers it.
-    async fn lookup(
+    pub(super) async fn lookup(
         &self,
         name: Name,
         qtype: RecordType,
@@ -688,12 +688,14 @@ fn forwarder(config: &ResolverConfig, out: Outgoing) -> Result<Forwarder, Resolv
     opts.ndots = 0;
     opts.max_active_requests = 256;
     opts.edns_payload_len = UPSTREAM_PAYLOAD;
-    let anchors = match (&config.trust_anchor_file, config.dnssec) {
-        (Some(path), true) => Some(Arc::new(
-            crate::config::anchors::read_trust_anchors(path)
-                .map_err(|e| ResolverSetupError::Recursor(crate::error::error_chain(&e)))?,
-        )),
-        _ => None,
+    let anchors = if config.dnssec {
+        crate::config::anchors::configured(
+            config.trust_anchor_file.as_deref(),
+            config.trust_anchors.as_ref(),
+        )
+        .map_err(|e| ResolverSetupError::Recursor(crate::error::error_chain(&e)))?
+    } else {
+        None
     };
     let validating = if config.dnssec {
         let mut opts = opts.clone();

@@ -29,6 +29,7 @@ use super::resolve::{
     Answer, Flags, ResolveFailure, Resolved, Resolver, ResolverSetupError, Upstream,
 };
 use super::stub::Stub;
+use crate::config::anchors::ResolvedAnchors;
 use crate::config::{Config, ResolverConfig, ResolverMode, Upstream as UpstreamAddr};
 use crate::zones::{Decision, Way, Zones};
 
@@ -120,15 +121,17 @@ fn insecure_zones(config: &Config, domain_insecure: &mut Vec<String>) {
 /// for the global forwarder, none in recursion.
 pub fn build(
     config: &Config,
+    anchors: Option<&ResolvedAnchors>,
     metrics: Arc<Metrics>,
     counters: IntCounterVec,
     out: &Outgoing,
 ) -> Result<(Resolver, Routes), ResolverSetupError> {
     let ways = config.zones.forward.len() + config.zones.stub.len();
     let mut global = config.resolver.clone();
+    global.trust_anchors = anchors.cloned();
     insecure_zones(config, &mut global.domain_insecure);
     let each = share_inflight(&mut global, ways);
-    let routes = Routes::new(config, each, metrics.clone(), counters, out)?;
+    let routes = Routes::new(config, anchors, each, metrics.clone(), counters, out)?;
     let zone = match global.mode {
         ResolverMode::Forward => Some(Name::root()),
         ResolverMode::Recursive => None,
@@ -142,6 +145,7 @@ impl Routes {
     /// from [`share_inflight`].
     fn new(
         config: &Config,
+        anchors: Option<&ResolvedAnchors>,
         zone_inflight: usize,
         metrics: Arc<Metrics>,
         counters: IntCounterVec,
@@ -154,6 +158,7 @@ impl Routes {
         };
         let base = |upstreams: Vec<UpstreamAddr>, dnssec: bool| {
             let mut c = config.resolver.clone();
+            c.trust_anchors = anchors.cloned();
             c.mode = ResolverMode::Forward;
             c.upstreams = upstreams;
             c.dnssec = dnssec;

@@ -493,18 +493,22 @@ fn check_config_reads_the_trust_anchor_file() {
         "{}",
         stderr(&o)
     );
-    // A DS anchor: readable, but not what hickory can anchor on.
+    // Records that are not anchors.
+    s.write("anchors.key", "corp.example. IN A 192.0.2.1\n");
+    let o = s.schild(&["check-config", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(78), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("only DS and DNSKEY records are trust anchors"),
+        "{}",
+        stderr(&o)
+    );
+    // A DS anchor parses (its keys are fetched when serve starts).
     s.write(
         "anchors.key",
         "corp.example. IN DS 12345 13 2 0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF\n",
     );
     let o = s.schild(&["check-config", "--config", cfg]);
-    assert_eq!(o.status.code(), Some(78), "{}", stdout(&o));
-    assert!(
-        stderr(&o).contains("DS trust anchors are not supported"),
-        "{}",
-        stderr(&o)
-    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     s.write(
         "anchors.key",
         "; dnssec-keygen's K*.key\ncorp.example. IN DNSKEY 257 3 13 aCxb+U4b3Hp41g3I23m6plJdh+L0k25uX6gP4yJNRcHSEJYch4JXBPb2 r22j/tvB1uJE2191auotOtNKmdLdsg==\n",

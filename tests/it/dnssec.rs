@@ -29,6 +29,10 @@
 //! authority section (the proof a wildcard answer needs). Every difference
 //! that remains is in [`KNOWN`] with its reason; the test fails on any
 //! other, and on a known one that went away.
+//!
+//! With the root's DS (dnssec-dsfromkey) as the anchor instead of its
+//! DNSKEY, schild answers every case as with the DNSKEY, in both modes;
+//! a DS that matches no key stops it (exit 78).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -457,4 +461,184 @@ fn validation_agrees_with_unbound() {
         "differences not listed: {unexpected:?}; listed but gone: {stale:?}\n{table}\nschild log:\n{}",
         schild.log()
     );
+}
+
+/// `dnssec-dsfromkey` of the key file `key`: its DS records (`-1`: SHA-1,
+/// `-2`: SHA-256, as given in `digests`), one a line.
+fn ds_from_key(key: &Path, digests: &[&str]) -> String {
+    let mut ds = String::new();
+    for d in digests {
+        let out = std::process::Command::new("dnssec-dsfromkey")
+            .arg(d)
+            .arg(key)
+            .output()
+            .expect("run dnssec-dsfromkey");
+        assert!(
+            out.status.success(),
+            "dnssec-dsfromkey {d}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ds.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    assert!(ds.contains(" DS "), "no DS record: {ds}");
+    ds
+}
+
+/// The root's DS records (dnssec-dsfromkey, SHA-1 and SHA-256) as the trust
+/// anchor instead of its DNSKEY: schild fetches the root's DNSKEY RRset,
+/// takes the self-signed key the DS matches, and then validates every case
+/// of the hierarchy exactly as with the DNSKEY anchor, recursive and (with
+/// Unbound as the upstream) forwarding. A mixed file (the root's DNSKEY,
+/// the DS of `secure.test.`) has its DS matched through recursion. A DS
+/// that matches no key stops schild with 78 and an error naming the anchor.
+#[test]
+fn a_ds_anchor_validates_as_the_dnskey_anchor() {
+    if !have("dnssec-dsfromkey") {
+        return;
+    }
+    let Some(h) = Signed::start() else {
+        return;
+    };
+    let ds = ds_from_key(&h.anchor, &["-1", "-2"]);
+    let ds_file = h.dir.path().join("root.ds");
+    std::fs::write(&ds_file, &ds).expect("write DS anchor");
+    let recursive = |anchor: &Path| {
+        format!(
+            "[resolver]\nmode = \"recursive\"\nroot_hints = \"{}\"\nallow_servers = [\"127.0.0.0/8\"]\ndnssec = true\ntrust_anchor_file = \"{}\"\n",
+            h.hints.display(),
+            anchor.display()
+        )
+    };
+    let mut pairs = vec![(
+        "recursive",
+        Schild::start(&recursive(&h.anchor), &[]),
+        Schild::start(&recursive(&ds_file), &[]),
+    )];
+    // Forward mode asks the upstream for the root's keys with CD=1.
+    let upstream = have("unbound").then(|| {
+        Unbound::start_at(
+            h.ip(UNBOUND + 3),
+            h.dir.path(),
+            &h.hints,
+            "ds-upstream",
+            None,
+            "module-config: \"iterator\"",
+            "",
+            "",
+        )
+    });
+    if let Some(u) = &upstream {
+        let forward = |anchor: &Path| {
+            format!(
+                "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ndnssec = true\ntrust_anchor_file = \"{}\"\n",
+                u.addr,
+                anchor.display()
+            )
+        };
+        pairs.push((
+            "forward",
+            Schild::start(&forward(&h.anchor), &[]),
+            Schild::start(&forward(&ds_file), &[]),
+        ));
+    }
+    let mut table = String::new();
+    let mut differ = Vec::new();
+    for (mode, by_key, by_ds) in &pairs {
+        for (z, _) in CHILDREN {
+            for (p, dnssec_ok, cd) in PROFILES {
+                let name = format!("www.{z}.test.");
+                let k = ask(by_key.dns, &name, *dnssec_ok, *cd);
+                let d = ask(by_ds.dns, &name, *dnssec_ok, *cd);
+                table.push_str(&format!(
+                    "{mode:9} {z:9} {p:6} DNSKEY {k:?}\n{:26} DS     {d:?}\n",
+                    ""
+                ));
+                if k != d || k.is_none() {
+                    differ.push(format!("{mode} {z} {p}"));
+                }
+            }
+        }
+        // What a user sees: AD on the secure name, SERVFAIL EDE 6 on the
+        // tampered one.
+        let secure = ask(by_ds.dns, "www.secure.test.", true, false).expect("answer");
+        assert!(
+            secure.ad && secure.data && secure.rcode == ResponseCode::NoError,
+            "{mode}: {secure:?}\n{}",
+            by_ds.log()
+        );
+        let bogus = ask(by_ds.dns, "www.bogus.test.", true, false).expect("answer");
+        assert_eq!(
+            (bogus.rcode, bogus.ede),
+            (ResponseCode::ServFail, Some(6)),
+            "{mode}: {bogus:?}"
+        );
+        assert!(
+            by_ds.log().contains("DS trust anchor"),
+            "{mode}: the matched key is not logged:\n{}",
+            by_ds.log()
+        );
+    }
+    // A mixed file: the root's DNSKEY and the DS of secure.test. (its
+    // dsset from dnssec-signzone), whose keys are fetched by recursion.
+    let dsset = std::fs::read_to_string(h.dir.path().join("zones/keys/dsset-secure.test."))
+        .expect("dsset of secure.test.");
+    let root_key = std::fs::read_to_string(&h.anchor).expect("root key");
+    let mixed_file = h.dir.path().join("mixed.anchors");
+    std::fs::write(&mixed_file, format!("{root_key}{dsset}")).expect("write anchors");
+    let mixed = Schild::start(&recursive(&mixed_file), &[]);
+    let secure = ask(mixed.dns, "www.secure.test.", true, false).expect("answer");
+    assert!(
+        secure.ad && secure.data,
+        "mixed: {secure:?}\n{}",
+        mixed.log()
+    );
+    let bogus = ask(mixed.dns, "www.bogus.test.", true, false).expect("answer");
+    assert_eq!((bogus.rcode, bogus.ede), (ResponseCode::ServFail, Some(6)));
+    assert!(
+        mixed
+            .log()
+            .lines()
+            .any(|l| l.contains("DS trust anchor") && l.contains("secure.test.")),
+        "the DS anchor of secure.test. is not logged:\n{}",
+        mixed.log()
+    );
+    eprintln!("dnssec: the root's DNSKEY or its DS as the anchor\n{table}");
+    assert!(
+        differ.is_empty(),
+        "DS and DNSKEY anchors differ: {differ:?}\n{table}"
+    );
+
+    // A DS whose digest matches no key of the root: no start, and the
+    // error names the anchor.
+    let wrong: String = ds
+        .lines()
+        .filter(|l| l.contains(" DS ") && l.split_whitespace().nth(5) == Some("2"))
+        .map(|l| {
+            let mut w: Vec<String> = l.split_whitespace().map(String::from).collect();
+            let last = w.last_mut().expect("digest");
+            let flipped = if last.starts_with('0') { "1" } else { "0" };
+            last.replace_range(0..1, flipped);
+            w.join(" ") + "\n"
+        })
+        .collect();
+    assert!(!wrong.is_empty(), "no SHA-256 DS in {ds}");
+    let wrong_file = h.dir.path().join("wrong.ds");
+    std::fs::write(&wrong_file, &wrong).expect("write DS anchor");
+    let config = recursive(&wrong_file);
+    let refused = Schild::start_with(crate::harness::Setup {
+        config: &config,
+        files: &[],
+        wait_ready: true,
+    });
+    let Err((status, log)) = refused else {
+        panic!("schild started with a DS anchor that matches no key");
+    };
+    assert_eq!(status.and_then(|s| s.code()), Some(78), "{log}");
+    assert!(
+        log.contains("trust anchor .") && log.contains("no zone key"),
+        "the error does not name the anchor:\n{log}"
+    );
+    if let Some(u) = &upstream {
+        u.assert_running("ds-upstream");
+    }
 }
