@@ -64,6 +64,12 @@ pub struct XfrFeed {
 }
 
 impl HandlerConfig {
+    /// Whether `ip` is a resolver client (`server.allow`).
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow.iter().any(|n| n.contains(&ip))
+    }
+
     pub fn new(config: &crate::config::Config) -> HandlerConfig {
         HandlerConfig {
             allow: config.server.allow.clone(),
@@ -238,8 +244,7 @@ fn plain_lower(name: &Name) -> String {
 
 impl Shared {
     pub(crate) fn is_allowed(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        self.config.load().allow.iter().any(|n| n.contains(&ip))
+        self.config.load().allows(ip)
     }
 
     /// May open a TCP/TLS connection: a resolver client, or an RPZ
@@ -477,7 +482,9 @@ impl Shared {
             return Early::Slow(None);
         };
         let client = src.ip();
-        if !self.is_allowed(client) {
+        // One load of the settings for the whole early step.
+        let config = self.config.load();
+        if !config.allows(client) {
             return Early::Slow(None);
         }
         let Ok(qname) = Name::from_bytes(q.name) else {
@@ -507,9 +514,7 @@ impl Shared {
             per: None,
             recorded: Some(&recorded),
         };
-        let payload = q
-            .edns
-            .map(|e| e.payload.clamp(512, self.config.load().edns_payload));
+        let payload = q.edns.map(|e| e.payload.clamp(512, config.edns_payload));
         let b = match self.policy_on_question(&qname, &ctx) {
             OnQuestion::Block(b) => b,
             other => {
@@ -549,7 +554,7 @@ impl Shared {
             owner_at: fast::suffix_offset(q.name, usize::from(b.soa_owner.num_labels())),
             // As answer::policy_soa: RFC 1982 serial arithmetic.
             serial: (b.serial & 0xffff_ffff) as u32,
-            ttl: self.config.load().block_ttl,
+            ttl: config.block_ttl,
             payload,
             ede_text: &b.text,
             ede_code: ede::BLOCKED,
