@@ -20,11 +20,12 @@
 //! few hundred, saturating near 600. Days and names combine (a union of
 //! hashes, an OR of sketches).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 const MAGIC: &[u8; 8] = b"SCHILDHS";
 const VERSION: u32 = 1;
@@ -91,11 +92,10 @@ pub fn distinct(exact: usize, sketch: u128) -> u64 {
 /// A client's hash: a fixed one, so that days combine. The low bits pick
 /// its sketch bit, the high ones are its exact-count hash.
 fn client_hash(ip: IpAddr) -> u64 {
-    let bytes = match ip.to_canonical() {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    };
-    xxhash_rust::xxh3::xxh3_64(&bytes)
+    match ip.to_canonical() {
+        IpAddr::V4(a) => xxhash_rust::xxh3::xxh3_64(&a.octets()),
+        IpAddr::V6(a) => xxhash_rust::xxh3::xxh3_64(&a.octets()),
+    }
 }
 
 /// The sketch bit of a client.
@@ -204,31 +204,48 @@ pub fn expire(dir: &Path, today: u64, keep: u32) -> usize {
     n
 }
 
-/// One name of today's table. Client identifiers are indices into the
-/// table's client list, so a client asking for many names costs its
-/// identifier once.
+/// One name of today's table. Its text is in the table's arena; client
+/// identifiers are indices into the table's client list, so a client
+/// asking for many names costs its identifier once.
 #[derive(Debug, Clone)]
 struct Entry {
+    /// Where the name is in the arena.
+    at: u32,
+    len: u8,
     first: u64,
     last: u64,
     sketch: u128,
-    hashes: Vec<u32>,
-    clients: Vec<u32>,
+    hashes: SmallVec<[u32; 4]>,
+    clients: SmallVec<[u32; 2]>,
 }
 
-/// Today's names, in memory.
+/// Today's names, in memory: one hash (xxh3) and one probe a query, the
+/// names in one arena, the first few client hashes inline, so a repeated
+/// name allocates nothing and a new one only grows the table.
 #[derive(Debug)]
 pub struct Today {
     day: u64,
     max_names: usize,
     clients_per_name: usize,
-    names: HashMap<Box<str>, Entry>,
-    /// Identifiers by client address, and their text.
-    client_index: HashMap<IpAddr, u32>,
+    arena: Vec<u8>,
+    entries: Vec<Entry>,
+    /// Indices into `entries`, by the name's hash.
+    index: HashTable<u32>,
+    /// Indices into `client_ids` and `client_addrs`, by the client's hash.
+    client_index: HashTable<u32>,
+    client_addrs: Vec<IpAddr>,
     client_ids: Vec<String>,
     /// Names not recorded because the table was full.
     pub dropped: u64,
     dirty: bool,
+}
+
+fn name_hash(name: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(name)
+}
+
+fn name_of<'a>(arena: &'a [u8], e: &Entry) -> &'a [u8] {
+    &arena[e.at as usize..e.at as usize + usize::from(e.len)]
 }
 
 impl Today {
@@ -237,8 +254,11 @@ impl Today {
             day,
             max_names,
             clients_per_name,
-            names: HashMap::new(),
-            client_index: HashMap::new(),
+            arena: Vec::new(),
+            entries: Vec::new(),
+            index: HashTable::new(),
+            client_index: HashTable::new(),
+            client_addrs: Vec::new(),
             client_ids: Vec::new(),
             dropped: 0,
             dirty: false,
@@ -256,28 +276,22 @@ impl Today {
         match DayFile::open(&path) {
             Ok(f) => {
                 f.each(|name, rec| {
-                    if t.names.len() >= t.max_names {
+                    let Some(i) = t.insert(name.as_bytes(), name_hash(name.as_bytes()), rec.first)
+                    else {
                         return;
+                    };
+                    let mut clients = SmallVec::new();
+                    for id in rec.clients.into_iter().take(clients_per_name) {
+                        // Identifiers from a file have no address: they are
+                        // kept, not looked up.
+                        t.client_ids.push(id);
+                        clients.push((t.client_ids.len() - 1) as u32);
                     }
-                    let clients = rec
-                        .clients
-                        .into_iter()
-                        .take(clients_per_name)
-                        .map(|id| {
-                            t.client_ids.push(id);
-                            (t.client_ids.len() - 1) as u32
-                        })
-                        .collect();
-                    t.names.insert(
-                        name.into(),
-                        Entry {
-                            first: rec.first,
-                            last: rec.last,
-                            sketch: rec.sketch,
-                            hashes: rec.hashes,
-                            clients,
-                        },
-                    );
+                    let e = &mut t.entries[i as usize];
+                    e.last = rec.last;
+                    e.sketch = rec.sketch;
+                    e.hashes = rec.hashes.into_iter().take(EXACT).collect();
+                    e.clients = clients;
                 });
             }
             Err(e) => {
@@ -292,16 +306,62 @@ impl Today {
     }
 
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.entries.is_empty()
     }
 
     /// Whether something was recorded since the last write.
     pub fn dirty(&self) -> bool {
         self.dirty
+    }
+
+    /// What today holds for `name`.
+    pub fn get(&self, name: &str) -> Option<DayRecord> {
+        let name = name.as_bytes();
+        let i = *self.index.find(name_hash(name), |&i| {
+            name_of(&self.arena, &self.entries[i as usize]) == name
+        })?;
+        let e = &self.entries[i as usize];
+        Some(DayRecord {
+            first: e.first,
+            last: e.last,
+            sketch: e.sketch,
+            hashes: e.hashes.to_vec(),
+            clients: e
+                .clients
+                .iter()
+                .filter_map(|&c| self.client_ids.get(c as usize).cloned())
+                .collect(),
+        })
+    }
+
+    /// A new name's entry (first and last `at`), or `None` when the table
+    /// is full or the name too long.
+    fn insert(&mut self, name: &[u8], hash: u64, at: u64) -> Option<u32> {
+        let len = u8::try_from(name.len()).ok()?;
+        let start = u32::try_from(self.arena.len()).ok()?;
+        if self.entries.len() >= self.max_names {
+            return None;
+        }
+        self.arena.extend_from_slice(name);
+        self.entries.push(Entry {
+            at: start,
+            len,
+            first: at,
+            last: at,
+            sketch: 0,
+            hashes: SmallVec::new(),
+            clients: SmallVec::new(),
+        });
+        let i = (self.entries.len() - 1) as u32;
+        let (arena, entries) = (&self.arena, &self.entries);
+        self.index.insert_unique(hash, i, |&j| {
+            name_hash(name_of(arena, &entries[j as usize]))
+        });
+        Some(i)
     }
 
     /// Record `name` (normal form) asked by `client` at `at`. `id` makes
@@ -314,108 +374,109 @@ impl Today {
         at: u64,
         id: impl FnOnce(IpAddr) -> Option<String>,
     ) -> bool {
-        let h = client_hash(client);
-        let (bit, h32) = (1u128 << (h % 128), (h >> 32) as u32);
-        if !self.names.contains_key(name) {
-            if self.names.len() >= self.max_names {
-                self.dropped += 1;
-                return false;
-            }
-            self.names.insert(
-                name.into(),
-                Entry {
-                    first: at,
-                    last: at,
-                    sketch: 0,
-                    hashes: Vec::new(),
-                    clients: Vec::new(),
-                },
-            );
-        }
+        let ch = client_hash(client);
+        let (bit, h32) = (1u128 << (ch % 128), (ch >> 32) as u32);
+        let name = name.as_bytes();
+        let nh = name_hash(name);
+        let (arena, entries) = (&self.arena, &self.entries);
+        let found = self
+            .index
+            .find(nh, |&i| name_of(arena, &entries[i as usize]) == name)
+            .copied();
+        let i = match found {
+            Some(i) => i,
+            None => match self.insert(name, nh, at) {
+                Some(i) => i,
+                None => {
+                    self.dropped += 1;
+                    return false;
+                }
+            },
+        } as usize;
         self.dirty = true;
-        let new_client = |e: &Entry| {
-            if e.hashes.len() < EXACT {
-                !e.hashes.contains(&h32)
-            } else {
-                e.sketch & bit == 0
-            }
+        let e = &self.entries[i];
+        let new_client = if e.hashes.len() < EXACT {
+            !e.hashes.contains(&h32)
+        } else {
+            e.sketch & bit == 0
         };
-        let want_id = self
-            .names
-            .get(name)
-            .is_some_and(|e| new_client(e) && e.clients.len() < self.clients_per_name);
-        let idx = if want_id {
-            match self.client_index.get(&client) {
-                Some(&i) => Some(i),
+        let idx = if new_client && e.clients.len() < self.clients_per_name {
+            let addrs = &self.client_addrs;
+            match self
+                .client_index
+                .find(ch, |&c| addrs[c as usize] == client)
+                .copied()
+            {
+                Some(c) => Some(c),
                 None => id(client).map(|text| {
                     self.client_ids.push(text);
-                    let i = (self.client_ids.len() - 1) as u32;
-                    self.client_index.insert(client, i);
-                    i
+                    self.client_addrs.push(client);
+                    let c = (self.client_ids.len() - 1) as u32;
+                    let addrs = &self.client_addrs;
+                    self.client_index
+                        .insert_unique(ch, c, |&d| client_hash(addrs[d as usize]));
+                    c
                 }),
             }
         } else {
             None
         };
-        if let Some(e) = self.names.get_mut(name) {
-            e.first = e.first.min(at);
-            e.last = e.last.max(at);
-            e.sketch |= bit;
-            if e.hashes.len() < EXACT && !e.hashes.contains(&h32) {
-                e.hashes.push(h32);
-            }
-            if let Some(i) = idx
-                && !e.clients.contains(&i)
-            {
-                e.clients.push(i);
-            }
+        let e = &mut self.entries[i];
+        e.first = e.first.min(at);
+        e.last = e.last.max(at);
+        e.sketch |= bit;
+        if new_client && e.hashes.len() < EXACT {
+            e.hashes.push(h32);
+        }
+        if let Some(c) = idx
+            && !e.clients.contains(&c)
+        {
+            e.clients.push(c);
         }
         true
-    }
-
-    fn record_of(&self, e: &Entry) -> DayRecord {
-        DayRecord {
-            first: e.first,
-            last: e.last,
-            sketch: e.sketch,
-            hashes: e.hashes.clone(),
-            clients: e
-                .clients
-                .iter()
-                .filter_map(|&i| self.client_ids.get(i as usize).cloned())
-                .collect(),
-        }
     }
 
     /// Write the table to its day file (atomically) and mark it clean.
     pub fn write(&mut self, dir: &Path) -> Result<PathBuf, HistoryError> {
         let path = day_path(dir, self.day);
-        let mut keys: Vec<(Vec<u8>, &Entry)> = self
-            .names
-            .iter()
-            .map(|(n, e)| (n.bytes().rev().collect(), e))
-            .collect();
-        keys.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let failed = |e: &dyn std::fmt::Display| HistoryError::Write {
+            path: path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        // The keys, reversed, in one buffer: (start, entry).
+        let mut rev = Vec::with_capacity(self.arena.len());
+        let mut keys: Vec<(u32, u32)> = Vec::with_capacity(self.entries.len());
+        for (i, e) in self.entries.iter().enumerate() {
+            let start = rev.len() as u32;
+            rev.extend(name_of(&self.arena, e).iter().rev());
+            keys.push((start, i as u32));
+        }
+        let key = |&(start, i): &(u32, u32)| {
+            let len = usize::from(self.entries[i as usize].len);
+            &rev[start as usize..start as usize + len]
+        };
+        keys.sort_unstable_by(|a, b| key(a).cmp(key(b)));
         let mut blob = Vec::new();
         let mut builder = fst::MapBuilder::memory();
-        for (k, e) in &keys {
+        let mut clients: Vec<&str> = Vec::new();
+        for k in &keys {
+            let e = &self.entries[k.1 as usize];
             let off = blob.len() as u64;
-            let bytes =
-                postcard::to_stdvec(&self.record_of(e)).map_err(|e| HistoryError::Write {
-                    path: path.clone(),
-                    source: std::io::Error::other(e),
-                })?;
-            blob.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            blob.extend_from_slice(&bytes);
-            builder.insert(k, off).map_err(|e| HistoryError::Write {
-                path: path.clone(),
-                source: std::io::Error::other(e),
-            })?;
+            clients.clear();
+            clients.extend(
+                e.clients
+                    .iter()
+                    .filter_map(|&c| self.client_ids.get(c as usize).map(String::as_str)),
+            );
+            // The layout of a postcard DayRecord, borrowed.
+            let rec = (e.first, e.last, e.sketch, &e.hashes[..], &clients[..]);
+            blob.extend_from_slice(&[0; 4]);
+            blob = postcard::to_extend(&rec, blob).map_err(|e| failed(&e))?;
+            let len = (blob.len() - off as usize - 4) as u32;
+            blob[off as usize..off as usize + 4].copy_from_slice(&len.to_le_bytes());
+            builder.insert(key(k), off).map_err(|e| failed(&e))?;
         }
-        let fst_bytes = builder.into_inner().map_err(|e| HistoryError::Write {
-            path: path.clone(),
-            source: std::io::Error::other(e),
-        })?;
+        let fst_bytes = builder.into_inner().map_err(|e| failed(&e))?;
         let mut out = Vec::with_capacity(HEADER + fst_bytes.len() + blob.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_le_bytes());
@@ -629,8 +690,7 @@ mod tests {
                 t.record("n.example", IpAddr::from([10, 0, 1, i]), 1, |_| None);
             }
         }
-        let e = &t.names["n.example"];
-        assert_eq!(t.record_of(e).distinct(), 40);
+        assert_eq!(t.get("n.example").expect("recorded").distinct(), 40);
         let mut s = 0u128;
         for i in 0..200u8 {
             s |= client_bit(IpAddr::from([10, 0, 2, i]));

@@ -502,7 +502,7 @@ impl Shared {
         let qtype = RecordType::from(q.qtype);
         self.metrics.query(Transport::Udp, qtype);
         if let Some(h) = &self.history {
-            h.record(&lower, client);
+            h.record_wire(q.name, client);
         }
         let recorded = AtomicBool::new(false);
         let ctx = HitCtx {

@@ -5,11 +5,24 @@
 //! minute while it changes, when the day ends and at shutdown, and expires
 //! old days. The names travel in a fixed buffer: nothing is allocated on
 //! the query path.
+//!
+//! A name a client asks again and again costs one hash and one look at a
+//! small per-thread table: a (name, client) pair handed over in this
+//! minute is not handed over again until the next (the recorder moves the
+//! minute on). So `last` is right to the minute, and a busy name costs the
+//! recorder one update a minute per client, not one per query.
+//!
+//! The day file is rewritten whole (sorted, as an fst), so its cost grows
+//! with the day: it is written every minute while the table changes, but
+//! after a write that took `d`, not again for `WRITE_SHARE * d`, which
+//! keeps the writes under 1/`WRITE_SHARE` of a core however large the
+//! day grows.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_proto::rr::LowerName;
 use prometheus::IntCounter;
@@ -25,6 +38,41 @@ use crate::sightings::log::Pseudonymiser;
 const QUEUE: usize = 65_536;
 /// How often today's table is written while it changes.
 const FLUSH: Duration = Duration::from_secs(60);
+/// After a write that took `d`, the next periodic one waits at least
+/// `WRITE_SHARE * d`.
+const WRITE_SHARE: u32 = 100;
+
+/// The minute (a counter the recorder moves on every [`FLUSH`]) that the
+/// query path's "handed over already" tables are valid for.
+static MINUTE: AtomicU32 = AtomicU32::new(1);
+
+/// Slots of the "handed over this minute" table (512 KiB, one for all
+/// the threads that answer: relaxed loads and stores, no lock).
+const SEEN_SLOTS: usize = 1 << 16;
+
+/// The bytes of a name the history keeps: lowercase letters, digits,
+/// `-`, `_` and the dots between labels.
+static NAME_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_' || c == b'.';
+        b += 1;
+    }
+    t
+};
+
+/// The client folded into the seed of the name's hash.
+fn client_seed(client: IpAddr) -> u64 {
+    match client.to_canonical() {
+        IpAddr::V4(a) => u64::from(u32::from(a)),
+        IpAddr::V6(a) => {
+            let v = u128::from(a);
+            (v as u64) ^ ((v >> 64) as u64).rotate_left(17)
+        }
+    }
+}
 
 /// A name as asked (lowercase labels joined by dots), inline.
 struct Asked {
@@ -38,6 +86,10 @@ struct Asked {
 pub struct HistorySink {
     tx: mpsc::Sender<Asked>,
     dropped: IntCounter,
+    /// Per slot: the high 48 bits of a (name, client) hash and the low 16
+    /// bits of the minute it was handed over in. A collision only costs a
+    /// hand-over; a false "seen" needs the same 48 bits in the same slot.
+    seen: Arc<[AtomicU64]>,
 }
 
 impl HistorySink {
@@ -61,12 +113,74 @@ impl HistorySink {
             a.name[at..at + label.len()].copy_from_slice(label);
             at += label.len();
         }
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(&a.name[..at], client_seed(client));
+        if let Some(slot) = self.first_this_minute(h) {
+            self.hand_over(a, at, slot);
+        }
+    }
+
+    /// [`Self::record`] for a question's name in wire form (plain labels,
+    /// as [`super::fast::parse`] leaves them), lowercased on the way.
+    pub fn record_wire(&self, wire: &[u8], client: IpAddr) {
+        // The wire form as asked is the key here (a 0x20 spelling is one
+        // more hand-over, nothing else), so a repeat costs one hash.
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(wire, client_seed(client));
+        let Some(slot) = self.first_this_minute(h) else {
+            return;
+        };
+        let mut a = Asked {
+            len: 0,
+            name: [0; 255],
+            client,
+        };
+        let (mut at, mut i) = (0usize, 0usize);
+        while let Some(&len) = wire.get(i) {
+            let len = usize::from(len);
+            if len == 0 {
+                break;
+            }
+            let (Some(label), true) = (wire.get(i + 1..i + 1 + len), len <= 63) else {
+                return;
+            };
+            let need = len + usize::from(at > 0);
+            if at + need > a.name.len() {
+                return;
+            }
+            if at > 0 {
+                a.name[at] = b'.';
+                at += 1;
+            }
+            for (d, s) in a.name[at..at + len].iter_mut().zip(label) {
+                *d = s.to_ascii_lowercase();
+            }
+            at += len;
+            i += 1 + len;
+        }
+        self.hand_over(a, at, slot);
+    }
+
+    /// The slot of a (name, client) hash, unless that pair was handed over
+    /// already this minute (then nothing is new but `last`).
+    fn first_this_minute(&self, h: u64) -> Option<usize> {
+        let tag = (h & !0xffff) | u64::from(MINUTE.load(Ordering::Relaxed) & 0xffff);
+        let slot = (h as usize) % SEEN_SLOTS;
+        let seen = &self.seen[slot];
+        if seen.load(Ordering::Relaxed) == tag {
+            return None;
+        }
+        seen.store(tag, Ordering::Relaxed);
+        Some(slot)
+    }
+
+    fn hand_over(&self, mut a: Asked, at: usize, slot: usize) {
         if at == 0 {
             return; // the root
         }
         a.len = at as u8;
         if self.tx.try_send(a).is_err() {
             self.dropped.inc();
+            // Not handed over: the next query tries again.
+            self.seen[slot].store(0, Ordering::Relaxed);
         }
     }
 }
@@ -108,11 +222,13 @@ pub fn start(
             table: table.clone(),
             dropped: dropped.clone(),
             reported_full: false,
+            next_write: Instant::now(),
         },
         rx,
         cancel,
     ));
-    (HistorySink { tx, dropped }, table, task)
+    let seen = (0..SEEN_SLOTS).map(|_| AtomicU64::new(0)).collect();
+    (HistorySink { tx, dropped, seen }, table, task)
 }
 
 struct Recorder {
@@ -124,6 +240,8 @@ struct Recorder {
     table: TodayHandle,
     dropped: IntCounter,
     reported_full: bool,
+    /// No periodic write before this (see [`WRITE_SHARE`]).
+    next_write: Instant,
 }
 
 impl Recorder {
@@ -145,10 +263,7 @@ impl Recorder {
                 continue;
             };
             // Names as a resolver sees them; anything odd is not history.
-            if !name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
-            {
+            if !name.bytes().all(|b| NAME_BYTE[usize::from(b)]) {
                 continue;
             }
             let pseudo = &mut self.pseudo;
@@ -165,19 +280,41 @@ impl Recorder {
         }
     }
 
-    fn flush(&self) {
+    /// The minute's write, unless the last write asks for a longer pause.
+    fn tick(&mut self) {
+        MINUTE.fetch_add(1, Ordering::Relaxed);
+        if Instant::now() >= self.next_write {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if t.dirty()
-            && let Err(e) = t.write(&self.dir)
-        {
+        if !t.dirty() {
+            return;
+        }
+        let started = Instant::now();
+        if let Err(e) = t.write(&self.dir) {
             tracing::error!(error = %error_chain(&e), "cannot write the name history");
+        }
+        let took = started.elapsed();
+        self.next_write = started + took * WRITE_SHARE;
+        if took * WRITE_SHARE > FLUSH {
+            tracing::debug!(
+                names = t.len(),
+                took_ms = took.as_millis() as u64,
+                "the name history is large: written less often than every minute"
+            );
         }
     }
 }
 
 async fn run(mut r: Recorder, mut rx: mpsc::Receiver<Asked>, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(FLUSH);
-    tick.tick().await;
+    // Ticks on the wall clock's minutes, so a new day starts with a new
+    // minute for the query path's tables too.
+    let into = crate::clock::unix_now() % FLUSH.as_secs();
+    let first = tokio::time::Instant::now() + Duration::from_secs(FLUSH.as_secs() - into);
+    let mut tick = tokio::time::interval_at(first, FLUSH);
     let mut batch = Vec::with_capacity(512);
     loop {
         tokio::select! {
@@ -194,7 +331,7 @@ async fn run(mut r: Recorder, mut rx: mpsc::Receiver<Asked>, cancel: Cancellatio
                     _ = cancel.cancelled() => break,
                 }
             }
-            _ = tick.tick() => r.flush(),
+            _ = tick.tick() => r.tick(),
             _ = cancel.cancelled() => break,
         }
     }
@@ -204,4 +341,73 @@ async fn run(mut r: Recorder, mut rx: mpsc::Receiver<Asked>, cancel: Cancellatio
     }
     r.add(&batch);
     r.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire(name: &str) -> Vec<u8> {
+        let mut w = Vec::new();
+        for l in name.split('.') {
+            w.push(l.len() as u8);
+            w.extend_from_slice(l.as_bytes());
+        }
+        w.push(0);
+        w
+    }
+
+    fn sink(capacity: usize) -> (HistorySink, mpsc::Receiver<Asked>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let dropped = IntCounter::new("d", "d").expect("counter");
+        let seen = (0..SEEN_SLOTS).map(|_| AtomicU64::new(0)).collect();
+        (HistorySink { tx, dropped, seen }, rx)
+    }
+
+    fn names(rx: &mut mpsc::Receiver<Asked>) -> Vec<(String, IpAddr)> {
+        let mut v = Vec::new();
+        while let Ok(a) = rx.try_recv() {
+            let n = String::from_utf8_lossy(&a.name[..usize::from(a.len)]).into_owned();
+            v.push((n, a.client));
+        }
+        v
+    }
+
+    #[test]
+    fn a_pair_is_handed_over_once_a_minute_and_a_full_queue_loses_nothing_for_good() {
+        let (s, mut rx) = sink(16);
+        let (c1, c2): (IpAddr, IpAddr) = (IpAddr::from([10, 0, 0, 1]), IpAddr::from([10, 0, 0, 2]));
+        for _ in 0..5 {
+            s.record_wire(&wire("Www.Example.ORG"), c1);
+        }
+        s.record_wire(&wire("www.example.org"), c2);
+        let got = names(&mut rx);
+        assert_eq!(
+            got,
+            [
+                ("www.example.org".to_string(), c1),
+                ("www.example.org".to_string(), c2)
+            ],
+            "lowercased, once per client"
+        );
+        // The next minute hands the pair over again.
+        MINUTE.fetch_add(1, Ordering::Relaxed);
+        s.record_wire(&wire("www.example.org"), c1);
+        s.record_wire(&wire("www.example.org"), c1);
+        assert_eq!(names(&mut rx).len(), 1);
+
+        // A full queue counts the drop and forgets the pair: the next
+        // query of it is handed over.
+        let (s, mut rx) = sink(1);
+        s.record_wire(&wire("a.example"), c1);
+        s.record_wire(&wire("b.example"), c1);
+        assert_eq!(s.dropped.get(), 1);
+        assert_eq!(names(&mut rx).len(), 1);
+        s.record_wire(&wire("b.example"), c1);
+        assert_eq!(names(&mut rx), [("b.example".to_string(), c1)]);
+        // Broken wire forms are not history.
+        s.record_wire(&[3, b'a', b'b'], c1);
+        s.record_wire(&[0], c1);
+        assert!(names(&mut rx).is_empty());
+    }
 }
