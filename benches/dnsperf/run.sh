@@ -12,7 +12,9 @@
 #
 # SYSTEMS (env) picks what runs and in which order, default
 # "schild-u1 schild-u2 unbound pdns kresd"; schild-uK is `schild serve` with
-# server.udp_sockets = K. RELOAD=0 skips the reload under load. The other
+# server.udp_sockets = K, and schild-uK-h0 the same with `[history] days = 0`
+# (the name history off: its column against schild-uK's is what the history
+# costs; the summary shows schild-uK/schild-uK-h0). RELOAD=0 skips the reload under load. The other
 # knobs (CLIENTS, LATENCY, SCHILD_LOG, QUIET_*, RELOAD_*) are in README.md.
 #
 # Every server is started here, its pid kept, and stopped (TERM, then KILL
@@ -77,7 +79,7 @@ for sys in $SYSTEMS; do
     unbound) command -v unbound >/dev/null || { echo "missing unbound (apt-get install unbound)"; exit 1; } ;;
     pdns) command -v pdns_recursor >/dev/null || { echo "missing pdns_recursor (apt-get install pdns-recursor)"; exit 1; } ;;
     kresd) command -v kresd >/dev/null || { echo "missing kresd (apt-get install knot-resolver)"; exit 1; } ;;
-    *) echo "unknown system $sys (schild-uK, unbound, pdns, kresd)"; exit 1 ;;
+    *) echo "unknown system $sys (schild-uK, schild-uK-h0, unbound, pdns, kresd)"; exit 1 ;;
   esac
 done
 [ "$RELOAD" = 0 ] || need_schild=1
@@ -224,8 +226,9 @@ cache.size = 200 * MB
 policy.add(policy.rpz(policy.DENY, '$W/rpz-peers.zone', false))
 policy.add(policy.suffix(policy.STUB({'127.0.0.1@5310'}), {todname('allowed.test.')}))
 EOF
-schild_conf() { # tag udp_sockets list -> path
-  local f="$W/conf/schild-$1.toml"
+schild_conf() { # tag udp_sockets list [history_days] -> path
+  local f="$W/conf/schild-$1.toml" hist=""
+  [ -z "${4:-}" ] || hist=$'\n[history]\ndays = '"$4"
   mkdir -p "$W/state-$1"
   cat > "$f" <<EOF
 state_dir = "$W/state-$1"
@@ -252,6 +255,7 @@ type = "domains"
 location = "$3"
 action = "nxdomain"
 refresh_secs = 86400   # no re-pull while measuring
+$hist
 EOF
   echo "$f"
 }
@@ -501,11 +505,13 @@ rm -f "$W/reload.md"
 for sys in $SYSTEMS; do
   case $sys in
     schild-u*)
-      k=${sys#schild-u}
-      conf=$(schild_conf "u$k" "$k" "$W/domains.txt")
+      k=${sys#schild-u}; hd=""
+      case $k in *-h0) k=${k%-h0}; hd=0 ;; esac
+      tag=${sys#schild-}
+      conf=$(schild_conf "$tag" "$k" "$W/domains.txt" $hd)
       # Cold: no artifact in state_dir, so `serve` compiles the feed first;
       # the load time includes that compile.
-      rm -rf "$W/state-u$k"; mkdir -p "$W/state-u$k"
+      rm -rf "$W/state-$tag"; mkdir -p "$W/state-$tag"
       start "$sys" cold 5305 "$SCHILD" --log "$SCHILD_LOG" serve --config "$conf" || continue
       metric "$sys" start_cold "$START_S"
       stop_server
@@ -515,7 +521,7 @@ for sys in $SYSTEMS; do
       perf_suite "$sys" "$SERVER_PID" 5305
       stop_server
       trim_log "$W/logs/$sys-cold.out"; trim_log "$W/logs/$sys-restart.out"
-      drop_sightings "$W/state-u$k"
+      drop_sightings "$W/state-$tag"
       ;;
     unbound)
       start unbound rpz-load 5301 unbound -d -c "$W/conf/unbound.conf" || continue
@@ -556,7 +562,9 @@ summary() {
   for s in $SYSTEMS; do
     [ -n "$(get "$s" start)" ] || continue # did not start: no column
     systems+=("$s")
-    case $s in schild-*) [ -n "$ref" ] || ref=$s ;; *) peers+=("$s") ;; esac
+    # schild-uK-h0 (history off) is compared like a peer: REF/it is the
+    # history's cost.
+    case $s in schild-*-h0) peers+=("$s") ;; schild-*) [ -n "$ref" ] || ref=$s ;; *) peers+=("$s") ;; esac
   done
   [ ${#systems[@]} -gt 0 ] || { echo "(no system ran)"; return; }
   [ -n "$ref" ] || peers=()
