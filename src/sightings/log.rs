@@ -60,7 +60,14 @@ impl Pseudonymiser {
         match self.privacy {
             ClientPrivacy::Full => Some(ip.to_string()),
             ClientPrivacy::Omit => None,
-            ClientPrivacy::Pseudonymise => Some(format!("p-{}", hex(&self.tag(ip)?[..10]))),
+            ClientPrivacy::Pseudonymise => {
+                // Once per blocked answer: one allocation, no formatter.
+                let tag = self.tag(ip)?;
+                let mut s = String::with_capacity(2 + 20);
+                s.push_str("p-");
+                push_hex(&mut s, &tag[..10]);
+                Some(s)
+            }
         }
     }
 
@@ -120,13 +127,17 @@ impl Pseudonymiser {
 }
 
 fn hex(b: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(b.len() * 2);
+    push_hex(&mut s, b);
+    s
+}
+
+fn push_hex(s: &mut String, b: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for x in b {
         s.push(char::from(DIGITS[usize::from(x >> 4)]));
         s.push(char::from(DIGITS[usize::from(x & 0x0f)]));
     }
-    s
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -177,6 +188,8 @@ pub struct HitLog {
     file: Option<BufWriter<File>>,
     bytes: u64,
     opened: SystemTime,
+    /// The line being written, kept between lines (no allocation a line).
+    line: Vec<u8>,
 }
 
 impl std::fmt::Debug for HitLog {
@@ -197,6 +210,7 @@ impl HitLog {
             file: None,
             bytes: 0,
             opened: SystemTime::now(),
+            line: Vec::with_capacity(1024),
         }
     }
 
@@ -227,7 +241,17 @@ impl HitLog {
 
     /// Append one line (buffered; call [`HitLog::flush`] after a batch).
     pub fn write<T: Serialize>(&mut self, line: &T) -> std::io::Result<()> {
-        let mut buf = serde_json::to_vec(line).map_err(std::io::Error::other)?;
+        let mut buf = std::mem::take(&mut self.line);
+        buf.clear();
+        let done = self.write_line(line, &mut buf);
+        if buf.capacity() <= 64 * 1024 {
+            self.line = buf; // a huge line's buffer is not kept
+        }
+        done
+    }
+
+    fn write_line<T: Serialize>(&mut self, line: &T, buf: &mut Vec<u8>) -> std::io::Result<()> {
+        serde_json::to_writer(&mut *buf, line).map_err(std::io::Error::other)?;
         buf.push(b'\n');
         let too_old = self.opened.elapsed().is_ok_and(|age| age > self.max_age);
         if self.file.is_some() && (self.bytes + buf.len() as u64 > self.max_bytes || too_old) {
@@ -240,7 +264,7 @@ impl HitLog {
             }
         }
         let f = self.open()?;
-        f.write_all(&buf)?;
+        f.write_all(buf)?;
         self.bytes += buf.len() as u64;
         Ok(())
     }
