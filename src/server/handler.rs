@@ -445,12 +445,13 @@ impl Shared {
             }
         }
 
-        if let Some((generation, key)) = candidate
+        if let Some((generation, epoch, key)) = candidate
             && !recorded.load(Ordering::Relaxed)
             && !resolved.stale
         {
             *keep = Some(Keep {
                 generation,
+                epoch,
                 key,
                 route,
             });
@@ -533,7 +534,7 @@ impl Shared {
                             self.metrics.response(r.rcode);
                             return Early::Send;
                         }
-                        Some((self.parts().generation(), key.to_vec()))
+                        Some((self.parts().generation(), cache.epoch(), key.to_vec()))
                     }
                     _ => None,
                 };
@@ -1228,8 +1229,9 @@ pub(crate) enum Early {
 }
 
 /// The first steps of a query, taken by [`Shared::early_udp`], and when
-/// its answer may be kept, what it is made under and its packet-cache key.
-pub(crate) struct Pre(OnQuestion, Option<(packets::Generation, Vec<u8>)>);
+/// its answer may be kept, what it is made under (the generation and the
+/// flush epoch) and its packet-cache key.
+pub(crate) struct Pre(OnQuestion, Option<(packets::Generation, u64, Vec<u8>)>);
 
 impl Pre {
     /// Whether the answer may be kept by the packet cache.

@@ -78,6 +78,9 @@ impl Parts<'_> {
 /// What the full path says of an answer it sent that may be kept.
 pub struct Keep {
     pub generation: Generation,
+    /// The flush epoch when the question came in: an answer resolved
+    /// before a flush is not kept after it.
+    pub epoch: u64,
     pub key: Vec<u8>,
     /// The route's query counter, counted again on every replay.
     pub route: IntCounter,
@@ -181,10 +184,15 @@ impl PacketCache {
         self.map.entry_count()
     }
 
+    /// The flush epoch now (see [`Keep::epoch`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     /// Keep `wire`, the answer the full path sent, if it can be replayed.
     pub fn insert(&self, keep: Keep, wire: &[u8], parts: &Parts<'_>) {
-        if !parts.current(&keep.generation) {
-            return; // something was swapped while it was made
+        if !parts.current(&keep.generation) || keep.epoch != self.epoch() {
+            return; // something was swapped, or a flush came, while it was made
         }
         let Some(Scan {
             ttl_at,
@@ -205,7 +213,7 @@ impl PacketCache {
             ttl_at: ttl_at.into(),
             spell_at: spell_at.into(),
             rcode,
-            epoch: self.epoch.load(Ordering::Acquire),
+            epoch: keep.epoch,
             generation: keep.generation,
             route: keep.route,
         };
