@@ -7,9 +7,9 @@
 //! the query path.
 //!
 //! A name a client asks again and again costs one hash and one look at a
-//! small per-thread table: a (name, client) pair handed over in this
-//! minute is not handed over again until the next (the recorder moves the
-//! minute on). So `last` is right to the minute, and a busy name costs the
+//! lock-free table shared by the answering threads ([`Seen`]): a (name,
+//! client) pair handed over in this minute is not handed over again until
+//! the next (the recorder moves the minute on). So `last` is right to the minute, and a busy name costs the
 //! recorder one update a minute per client, not one per query.
 //!
 //! The day file is rewritten whole (sorted, as an fst), so its cost grows
@@ -42,13 +42,51 @@ const FLUSH: Duration = Duration::from_secs(60);
 /// `WRITE_SHARE * d`.
 const WRITE_SHARE: u32 = 100;
 
-/// The minute (a counter the recorder moves on every [`FLUSH`]) that the
-/// query path's "handed over already" tables are valid for.
-static MINUTE: AtomicU32 = AtomicU32::new(1);
-
 /// Slots of the "handed over this minute" table (512 KiB, one for all
 /// the threads that answer: relaxed loads and stores, no lock).
 const SEEN_SLOTS: usize = 1 << 16;
+
+/// The (name, client) pairs handed over this minute, shared by the sink's
+/// clones and the recorder, which moves the minute on.
+struct Seen {
+    /// A counter the recorder moves on every [`FLUSH`].
+    minute: AtomicU32,
+    /// Per slot: the high 48 bits of a (name, client) hash and the low 16
+    /// bits of the minute it was handed over in. A collision only costs a
+    /// hand-over; a false "seen" needs the same 48 bits in the same slot.
+    slots: Box<[AtomicU64]>,
+}
+
+impl Seen {
+    fn new() -> Seen {
+        Seen {
+            minute: AtomicU32::new(1),
+            slots: (0..SEEN_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// The slot of a (name, client) hash, unless that pair was handed over
+    /// already this minute (then nothing is new but `last`).
+    fn first_this_minute(&self, h: u64) -> Option<usize> {
+        let tag = (h & !0xffff) | u64::from(self.minute.load(Ordering::Relaxed) & 0xffff);
+        let slot = (h as usize) % SEEN_SLOTS;
+        let seen = &self.slots[slot];
+        if seen.load(Ordering::Relaxed) == tag {
+            return None;
+        }
+        seen.store(tag, Ordering::Relaxed);
+        Some(slot)
+    }
+
+    /// A pair that was not handed over after all: the next query tries again.
+    fn forget(&self, slot: usize) {
+        self.slots[slot].store(0, Ordering::Relaxed);
+    }
+
+    fn next_minute(&self) {
+        self.minute.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// The bytes of a name the history keeps: lowercase letters, digits,
 /// `-`, `_` and the dots between labels.
@@ -81,41 +119,60 @@ struct Asked {
     client: IpAddr,
 }
 
+impl Asked {
+    fn new(client: IpAddr) -> Asked {
+        Asked {
+            len: 0,
+            name: [0; 255],
+            client,
+        }
+    }
+
+    /// The name so far.
+    fn name(&self) -> &[u8] {
+        &self.name[..usize::from(self.len)]
+    }
+
+    /// Append a label (lowercased), after a dot unless it is the first;
+    /// false when the name would be too long.
+    fn push_label(&mut self, label: &[u8]) -> bool {
+        let at = usize::from(self.len);
+        let dot = usize::from(at > 0);
+        let end = at + dot + label.len();
+        if end > self.name.len() {
+            return false;
+        }
+        if dot == 1 {
+            self.name[at] = b'.';
+        }
+        for (d, s) in self.name[at + dot..end].iter_mut().zip(label) {
+            *d = s.to_ascii_lowercase();
+        }
+        self.len = end as u8;
+        true
+    }
+}
+
 /// The sending half, held by the query path. Never blocks, never allocates.
 #[derive(Clone)]
 pub struct HistorySink {
     tx: mpsc::Sender<Asked>,
     dropped: IntCounter,
-    /// Per slot: the high 48 bits of a (name, client) hash and the low 16
-    /// bits of the minute it was handed over in. A collision only costs a
-    /// hand-over; a false "seen" needs the same 48 bits in the same slot.
-    seen: Arc<[AtomicU64]>,
+    seen: Arc<Seen>,
 }
 
 impl HistorySink {
     /// Hand over an answered name, or count it as dropped.
     pub fn record(&self, name: &LowerName, client: IpAddr) {
-        let mut a = Asked {
-            len: 0,
-            name: [0; 255],
-            client,
-        };
-        let mut at = 0usize;
+        let mut a = Asked::new(client);
         for label in name.iter() {
-            let need = label.len() + usize::from(at > 0);
-            if at + need > a.name.len() {
+            if !a.push_label(label) {
                 return;
             }
-            if at > 0 {
-                a.name[at] = b'.';
-                at += 1;
-            }
-            a.name[at..at + label.len()].copy_from_slice(label);
-            at += label.len();
         }
-        let h = xxhash_rust::xxh3::xxh3_64_with_seed(&a.name[..at], client_seed(client));
-        if let Some(slot) = self.first_this_minute(h) {
-            self.hand_over(a, at, slot);
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(a.name(), client_seed(client));
+        if let Some(slot) = self.seen.first_this_minute(h) {
+            self.hand_over(a, slot);
         }
     }
 
@@ -125,15 +182,11 @@ impl HistorySink {
         // The wire form as asked is the key here (a 0x20 spelling is one
         // more hand-over, nothing else), so a repeat costs one hash.
         let h = xxhash_rust::xxh3::xxh3_64_with_seed(wire, client_seed(client));
-        let Some(slot) = self.first_this_minute(h) else {
+        let Some(slot) = self.seen.first_this_minute(h) else {
             return;
         };
-        let mut a = Asked {
-            len: 0,
-            name: [0; 255],
-            client,
-        };
-        let (mut at, mut i) = (0usize, 0usize);
+        let mut a = Asked::new(client);
+        let mut i = 0usize;
         while let Some(&len) = wire.get(i) {
             let len = usize::from(len);
             if len == 0 {
@@ -142,45 +195,21 @@ impl HistorySink {
             let (Some(label), true) = (wire.get(i + 1..i + 1 + len), len <= 63) else {
                 return;
             };
-            let need = len + usize::from(at > 0);
-            if at + need > a.name.len() {
+            if !a.push_label(label) {
                 return;
             }
-            if at > 0 {
-                a.name[at] = b'.';
-                at += 1;
-            }
-            for (d, s) in a.name[at..at + len].iter_mut().zip(label) {
-                *d = s.to_ascii_lowercase();
-            }
-            at += len;
             i += 1 + len;
         }
-        self.hand_over(a, at, slot);
+        self.hand_over(a, slot);
     }
 
-    /// The slot of a (name, client) hash, unless that pair was handed over
-    /// already this minute (then nothing is new but `last`).
-    fn first_this_minute(&self, h: u64) -> Option<usize> {
-        let tag = (h & !0xffff) | u64::from(MINUTE.load(Ordering::Relaxed) & 0xffff);
-        let slot = (h as usize) % SEEN_SLOTS;
-        let seen = &self.seen[slot];
-        if seen.load(Ordering::Relaxed) == tag {
-            return None;
-        }
-        seen.store(tag, Ordering::Relaxed);
-        Some(slot)
-    }
-
-    fn hand_over(&self, mut a: Asked, at: usize, slot: usize) {
-        if at == 0 {
+    fn hand_over(&self, a: Asked, slot: usize) {
+        if a.len == 0 {
             return; // the root
         }
-        a.len = at as u8;
         if self.tx.try_send(a).is_err() {
             self.dropped.inc();
-            // Not handed over: the next query tries again.
-            self.seen[slot].store(0, Ordering::Relaxed);
+            self.seen.forget(slot);
         }
     }
 }
@@ -197,6 +226,7 @@ pub fn start(
     cancel: CancellationToken,
 ) -> (HistorySink, TodayHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
+    let seen = Arc::new(Seen::new());
     let h = &config.history;
     let dir = config.history_dir();
     let today = history::day_of(history::now());
@@ -223,11 +253,11 @@ pub fn start(
             dropped: dropped.clone(),
             reported_full: false,
             next_write: Instant::now(),
+            seen: seen.clone(),
         },
         rx,
         cancel,
     ));
-    let seen = (0..SEEN_SLOTS).map(|_| AtomicU64::new(0)).collect();
     (HistorySink { tx, dropped, seen }, table, task)
 }
 
@@ -242,6 +272,7 @@ struct Recorder {
     reported_full: bool,
     /// No periodic write before this (see [`WRITE_SHARE`]).
     next_write: Instant,
+    seen: Arc<Seen>,
 }
 
 impl Recorder {
@@ -259,7 +290,7 @@ impl Recorder {
             self.reported_full = false;
         }
         for a in batch {
-            let Ok(name) = std::str::from_utf8(&a.name[..usize::from(a.len)]) else {
+            let Ok(name) = std::str::from_utf8(a.name()) else {
                 continue;
             };
             // Names as a resolver sees them; anything odd is not history.
@@ -282,7 +313,7 @@ impl Recorder {
 
     /// The minute's write, unless the last write asks for a longer pause.
     fn tick(&mut self) {
-        MINUTE.fetch_add(1, Ordering::Relaxed);
+        self.seen.next_minute();
         if Instant::now() >= self.next_write {
             self.flush();
         }
@@ -360,14 +391,14 @@ mod tests {
     fn sink(capacity: usize) -> (HistorySink, mpsc::Receiver<Asked>) {
         let (tx, rx) = mpsc::channel(capacity);
         let dropped = IntCounter::new("d", "d").expect("counter");
-        let seen = (0..SEEN_SLOTS).map(|_| AtomicU64::new(0)).collect();
+        let seen = Arc::new(Seen::new());
         (HistorySink { tx, dropped, seen }, rx)
     }
 
     fn names(rx: &mut mpsc::Receiver<Asked>) -> Vec<(String, IpAddr)> {
         let mut v = Vec::new();
         while let Ok(a) = rx.try_recv() {
-            let n = String::from_utf8_lossy(&a.name[..usize::from(a.len)]).into_owned();
+            let n = String::from_utf8_lossy(a.name()).into_owned();
             v.push((n, a.client));
         }
         v
@@ -391,7 +422,7 @@ mod tests {
             "lowercased, once per client"
         );
         // The next minute hands the pair over again.
-        MINUTE.fetch_add(1, Ordering::Relaxed);
+        s.seen.next_minute();
         s.record_wire(&wire("www.example.org"), c1);
         s.record_wire(&wire("www.example.org"), c1);
         assert_eq!(names(&mut rx).len(), 1);
