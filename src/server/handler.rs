@@ -189,8 +189,9 @@ impl RequestHandler for Handler {
 /// A hit the answer must be replaced for.
 struct Block {
     action: Action,
-    /// SOA owner for negative answers.
-    soa_owner: Name,
+    /// The SOA owner of a negative answer: the query name's last
+    /// `soa_labels` labels (the listed name, or the whole query name).
+    soa_labels: u8,
     serial: u64,
     /// Extended DNS Error text.
     text: String,
@@ -199,7 +200,7 @@ struct Block {
 }
 
 impl Block {
-    fn new(p: &Policy, hit: &Hit, soa_owner: Name, text: String) -> Block {
+    fn new(p: &Policy, hit: &Hit, soa_labels: u8, text: String) -> Block {
         let local = if hit.action == Action::LocalData {
             p.local_records(hit.set).cloned().collect()
         } else {
@@ -207,7 +208,7 @@ impl Block {
         };
         Block {
             action: hit.action,
-            soa_owner,
+            soa_labels,
             serial: p.serial(),
             text,
             local,
@@ -233,8 +234,35 @@ fn transport_of(p: Protocol) -> Transport {
     }
 }
 
-/// `name.` as a lower-case string without the trailing dot.
+/// `name.` as a lower-case string without the trailing dot, as hickory's
+/// `to_lowercase().to_ascii()` writes it. Names of letters, digits, `-`
+/// (not first), `_` and a leading `*` (nearly all) are copied label by
+/// label; anything hickory would escape takes its own writer.
 fn plain_lower(name: &Name) -> String {
+    let mut s = String::with_capacity(name.len());
+    for (i, label) in name.iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        for (j, &b) in label.iter().enumerate() {
+            let c = b.to_ascii_lowercase();
+            let safe = c.is_ascii_alphanumeric()
+                || c == b'_'
+                || (c == b'-' && j > 0)
+                || (c == b'*' && j == 0);
+            if !safe {
+                return plain_lower_escaped(name);
+            }
+            s.push(char::from(c));
+        }
+    }
+    if s.is_empty() {
+        s.push('.'); // the root
+    }
+    s
+}
+
+fn plain_lower_escaped(name: &Name) -> String {
     let mut s = name.to_lowercase().to_ascii();
     if s.len() > 1 && s.ends_with('.') {
         s.pop();
@@ -552,7 +580,7 @@ impl Shared {
         };
         let negative = fast::Negative {
             rcode: rcode.low(),
-            owner_at: fast::suffix_offset(q.name, usize::from(b.soa_owner.num_labels())),
+            owner_at: fast::suffix_offset(q.name, usize::from(b.soa_labels)),
             // As answer::policy_soa: RFC 1982 serial arithmetic.
             serial: (b.serial & 0xffff_ffff) as u32,
             ttl: config.block_ttl,
@@ -742,7 +770,7 @@ impl Shared {
                     "blocked by schild: feed {} lists the client's network",
                     feed.unwrap_or("?")
                 );
-                return OnQuestion::Block(Block::new(p, &hit, qname.clone(), text));
+                return OnQuestion::Block(Block::new(p, &hit, qname.num_labels(), text));
             }
             if hit.action == Action::TcpOnly {
                 return OnQuestion::Exempt;
@@ -761,7 +789,7 @@ impl Shared {
             }
             return OnQuestion::Block(Block {
                 action: Action::Nxdomain,
-                soa_owner: qname.clone(),
+                soa_labels: qname.num_labels(),
                 serial: p.map_or(0, |p| p.serial()),
                 text: format!(
                     "blocked by schild: client group {} allows only the names of its allow_only list",
@@ -774,7 +802,7 @@ impl Shared {
             match self.lookup_name(p, qname, ctx) {
                 Verdict::Blocked(hit) => {
                     let listed = matched_suffix(&plain_lower(qname), hit.matched_len).to_string();
-                    let owner = qname.trim_to(answer::suffix_labels(qname, hit.matched_len));
+                    let owner = answer::suffix_labels(qname, hit.matched_len) as u8;
                     let text = block_text(p, &hit, &listed, "", ctx);
                     self.hit(p, &hit, Trigger::Name(listed), ctx);
                     if enforced(hit.action, ctx.transport) {
@@ -799,11 +827,11 @@ impl Shared {
             && let Some(len) = bypass.matches_labels(qname.iter())
         {
             per.count_bypass();
-            let owner = qname.trim_to(answer::suffix_labels(qname, len));
+            let owner = answer::suffix_labels(qname, len) as u8;
             let listed = matched_suffix(&plain_lower(qname), len).to_string();
             return OnQuestion::Block(Block {
                 action: Action::Nxdomain,
-                soa_owner: owner,
+                soa_labels: owner,
                 serial: p.map_or(0, |p| p.serial()),
                 text: format!(
                     "blocked by schild: {listed} would let clients bypass this resolver (policy.block_bypass)"
@@ -885,7 +913,7 @@ impl Shared {
             per.count_rebind();
             return Some(Block {
                 action: Action::Nxdomain,
-                soa_owner: qname.clone(),
+                soa_labels: qname.num_labels(),
                 serial: self.policy.load().as_ref().map_or(0, |p| p.serial()),
                 text: format!(
                     "blocked by schild: a public name answered with the private address {ip} (policy.rebind_protection)"
@@ -900,7 +928,7 @@ impl Shared {
     /// with no feed behind it (so nothing is reported to a feed).
     fn denied(&self, p: &Arc<Policy>, ctx: &HitCtx<'_>) {
         tracing::debug!(qname = %ctx.qname, "denied by the client group's allow_only");
-        let trigger = Trigger::Name(plain_lower(&Name::from(ctx.qname)));
+        let trigger = Trigger::Name(plain_lower(ctx.qname));
         self.record(p, Action::Nxdomain, trigger, crate::sightings::NO_SET, ctx);
     }
 
@@ -972,7 +1000,7 @@ impl Shared {
             if enforced(hit.action, ctx.transport) {
                 // The listed name is not an ancestor of the query name:
                 // the SOA sits at the query name itself.
-                return Some(Block::new(p, &hit, qname.clone(), text));
+                return Some(Block::new(p, &hit, qname.num_labels(), text));
             }
         }
         self.rebinding(&per, resolved, qname)
@@ -1003,7 +1031,7 @@ impl Shared {
         self.hits.record(HitEvent {
             at: SystemTime::now(),
             client: ctx.client,
-            qname: plain_lower(&Name::from(ctx.qname)),
+            qname: plain_lower(ctx.qname),
             qtype: u16::from(ctx.qtype),
             transport: ctx.transport,
             action,
@@ -1061,7 +1089,7 @@ impl Shared {
         let config = self.config.load();
         let ttl = config.block_ttl;
         let builder = MessageResponseBuilder::new(&request.queries, resp_edns.as_ref());
-        let soa = answer::policy_soa(b.soa_owner, b.serial, ttl);
+        let soa = answer::policy_soa(qname.trim_to(usize::from(b.soa_labels)), b.serial, ttl);
         match b.action {
             Action::Refused => {
                 let mut msg = builder.error_msg(&request.metadata, ResponseCode::Refused);
@@ -1331,5 +1359,51 @@ fn block_text(p: &Policy, hit: &Hit, listed: &str, what: &str, ctx: &HitCtx<'_>)
             )
         }
         None => format!("blocked by schild: feed {feed} lists {listed}{what}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hickory_form(name: &Name) -> String {
+        let mut s = name.to_lowercase().to_ascii();
+        if s.len() > 1 && s.ends_with('.') {
+            s.pop();
+        }
+        s
+    }
+
+    #[test]
+    fn plain_names_are_written_as_hickory_writes_them() {
+        let cases: [&[&[u8]]; 12] = [
+            &[],
+            &[b"Example", b"COM"],
+            &[b"*", b"evil", b"example"],
+            &[b"_dmarc", b"Example", b"org"],
+            &[b"a-b", b"c-d"],
+            &[b"-lead", b"example"],
+            &[b"x.y", b"example"],
+            &[b"sp ace", b"example"],
+            &[b"\x80bin", b"example"],
+            &[b"caf\xc3\xa9", b"example"],
+            &[b"XN--BCHER-KVA", b"example"],
+            &[b"a*b", b"*"],
+        ];
+        for labels in cases {
+            let name = Name::from_labels(labels.iter().copied()).expect("test name");
+            assert_eq!(plain_lower(&name), hickory_form(&name), "{labels:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn any_wire_name_is_written_as_hickory_writes_it(
+            labels in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..8), 0..5)
+        ) {
+            let name = Name::from_labels(labels).expect("short labels");
+            prop_assert_eq!(plain_lower(&name), hickory_form(&name));
+        }
     }
 }
