@@ -715,8 +715,9 @@ impl Shared {
             && let Verdict::Blocked(hit) = p.lookup_labels(qname.iter())
             && rl.first_hit(slot, ctx.qname)
         {
-            let listed = matched_suffix(&plain_lower(qname), hit.matched_len).to_string();
-            self.hit(p, &hit, Trigger::Name(listed), ctx);
+            let lower = plain_lower(qname);
+            let listed = matched_suffix(&lower, hit.matched_len).to_string();
+            self.hit(p, &hit, Trigger::Name(listed), lower, ctx);
         }
     }
 
@@ -801,10 +802,13 @@ impl Shared {
         if let Some(p) = p {
             match self.lookup_name(p, qname, ctx) {
                 Verdict::Blocked(hit) => {
-                    let listed = matched_suffix(&plain_lower(qname), hit.matched_len).to_string();
+                    // The question's text, once: the listed name is its
+                    // tail, and the hit carries both.
+                    let lower = plain_lower(qname);
+                    let listed = matched_suffix(&lower, hit.matched_len).to_string();
                     let owner = answer::suffix_labels(qname, hit.matched_len) as u8;
                     let text = block_text(p, &hit, &listed, "", ctx);
-                    self.hit(p, &hit, Trigger::Name(listed), ctx);
+                    self.hit(p, &hit, Trigger::Name(listed), lower, ctx);
                     if enforced(hit.action, ctx.transport) {
                         return OnQuestion::Block(Block::new(p, &hit, owner, text));
                     }
@@ -928,8 +932,10 @@ impl Shared {
     /// with no feed behind it (so nothing is reported to a feed).
     fn denied(&self, p: &Arc<Policy>, ctx: &HitCtx<'_>) {
         tracing::debug!(qname = %ctx.qname, "denied by the client group's allow_only");
-        let trigger = Trigger::Name(plain_lower(ctx.qname));
-        self.record(p, Action::Nxdomain, trigger, crate::sightings::NO_SET, ctx);
+        let lower = plain_lower(ctx.qname);
+        let trigger = Trigger::Name(lower.clone());
+        let set = crate::sightings::NO_SET;
+        self.record(p, Action::Nxdomain, trigger, set, lower, ctx);
     }
 
     /// RFC 8482: a minimal answer to ANY instead of everything we have.
@@ -996,7 +1002,7 @@ impl Shared {
                 _ => continue,
             };
             let text = block_text(p, &hit, &trigger.to_string(), what, ctx);
-            self.hit(p, &hit, trigger, ctx);
+            self.hit(p, &hit, trigger, plain_lower(ctx.qname), ctx);
             if enforced(hit.action, ctx.transport) {
                 // The listed name is not an ancestor of the query name:
                 // the SOA sits at the query name itself.
@@ -1006,14 +1012,15 @@ impl Shared {
         self.rebinding(&per, resolved, qname)
     }
 
-    fn hit(&self, p: &Arc<Policy>, hit: &Hit, trigger: Trigger, ctx: &HitCtx<'_>) {
+    /// `qname` is the question as [`plain_lower`] writes it.
+    fn hit(&self, p: &Arc<Policy>, hit: &Hit, trigger: Trigger, qname: String, ctx: &HitCtx<'_>) {
         let feed = p.feed(hit.feed).map(|f| f.name.as_str());
         self.metrics.blocked(hit.feed, feed, hit.action);
         if let (Some(per), Some((i, _))) = (ctx.per, ctx.group) {
             per.count_hit(i);
         }
         tracing::debug!(qname = %ctx.qname, feed, action = hit.action.as_str(), "policy hit");
-        self.record(p, hit.action, trigger, hit.set, ctx);
+        self.record(p, hit.action, trigger, hit.set, qname, ctx);
     }
 
     /// Hand a hit to the sightings queue.
@@ -1023,6 +1030,7 @@ impl Shared {
         action: Action,
         trigger: Trigger,
         set: u32,
+        qname: String,
         ctx: &HitCtx<'_>,
     ) {
         if let Some(r) = ctx.recorded {
@@ -1031,7 +1039,7 @@ impl Shared {
         self.hits.record(HitEvent {
             at: SystemTime::now(),
             client: ctx.client,
-            qname: plain_lower(ctx.qname),
+            qname,
             qtype: u16::from(ctx.qtype),
             transport: ctx.transport,
             action,
@@ -1351,15 +1359,23 @@ fn group_hit(g: &ClientGroup, hit: Hit) -> Hit {
 /// The Extended DNS Error text of a block: names the feed and the indicator.
 fn block_text(p: &Policy, hit: &Hit, listed: &str, what: &str, ctx: &HitCtx<'_>) -> String {
     let feed = p.feed(hit.feed).map(|f| f.name.as_str()).unwrap_or("?");
-    match ctx.group {
-        Some((_, g)) => {
-            format!(
-                "blocked by schild: feed {feed} lists {listed}{what} (client group {})",
-                g.name
-            )
-        }
-        None => format!("blocked by schild: feed {feed} lists {listed}{what}"),
+    let group = ctx.group.map(|(_, g)| &*g.name);
+    let parts = [
+        "blocked by schild: feed ",
+        feed,
+        " lists ",
+        listed,
+        what,
+        group.map_or("", |_| " (client group "),
+        group.unwrap_or(""),
+        group.map_or("", |_| ")"),
+    ];
+    // Once per blocked answer: one allocation, no formatter.
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for part in parts {
+        s.push_str(part);
     }
+    s
 }
 
 #[cfg(test)]

@@ -57,16 +57,28 @@ impl Pseudonymiser {
 
     /// The client as the log shows it, or `None` to leave it out.
     pub fn client(&mut self, ip: IpAddr) -> Option<String> {
+        let mut s = String::new();
+        self.client_into(ip, &mut s).then_some(s)
+    }
+
+    /// [`Pseudonymiser::client`] appended to `out`; false (and nothing
+    /// appended) to leave the client out.
+    pub fn client_into(&mut self, ip: IpAddr, out: &mut String) -> bool {
         match self.privacy {
-            ClientPrivacy::Full => Some(ip.to_string()),
-            ClientPrivacy::Omit => None,
+            ClientPrivacy::Full => {
+                use std::fmt::Write;
+                let _ = write!(out, "{ip}");
+                true
+            }
+            ClientPrivacy::Omit => false,
             ClientPrivacy::Pseudonymise => {
-                // Once per blocked answer: one allocation, no formatter.
-                let tag = self.tag(ip)?;
-                let mut s = String::with_capacity(2 + 20);
-                s.push_str("p-");
-                push_hex(&mut s, &tag[..10]);
-                Some(s)
+                // Once per log line, into a kept buffer: no formatter.
+                let Some(tag) = self.tag(ip) else {
+                    return false;
+                };
+                out.push_str("p-");
+                push_hex(out, &tag[..10]);
+                true
             }
         }
     }
@@ -151,17 +163,21 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// One line of the local record.
+///
+/// The sightings task writes it with [`LogLine::write_json`], which gives
+/// byte for byte what serde_json gives for this derive (a unit test holds
+/// the two together).
 #[derive(Debug, Serialize)]
 pub struct LogLine<'a> {
-    pub time: String,
+    pub time: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub client: Option<String>,
+    pub client: Option<&'a str>,
     pub qname: &'a str,
-    pub qtype: String,
+    pub qtype: &'a str,
     pub transport: &'a str,
     pub action: &'a str,
     /// The matched indicator: a listed name or an address.
-    pub ioc: String,
+    pub ioc: &'a str,
     pub feed: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_uuid: Option<&'a str>,
@@ -177,6 +193,114 @@ pub struct LogLine<'a> {
     /// Identical hits (same client, name and type) folded into this line
     /// within one second; the time is the first one's.
     pub count: u32,
+}
+
+impl LogLine<'_> {
+    /// The line as JSON (no newline), appended to `out`.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        field(out, "time", self.time, true);
+        if let Some(c) = self.client {
+            field(out, "client", c, false);
+        }
+        field(out, "qname", self.qname, false);
+        field(out, "qtype", self.qtype, false);
+        field(out, "transport", self.transport, false);
+        field(out, "action", self.action, false);
+        field(out, "ioc", self.ioc, false);
+        field(out, "feed", self.feed, false);
+        for (key, v) in [
+            ("event_uuid", self.event_uuid),
+            ("event_info", self.event_info),
+            ("attribute_uuid", self.attribute_uuid),
+        ] {
+            if let Some(v) = v {
+                field(out, key, v, false);
+            }
+        }
+        if !self.tags.is_empty() {
+            out.extend_from_slice(b",\"tags\":[");
+            for (i, t) in self.tags.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                json_str(out, t);
+            }
+            out.push(b']');
+        }
+        if let Some(g) = self.client_group {
+            field(out, "client_group", g, false);
+        }
+        out.extend_from_slice(b",\"count\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.count).as_bytes());
+        out.push(b'}');
+    }
+}
+
+/// `"key":"value"`, after a comma unless it is the first.
+fn field(out: &mut Vec<u8>, key: &str, value: &str, first: bool) {
+    if !first {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes()); // keys are plain ASCII
+    out.extend_from_slice(b"\":");
+    json_str(out, value);
+}
+
+/// A JSON string as serde_json writes it: `"` and `\` escaped, the short
+/// escapes for backspace, form feed, newline, return and tab, `\u00XX`
+/// for the other control characters, everything else as it is.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// The RFC 3339 text of a time, made once per second however many lines
+/// fall in it.
+#[derive(Default)]
+pub struct TimeText {
+    secs: Option<u64>,
+    text: String,
+}
+
+impl TimeText {
+    /// `t` as [`rfc3339`] writes it.
+    pub fn at(&mut self, t: SystemTime) -> &str {
+        let secs = crate::clock::unix(t);
+        if self.secs != Some(secs) {
+            self.text = rfc3339(t);
+            self.secs = Some(secs);
+        }
+        &self.text
+    }
 }
 
 /// The rotating JSONL writer.
@@ -241,17 +365,32 @@ impl HitLog {
 
     /// Append one line (buffered; call [`HitLog::flush`] after a batch).
     pub fn write<T: Serialize>(&mut self, line: &T) -> std::io::Result<()> {
+        self.write_with(|buf| serde_json::to_writer(buf, line).map_err(std::io::Error::other))
+    }
+
+    /// Append one hit's line, written without serde (see
+    /// [`LogLine::write_json`]).
+    pub fn write_hit(&mut self, line: &LogLine<'_>) -> std::io::Result<()> {
+        self.write_with(|buf| {
+            line.write_json(buf);
+            Ok(())
+        })
+    }
+
+    fn write_with(
+        &mut self,
+        json: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
         let mut buf = std::mem::take(&mut self.line);
         buf.clear();
-        let done = self.write_line(line, &mut buf);
+        let done = json(&mut buf).and_then(|()| self.write_line(&mut buf));
         if buf.capacity() <= 64 * 1024 {
             self.line = buf; // a huge line's buffer is not kept
         }
         done
     }
 
-    fn write_line<T: Serialize>(&mut self, line: &T, buf: &mut Vec<u8>) -> std::io::Result<()> {
-        serde_json::to_writer(&mut *buf, line).map_err(std::io::Error::other)?;
+    fn write_line(&mut self, buf: &mut Vec<u8>) -> std::io::Result<()> {
         buf.push(b'\n');
         let too_old = self.opened.elapsed().is_ok_and(|age| age > self.max_age);
         if self.file.is_some() && (self.bytes + buf.len() as u64 > self.max_bytes || too_old) {
@@ -394,6 +533,99 @@ mod tests {
         assert_eq!(omit.client(ip), None);
     }
 
+    fn line<'a>(strings: &'a [String; 6], tags: &'a [String], count: u32) -> LogLine<'a> {
+        LogLine {
+            time: &strings[0],
+            client: Some(strings[1].as_str()).filter(|c| !c.is_empty()),
+            qname: &strings[2],
+            qtype: "AAAA",
+            transport: "dot",
+            action: "log-only",
+            ioc: &strings[3],
+            feed: &strings[4],
+            event_uuid: Some(strings[5].as_str()).filter(|_| count.is_multiple_of(2)),
+            event_info: Some(strings[5].as_str()).filter(|_| count.is_multiple_of(3)),
+            attribute_uuid: Some(strings[4].as_str()).filter(|_| count.is_multiple_of(5)),
+            tags,
+            client_group: Some(strings[1].as_str()).filter(|_| count.is_multiple_of(7)),
+            count,
+        }
+    }
+
+    #[test]
+    fn hit_lines_are_the_json_serde_writes() {
+        let s = |v: [&str; 6]| v.map(String::from);
+        let cases = [
+            s([
+                "2026-11-28T00:00:00Z",
+                "p-0a1b",
+                "evil.example",
+                "evil.example",
+                "zdn",
+                "e",
+            ]),
+            s([
+                "t",
+                "",
+                "a\"b\\c",
+                "x\ny\rz\tw",
+                "\u{8}\u{c}\u{0}\u{1f}\u{7f}",
+                "caf\u{e9} \u{1f600}",
+            ]),
+            s([
+                "",
+                "10.0.0.1",
+                "\u{2028}",
+                "</script>",
+                "{\"k\":1}",
+                "a\u{1}b",
+            ]),
+        ];
+        let tags = [vec![], vec!["tlp:white".to_string(), "q\"\n".to_string()]];
+        for (i, c) in cases.iter().enumerate() {
+            for t in &tags {
+                for count in [0, 1, 2, 3, 5, 7, 210, u32::MAX] {
+                    let l = line(c, t, count);
+                    let mut ours = Vec::new();
+                    l.write_json(&mut ours);
+                    let serde = serde_json::to_vec(&l).expect("serialize");
+                    assert_eq!(
+                        String::from_utf8_lossy(&ours),
+                        String::from_utf8_lossy(&serde),
+                        "case {i}, count {count}"
+                    );
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_hit_line_is_the_json_serde_writes(
+            strings in proptest::array::uniform6(proptest::prelude::any::<String>()),
+            tags in proptest::collection::vec(proptest::prelude::any::<String>(), 0..3),
+            count in proptest::prelude::any::<u32>(),
+        ) {
+            let l = line(&strings, &tags, count);
+            let mut ours = Vec::new();
+            l.write_json(&mut ours);
+            proptest::prop_assert_eq!(ours, serde_json::to_vec(&l).expect("serialize"));
+        }
+    }
+
+    #[test]
+    fn the_time_text_changes_with_the_second() {
+        let mut t = TimeText::default();
+        let at = UNIX_EPOCH + Duration::from_secs(1_764_547_200);
+        assert_eq!(t.at(at), "2025-12-01T00:00:00Z");
+        assert_eq!(
+            t.at(at + Duration::from_millis(999)),
+            "2025-12-01T00:00:00Z"
+        );
+        assert_eq!(t.at(at + Duration::from_secs(61)), "2025-12-01T00:01:01Z");
+        assert_eq!(t.at(at), rfc3339(at));
+    }
+
     #[test]
     fn log_rotates_by_size_and_keeps_a_bounded_number() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -402,13 +634,13 @@ mod tests {
         for i in 0..200 {
             let q = format!("host{i}.evil.example");
             log.write(&LogLine {
-                time: "2026-11-28T00:00:00Z".into(),
+                time: "2026-11-28T00:00:00Z",
                 client: None,
                 qname: &q,
-                qtype: "A".into(),
+                qtype: "A",
                 transport: "udp",
                 action: "nxdomain",
-                ioc: "evil.example".into(),
+                ioc: "evil.example",
                 feed: "zdn",
                 event_uuid: None,
                 event_info: None,

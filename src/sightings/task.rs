@@ -27,11 +27,18 @@ pub struct Sightings {
     spool: Arc<Mutex<Spool>>,
     log: HitLog,
     pseudo: Pseudonymiser,
-    windows: HashMap<(String, String), u64>,
+    /// The window each (target, indicator) was last sighted in, by
+    /// target then indicator: looked up by reference, a key is made only
+    /// for a new indicator.
+    windows: HashMap<String, HashMap<String, u64>>,
+    /// The RFC 3339 text of the last second a line was written for.
+    time: log::TimeText,
     unspooled: Vec<Sighting>,
     metrics: Metrics,
     wake: Arc<Notify>,
     lines: LineFolder,
+    /// The client as the log shows it, kept between lines.
+    client: String,
     log_errors: ErrorThrottle,
     /// Where the retro-hunt leaves its findings (`retro::hunt`).
     retro_dir: PathBuf,
@@ -44,26 +51,45 @@ const MAX_FOLDED: usize = 8192;
 /// Identical hits within a second, folded into one log line with a count:
 /// a client repeating one blocked name (malware retries, a browser's
 /// prefetch) costs one line a second, not one a query.
+///
+/// The index holds positions in `hits`, hashed by (client, name, type)
+/// with std's keyed SipHash (the names come from clients: a fixed hash
+/// would let them pick collisions); a hit moves in whole, nothing of it
+/// is copied into a key.
 #[derive(Default)]
 struct LineFolder {
-    index: HashMap<(IpAddr, String, u16), usize>,
+    index: hashbrown::HashTable<usize>,
+    hasher: std::hash::RandomState,
     hits: Vec<(HitEvent, u32)>,
 }
 
 impl LineFolder {
-    fn add(&mut self, hit: &HitEvent) {
-        let key = (hit.client, hit.qname.clone(), hit.qtype);
-        match self.index.get(&key) {
-            Some(&i) => {
-                if let Some(h) = self.hits.get_mut(i) {
-                    h.1 = h.1.saturating_add(1);
-                }
+    fn key(hit: &HitEvent) -> (IpAddr, &str, u16) {
+        (hit.client, hit.qname.as_str(), hit.qtype)
+    }
+
+    fn add(&mut self, hit: HitEvent) {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(Self::key(&hit));
+        let hits = &mut self.hits;
+        let same = |&i: &usize| {
+            hits.get(i)
+                .is_some_and(|h| Self::key(&h.0) == Self::key(&hit))
+        };
+        if let Some(&i) = self.index.find(hash, same) {
+            if let Some(h) = hits.get_mut(i) {
+                h.1 = h.1.saturating_add(1);
             }
-            None => {
-                self.index.insert(key, self.hits.len());
-                self.hits.push((hit.clone(), 1));
-            }
+            return;
         }
+        let hasher = &self.hasher;
+        let rehash = |&i: &usize| hits.get(i).map_or(0, |h| hasher.hash_one(Self::key(&h.0)));
+        self.index.insert_unique(hash, hits.len(), rehash);
+        hits.push((hit, 1));
+    }
+
+    fn len(&self) -> usize {
+        self.hits.len()
     }
 
     fn take(&mut self) -> Vec<(HitEvent, u32)> {
@@ -126,10 +152,12 @@ impl Sightings {
             log,
             pseudo,
             windows: HashMap::new(),
+            time: log::TimeText::default(),
             unspooled: Vec::new(),
             metrics,
             wake: Arc::new(Notify::new()),
             lines: LineFolder::default(),
+            client: String::new(),
             log_errors: ErrorThrottle {
                 last: None,
                 failed_since: 0,
@@ -196,13 +224,12 @@ impl Sightings {
         }
         let window_secs = self.settings.window.as_secs().max(1);
         let mut new = std::mem::take(&mut self.unspooled);
-        for hit in &batch {
-            self.lines.add(hit);
+        for hit in batch {
             let t = unix(hit.at);
             let window = t - t % window_secs;
-            let value = match &hit.trigger {
-                Trigger::Name(n) => n.clone(),
-                Trigger::Ip(ip) => ip.to_string(),
+            let value: std::borrow::Cow<'_, str> = match &hit.trigger {
+                Trigger::Name(n) => n.as_str().into(),
+                Trigger::Ip(ip) => ip.to_string().into(),
             };
             for p in hit
                 .policy
@@ -212,33 +239,37 @@ impl Sightings {
                 let Some(feed) = hit.policy.feed(p.feed) else {
                     continue;
                 };
-                let mut targets = Vec::new();
-                if self.feed_targets.contains_key(&feed.name) {
-                    targets.push(feed.name.clone());
-                }
                 let stix = matches!(
                     self.feed_kinds.get(&feed.name),
                     Some(FeedKind::Stix | FeedKind::Taxii)
                 );
-                if stix
-                    && p.attribute_uuid.is_some()
-                    && self.feed_targets.contains_key(TAXII_TARGET)
-                {
-                    targets.push(TAXII_TARGET.to_string());
-                }
-                for target in targets {
-                    let ioc = p.attribute_uuid.clone().unwrap_or_else(|| value.clone());
-                    let key = (target.clone(), ioc);
-                    if self.windows.get(&key) == Some(&window) {
+                let targets = [
+                    Some(feed.name.as_str()).filter(|f| self.feed_targets.contains_key(*f)),
+                    Some(TAXII_TARGET).filter(|t| {
+                        stix && p.attribute_uuid.is_some() && self.feed_targets.contains_key(*t)
+                    }),
+                ];
+                let ioc = p.attribute_uuid.as_deref().unwrap_or(&value);
+                for target in targets.into_iter().flatten() {
+                    let seen = self.windows.get(target).and_then(|w| w.get(ioc));
+                    if seen == Some(&window) {
                         continue; // already a sighting for this window
                     }
-                    self.windows.insert(key, window);
+                    match self.windows.get_mut(target) {
+                        Some(w) => {
+                            w.insert(ioc.to_string(), window);
+                        }
+                        None => {
+                            let w = HashMap::from([(ioc.to_string(), window)]);
+                            self.windows.insert(target.to_string(), w);
+                        }
+                    }
                     new.push(Sighting {
                         id: 0,
-                        target,
+                        target: target.to_string(),
                         kind: "0".into(),
                         uuid: p.attribute_uuid.clone(),
-                        value: value.clone(),
+                        value: value.to_string(),
                         first_seen: t,
                         last_seen: t,
                         count: 1,
@@ -246,12 +277,14 @@ impl Sightings {
                     });
                 }
             }
+            drop(value);
+            self.lines.add(hit);
         }
         // Log lines are folded and written on the one-second tick (and the
         // file flushed then), not per batch: under a flood of hits, a write
         // per batch cost a syscall per two answers. The spool, not the log,
         // is what must be durable.
-        if self.lines.hits.len() >= MAX_FOLDED {
+        if self.lines.len() >= MAX_FOLDED {
             self.write_lines();
         }
         self.spool_new(new);
@@ -343,13 +376,20 @@ impl Sightings {
             .map(|f| f.name.as_str())
             .unwrap_or("");
         let event = prov.and_then(|p| hit.policy.event(p));
+        let ip;
         let ioc = match &hit.trigger {
-            Trigger::Name(n) => n.clone(),
-            Trigger::Ip(ip) => ip.to_string(),
+            Trigger::Name(n) => n.as_str(),
+            Trigger::Ip(a) => {
+                ip = a.to_string();
+                ip.as_str()
+            }
         };
+        let mut client = std::mem::take(&mut self.client);
+        client.clear();
+        let has_client = self.pseudo.client_into(hit.client, &mut client);
         let line = LogLine {
-            time: log::rfc3339(hit.at),
-            client: self.pseudo.client(hit.client),
+            time: self.time.at(hit.at),
+            client: Some(client.as_str()).filter(|_| has_client),
             qname: &hit.qname,
             qtype: qtype_name(hit.qtype),
             transport: hit.transport,
@@ -363,7 +403,9 @@ impl Sightings {
             client_group: hit.client_group.as_deref(),
             count,
         };
-        match self.log.write(&line) {
+        let written = self.log.write_hit(&line);
+        self.client = client;
+        match written {
             Ok(()) => self.metrics.logged.inc(),
             Err(e) => {
                 self.metrics.log_errors.inc();
@@ -401,7 +443,10 @@ impl Sightings {
         // Forget windows that have ended.
         let now = unix(SystemTime::now());
         let w = self.settings.window.as_secs().max(1);
-        self.windows.retain(|_, start| *start + w > now);
+        for windows in self.windows.values_mut() {
+            windows.retain(|_, start| *start + w > now);
+        }
+        self.windows.retain(|_, windows| !windows.is_empty());
     }
 }
 
@@ -421,6 +466,6 @@ pub(super) fn update_gauges(sp: &Spool, m: &Metrics) {
     }
 }
 
-fn qtype_name(t: u16) -> String {
-    hickory_proto::rr::RecordType::from(t).to_string()
+fn qtype_name(t: u16) -> &'static str {
+    hickory_proto::rr::RecordType::from(t).into()
 }
