@@ -239,7 +239,8 @@ fn transport_of(p: Protocol) -> Transport {
 /// (not first), `_` and a leading `*` (nearly all) are copied label by
 /// label; anything hickory would escape takes its own writer.
 fn plain_lower(name: &Name) -> String {
-    let mut s = String::with_capacity(name.len());
+    // Room for all but the longest names (`Name::len` would walk them).
+    let mut s = String::with_capacity(64);
     for (i, label) in name.iter().enumerate() {
         if i > 0 {
             s.push('.');
@@ -556,7 +557,6 @@ impl Shared {
                         let mut buf = [0u8; packets::KEY_MAX];
                         let key = packets::key_into(&mut buf, &q, payload, exempt);
                         if let Some(r) = cache.replay(key, &q, &self.parts(), out) {
-                            r.route.inc();
                             self.metrics.cache_hits.inc();
                             self.metrics.packet_hits.inc();
                             self.metrics.response(r.rcode);

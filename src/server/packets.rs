@@ -16,9 +16,17 @@
 //! points at it), no flush since, and its smallest TTL not yet run out. On
 //! the way out the ID and the client's spelling of its name (0x20) are
 //! restored and every TTL is aged by the time spent here.
+//!
+//! The store is set-associative, as a CPU cache is: a key's seeded hash
+//! picks one set of [`WAYS`] entries under its own lock, a replay copies
+//! the answer out under that lock, and a new entry takes an empty way, else
+//! one that can no longer be replayed, else the least recently used. A
+//! lookup costs one hash, one uncontended lock and at most [`WAYS`] key
+//! compares, whatever the clients ask: no chain grows, so there is no hash
+//! flood to fear, and nothing is bookkept on a read but a counter.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
@@ -103,14 +111,45 @@ struct Packet {
     route: IntCounter,
 }
 
-/// What a replay hands back for the metrics.
+impl Packet {
+    /// Whether it may still be replayed `age` seconds after it was kept.
+    fn live(&self, age: u64, epoch: u64, parts: &Parts<'_>) -> bool {
+        age < u64::from(self.ttl) && self.epoch == epoch && parts.current(&self.generation)
+    }
+}
+
+/// What a replay hands back for the metrics (the route's counter is
+/// counted by the replay itself).
 pub struct Replayed {
     pub rcode: ResponseCode,
-    pub route: IntCounter,
+}
+
+/// The entries of one set.
+pub const WAYS: usize = 4;
+
+#[derive(Default)]
+struct Set {
+    /// Boxed, so an empty set is a few words: the table is made whole at
+    /// start, the entries as answers come.
+    ways: [Option<Box<Entry>>; WAYS],
+    /// Bumped on every use of an entry of this set: the LRU clock.
+    tick: u32,
+}
+
+struct Entry {
+    key: Box<[u8]>,
+    packet: Packet,
+    used: u32,
 }
 
 pub struct PacketCache {
-    map: moka::sync::Cache<Box<[u8]>, Arc<Packet>>,
+    sets: Box<[Mutex<Set>]>,
+    /// `sets.len() - 1` (a power of two).
+    mask: usize,
+    /// The hash seed, drawn at start: which keys share a set cannot be
+    /// known from outside.
+    seed: u64,
+    entries: AtomicU64,
     /// Bumped by a flush: every older entry is void.
     epoch: AtomicU64,
 }
@@ -118,7 +157,8 @@ pub struct PacketCache {
 impl std::fmt::Debug for PacketCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PacketCache")
-            .field("entries", &self.map.entry_count())
+            .field("entries", &self.entries())
+            .field("sets", &self.sets.len())
             .finish()
     }
 }
@@ -167,21 +207,43 @@ pub fn key_into<'b>(
 }
 
 impl PacketCache {
+    /// Room for about `entries` answers (a power of two of sets, at
+    /// least one).
     pub fn new(entries: u64) -> PacketCache {
+        let want = usize::try_from(entries / WAYS as u64).unwrap_or(usize::MAX);
+        let sets = want.clamp(1, 1 << 24).next_power_of_two();
         PacketCache {
-            map: moka::sync::Cache::new(entries),
+            sets: (0..sets).map(|_| Mutex::default()).collect(),
+            mask: sets - 1,
+            seed: rand::random(),
+            entries: AtomicU64::new(0),
             epoch: AtomicU64::new(0),
         }
+    }
+
+    fn set(&self, key: &[u8]) -> std::sync::MutexGuard<'_, Set> {
+        let h = xxhash_rust::xxh3::xxh3_64_with_seed(key, self.seed);
+        let i = (h as usize) & self.mask;
+        // A panic while a set is held leaves it whole (every change is one
+        // assignment): a poisoned set is used as it is.
+        self.sets[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Void every entry (an admin flush).
     pub fn flush(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.map.invalidate_all();
+        for set in &self.sets {
+            let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+            for way in &mut set.ways {
+                if way.take().is_some() {
+                    self.entries.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     pub fn entries(&self) -> u64 {
-        self.map.entry_count()
+        self.entries.load(Ordering::Relaxed)
     }
 
     /// The flush epoch now (see [`Keep::epoch`]).
@@ -217,7 +279,21 @@ impl PacketCache {
             generation: keep.generation,
             route: keep.route,
         };
-        self.map.insert(keep.key.into(), Arc::new(packet));
+        let epoch = self.epoch();
+        let now = Instant::now();
+        let mut set = self.set(&keep.key);
+        set.tick = set.tick.wrapping_add(1);
+        let used = set.tick;
+        let dead = |p: &Packet| !p.live(now.duration_since(p.stored).as_secs(), epoch, parts);
+        let i = pick_way(&set, &keep.key, used, dead);
+        if set.ways[i].is_none() {
+            self.entries.fetch_add(1, Ordering::Relaxed);
+        }
+        set.ways[i] = Some(Box::new(Entry {
+            key: keep.key.into(),
+            packet,
+            used,
+        }));
     }
 
     /// Write the kept answer to `q` into `out`, if there is a current one.
@@ -228,14 +304,16 @@ impl PacketCache {
         parts: &Parts<'_>,
         out: &mut Vec<u8>,
     ) -> Option<Replayed> {
-        let p = self.map.get(key)?;
+        let epoch = self.epoch();
+        let mut set = self.set(key);
+        let tick = set.tick.wrapping_add(1);
+        let e = set.ways.iter_mut().flatten().find(|e| *e.key == *key)?;
+        let p = &e.packet;
         let age = p.stored.elapsed().as_secs();
-        if age >= u64::from(p.ttl)
-            || p.epoch != self.epoch.load(Ordering::Acquire)
-            || !parts.current(&p.generation)
-        {
+        if !p.live(age, epoch, parts) {
             return None;
         }
+        e.used = tick;
         let age = age as u32;
         out.clear();
         out.extend_from_slice(&p.wire);
@@ -252,11 +330,30 @@ impl PacketCache {
             let ttl = u32::from_be_bytes([field[0], field[1], field[2], field[3]]);
             field.copy_from_slice(&ttl.saturating_sub(age).to_be_bytes());
         }
-        Some(Replayed {
-            rcode: p.rcode,
-            route: p.route.clone(),
-        })
+        p.route.inc();
+        let rcode = p.rcode;
+        set.tick = tick;
+        Some(Replayed { rcode })
     }
+}
+
+/// The way a new entry for `key` goes into: the one that holds `key`, an
+/// empty one, a dead one, or the least recently used (ticks compared as
+/// distances from `now_tick`, so a wrapped clock still orders them).
+fn pick_way(set: &Set, key: &[u8], now_tick: u32, dead: impl Fn(&Packet) -> bool) -> usize {
+    let ways = &set.ways;
+    let find = |f: &dyn Fn(&Option<Box<Entry>>) -> bool| ways.iter().position(f);
+    find(&|w| w.as_ref().is_some_and(|e| *e.key == *key))
+        .or_else(|| find(&Option::is_none))
+        .or_else(|| find(&|w| w.as_ref().is_some_and(|e| dead(&e.packet))))
+        .or_else(|| {
+            (0..WAYS).max_by_key(|&i| {
+                ways[i]
+                    .as_ref()
+                    .map_or(u32::MAX, |e| now_tick.wrapping_sub(e.used))
+            })
+        })
+        .unwrap_or(0)
 }
 
 /// What [`scan`] finds in an answer.
@@ -371,6 +468,67 @@ mod tests {
         }
         assert!(scan(&wire[..wire.len() - 1]).is_none(), "cut short");
         assert!(scan(&answer(&[])).is_none(), "no records");
+    }
+
+    fn entry(key: &[u8], used: u32, ttl: u32) -> Option<Box<Entry>> {
+        Some(Box::new(Entry {
+            key: key.into(),
+            packet: Packet {
+                wire: Box::new([]),
+                stored: Instant::now(),
+                ttl,
+                ttl_at: Box::new([]),
+                spell_at: Box::new([]),
+                rcode: ResponseCode::NoError,
+                epoch: 0,
+                generation: Generation {
+                    policy: None,
+                    config: Weak::new(),
+                    resolver: Weak::new(),
+                    routes: Weak::new(),
+                    groups: Weak::new(),
+                },
+                route: IntCounter::new("t", "t").expect("test counter"),
+            },
+            used,
+        }))
+    }
+
+    #[test]
+    fn a_new_answer_replaces_its_key_then_a_free_a_dead_and_the_least_used_way() {
+        let dead = |p: &Packet| p.ttl == 0;
+        let mut set = Set {
+            ways: [
+                entry(b"a", 5, 60),
+                None,
+                entry(b"c", 7, 0),
+                entry(b"d", 1, 60),
+            ],
+            tick: 9,
+        };
+        assert_eq!(pick_way(&set, b"c", 9, dead), 2, "its own key, dead or not");
+        assert_eq!(pick_way(&set, b"x", 9, dead), 1, "an empty way");
+        set.ways[1] = entry(b"b", 8, 60);
+        assert_eq!(pick_way(&set, b"x", 9, dead), 2, "a dead entry");
+        set.ways[2] = entry(b"c", 9, 60);
+        assert_eq!(pick_way(&set, b"x", 9, dead), 3, "the least recently used");
+        // The clock wrapped: 3 is newer than u32::MAX - 1, so "a" is the
+        // oldest.
+        set.ways[0] = entry(b"a", u32::MAX - 1, 60);
+        set.ways[3] = entry(b"d", 3, 60);
+        set.ways[1] = entry(b"b", 2, 60);
+        set.ways[2] = entry(b"c", 4, 60);
+        assert_eq!(pick_way(&set, b"x", 5, dead), 0);
+    }
+
+    #[test]
+    fn the_cache_is_sized_in_sets_of_ways_and_empty_at_start() {
+        for (entries, sets) in [(1, 1), (4, 1), (5, 1), (8, 2), (100_000, 32_768)] {
+            let c = PacketCache::new(entries);
+            assert_eq!(c.sets.len(), sets, "{entries} entries");
+            assert_eq!(c.mask, sets - 1);
+            assert_eq!(c.entries(), 0);
+        }
     }
 
     #[test]
