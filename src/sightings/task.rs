@@ -28,8 +28,9 @@ pub struct Sightings {
     log: HitLog,
     pseudo: Pseudonymiser,
     /// The window each (target, indicator) was last sighted in, by
-    /// target then indicator: looked up by reference, a key is made only
-    /// for a new indicator.
+    /// target (every one of `feed_targets`, from the start) then
+    /// indicator: looked up by reference, a key is made only for a new
+    /// indicator.
     windows: HashMap<String, HashMap<String, u64>>,
     /// The RFC 3339 text of the last second a line was written for.
     time: log::TimeText,
@@ -140,8 +141,13 @@ impl Sightings {
             config.pseudonym_key_path(),
             settings.pseudonym_rotate,
         );
+        let feed_targets = targets(config);
         Ok(Sightings {
-            feed_targets: targets(config),
+            windows: feed_targets
+                .keys()
+                .map(|t| (t.clone(), HashMap::new()))
+                .collect(),
+            feed_targets,
             feed_kinds: config
                 .feeds
                 .iter()
@@ -151,7 +157,6 @@ impl Sightings {
             spool: Arc::new(Mutex::new(spool)),
             log,
             pseudo,
-            windows: HashMap::new(),
             time: log::TimeText::default(),
             unspooled: Vec::new(),
             metrics,
@@ -251,19 +256,15 @@ impl Sightings {
                 ];
                 let ioc = p.attribute_uuid.as_deref().unwrap_or(&value);
                 for target in targets.into_iter().flatten() {
-                    let seen = self.windows.get(target).and_then(|w| w.get(ioc));
-                    if seen == Some(&window) {
+                    // Each target is a key of feed_targets, whose maps
+                    // are made at open and never dropped.
+                    let Some(seen) = self.windows.get_mut(target) else {
+                        continue;
+                    };
+                    if seen.get(ioc) == Some(&window) {
                         continue; // already a sighting for this window
                     }
-                    match self.windows.get_mut(target) {
-                        Some(w) => {
-                            w.insert(ioc.to_string(), window);
-                        }
-                        None => {
-                            let w = HashMap::from([(ioc.to_string(), window)]);
-                            self.windows.insert(target.to_string(), w);
-                        }
-                    }
+                    seen.insert(ioc.to_string(), window);
                     new.push(Sighting {
                         id: 0,
                         target: target.to_string(),
@@ -446,7 +447,6 @@ impl Sightings {
         for windows in self.windows.values_mut() {
             windows.retain(|_, start| *start + w > now);
         }
-        self.windows.retain(|_, windows| !windows.is_empty());
     }
 }
 
