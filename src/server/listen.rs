@@ -1,7 +1,9 @@
 //! Sockets: binding, and our own UDP, TCP and TLS handling.
 //!
 //! UDP: one receive loop per socket; several `SO_REUSEPORT` sockets per
-//! address let the kernel spread datagrams over the cores. Each query is
+//! address let the kernel spread datagrams over the cores. The loop reads
+//! what is queued in one batch (`recvmmsg` on Linux) and sends the answers
+//! the early step wrote in one more (`sendmmsg`); any other query is
 //! answered in its own task, which sends its answer on the socket itself.
 //! (hickory's `Server` sends every answer back through a channel to the
 //! receive loop's task, so one task per socket did all the receiving *and*
@@ -455,7 +457,8 @@ pub fn spawn_udp_thread(
 /// Receive queries on one UDP socket until `shutdown`. Each query the
 /// fast path cannot answer is answered in its own task on `main` (tracked,
 /// so a stop can drain them), which sends the answer straight back on the
-/// socket.
+/// socket. On Linux the loop reads what is queued with one `recvmmsg` and
+/// sends the fast path's answers with one `sendmmsg` ([`super::mmsg`]).
 pub async fn udp_loop(
     socket: UdpSocket,
     handler: Handler,
@@ -463,65 +466,75 @@ pub async fn udp_loop(
     shutdown: CancellationToken,
     main: tokio::runtime::Handle,
 ) {
-    let socket = Arc::new(socket);
-    let local = socket.local_addr().ok();
-    // The largest datagram there is: a longer query must not be cut short
-    // and then answered as if it were whole.
-    let mut buf = vec![0u8; 65_535];
-    // The fast path's answers, written in place (`Handler::early_udp`).
-    let mut out = Vec::with_capacity(1232);
-    loop {
-        let (n, src) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // ICMP errors for earlier answers surface here on Linux;
-                    // they concern a client, not this socket.
-                    tracing::debug!(error = %e, "receiving a datagram failed");
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
+    let ctx = UdpCtx {
+        local: socket.local_addr().ok(),
+        socket: Arc::new(socket),
+        handler,
+        tracker,
+        main,
+    };
+    #[cfg(target_os = "linux")]
+    batched_loop(&ctx, &shutdown).await;
+    #[cfg(not(target_os = "linux"))]
+    single_loop(&ctx, &shutdown).await;
+}
+
+/// What every datagram of a UDP socket's loop is handled with.
+struct UdpCtx {
+    socket: Arc<UdpSocket>,
+    local: Option<SocketAddr>,
+    handler: Handler,
+    tracker: TaskTracker,
+    main: tokio::runtime::Handle,
+}
+
+/// What became of one datagram.
+enum Step {
+    /// `out` holds the answer, to be sent to the query's sender; the
+    /// query's dnstap entry, if any, logs it once sent.
+    Send(Option<Tapped>),
+    /// Nothing to send here: dropped, or answered by a task of its own.
+    Done,
+}
+
+impl UdpCtx {
+    /// Handle one datagram: the fast path writes its answer into `out`;
+    /// anything else is answered in a task on the main runtime.
+    fn step(&self, msg: &[u8], src: SocketAddr, out: &mut Vec<u8>) -> Step {
         if src.port() == 0 {
-            continue; // nothing can be sent back there
+            return Step::Done; // nothing can be sent back there
         }
-        let pre = match handler.0.early_udp(&buf[..n], src, &mut out) {
+        let handler = &self.handler;
+        let pre = match handler.0.early_udp(msg, src, out) {
             Early::Send => {
-                let tap = Tapped::query(&handler, dnstap::Transport::Udp, src, local, &buf[..n]);
-                send_now(&socket, &out, src).await;
-                if let Some(t) = tap {
-                    t.response(&out);
-                }
-                continue;
+                let tap = Tapped::query(handler, dnstap::Transport::Udp, src, self.local, msg);
+                return Step::Send(tap);
             }
             Early::Dropped => {
-                Tapped::query(&handler, dnstap::Transport::Udp, src, local, &buf[..n]);
-                continue;
+                Tapped::query(handler, dnstap::Transport::Udp, src, self.local, msg);
+                return Step::Done;
             }
             Early::Slow(pre) => pre,
         };
-        let msg = buf[..n].to_vec();
         // An answer that may go into the packet cache is kept here too.
         let kept = pre
             .as_ref()
             .filter(|p| p.may_keep())
             .map(|_| Arc::new(Mutex::new(Vec::new())));
         let mut responder = DatagramResponder {
-            socket: socket.clone(),
+            socket: self.socket.clone(),
             dst: src,
             tap: None,
             kept: kept.clone(),
         };
-        match Request::from_bytes(msg, src, Protocol::Udp) {
+        match Request::from_bytes(msg.to_vec(), src, Protocol::Udp) {
             // Never answer an answer: that is how reflection loops start.
-            Ok(request) if request.metadata.message_type == MessageType::Response => {}
+            Ok(request) if request.metadata.message_type == MessageType::Response => Step::Done,
             Ok(request) => {
                 responder.tap =
-                    Tapped::query(&handler, dnstap::Transport::Udp, src, local, &buf[..n]);
+                    Tapped::query(handler, dnstap::Transport::Udp, src, self.local, msg);
                 let handler = handler.clone();
-                main.spawn(tracker.track_future(async move {
+                self.main.spawn(self.tracker.track_future(async move {
                     let mut keep = None;
                     handler
                         .0
@@ -537,11 +550,112 @@ pub async fn udp_loop(
                         }
                     }
                 }));
+                Step::Done
             }
-            Err(_) => {
-                if let Some(reply) = formerr_reply(&handler, src, &buf[..n]) {
-                    let _ = socket.send_to(&reply, src).await;
+            Err(_) => match formerr_reply(handler, src, msg) {
+                Some(reply) => {
+                    out.clear();
+                    out.extend_from_slice(&reply);
+                    Step::Send(None)
                 }
+                None => Step::Done,
+            },
+        }
+    }
+}
+
+/// [`udp_loop`] on Linux: a batch of datagrams per wake-up and per call.
+#[cfg(target_os = "linux")]
+async fn batched_loop(ctx: &UdpCtx, shutdown: &CancellationToken) {
+    use std::os::fd::AsRawFd;
+    use tokio::io::Interest;
+
+    use super::mmsg::{BATCH, Batch};
+
+    let fd = ctx.socket.as_raw_fd();
+    let mut batch = Batch::default();
+    let mut ready: Vec<usize> = Vec::with_capacity(BATCH);
+    let mut taps: Vec<Option<Tapped>> = (0..BATCH).map(|_| None).collect();
+    loop {
+        let n = tokio::select! {
+            r = ctx.socket.readable() => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "a UDP socket stopped polling");
+                    break;
+                }
+                match ctx.socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => {
+                        // ICMP errors for earlier answers surface here on
+                        // Linux; they concern a client, not this socket.
+                        tracing::debug!(error = %e, "receiving datagrams failed");
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                }
+            }
+            _ = shutdown.cancelled() => break,
+        };
+        ready.clear();
+        for (i, tap_of) in taps.iter_mut().enumerate().take(n) {
+            let (msg, src, out) = batch.slot(i);
+            let Some(src) = src else { continue };
+            if let Step::Send(tap) = ctx.step(msg, src, out) {
+                ready.push(i);
+                *tap_of = tap;
+            }
+        }
+        let mut from = 0;
+        while from < ready.len() {
+            match ctx
+                .socket
+                .try_io(Interest::WRITABLE, || batch.send(fd, &ready[from..]))
+            {
+                Ok(k) => from += k.max(1),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if ctx.socket.writable().await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    // That answer cannot go; the others still can.
+                    tracing::debug!(error = %e, "sending a response failed");
+                    from += 1;
+                }
+            }
+        }
+        for &i in &ready {
+            if let Some(t) = taps[i].take() {
+                t.response(batch.answer(i));
+            }
+        }
+    }
+}
+
+/// [`udp_loop`] elsewhere: one datagram per call.
+#[cfg(not(target_os = "linux"))]
+async fn single_loop(ctx: &UdpCtx, shutdown: &CancellationToken) {
+    // The largest datagram there is: a longer query must not be cut short
+    // and then answered as if it were whole.
+    let mut buf = vec![0u8; 65_535];
+    let mut out = Vec::with_capacity(1232);
+    loop {
+        let (n, src) = tokio::select! {
+            r = ctx.socket.recv_from(&mut buf) => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "receiving a datagram failed");
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        if let Step::Send(tap) = ctx.step(&buf[..n], src, &mut out) {
+            send_now(&ctx.socket, &out, src).await;
+            if let Some(t) = tap {
+                t.response(&out);
             }
         }
     }
@@ -549,6 +663,7 @@ pub async fn udp_loop(
 
 /// Send a datagram from the receive loop: at once when the socket can take
 /// it (it nearly always can), else waiting for room.
+#[cfg(not(target_os = "linux"))]
 async fn send_now(socket: &UdpSocket, msg: &[u8], dst: SocketAddr) {
     let sent = match socket.try_send_to(msg, dst) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(msg, dst).await,

@@ -21,6 +21,8 @@ pub mod history;
 pub mod hits;
 pub mod listen;
 pub mod metrics;
+#[cfg(target_os = "linux")]
+pub mod mmsg;
 pub mod notify;
 pub mod outgoing;
 pub mod packets;

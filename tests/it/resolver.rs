@@ -537,3 +537,74 @@ fn the_packet_cache_replays_answers_and_never_outlives_the_policy() {
     let line = "schild_blocked_answers_total{action=\"log-only\",feed=\"trial\"} 3";
     assert!(metrics.contains(line), "{line} in\n{metrics}");
 }
+
+/// A burst from several clients at once is read and answered in batches
+/// (`recvmmsg`/`sendmmsg` on Linux): every query still gets its own answer,
+/// on its own socket, with its own ID and spelling, whether it was blocked,
+/// replayed from the packet cache or resolved by a task of its own.
+#[test]
+fn a_burst_from_many_clients_gets_each_query_its_own_answer() {
+    let up = CountingUpstream::start(Reply::Address, Duration::ZERO);
+    let cfg = format!(
+        // All clients are 127.0.0.1: room for their 128 fresh names at once
+        // (past max_inflight_per_client the oldest would get SERVFAIL).
+        "[resolver]\nmode = \"forward\"\nupstreams = [\"{}\"]\ndnssec = false\n\
+         max_inflight_per_client = 1000\n\n\
+         [[feed]]\nname = \"ioc\"\ntype = \"domains\"\nlocation = \"ioc.txt\"\naction = \"nxdomain\"\n",
+        up.addr
+    );
+    let listed: String = (0..10).map(|i| format!("b{i}.test\n")).collect();
+    let s = Schild::start(&cfg, &[("ioc.txt", &listed)]);
+    // Names asked again and again, so that most come from the packet cache.
+    for i in 0..5 {
+        let m = udp(s.dns, &query(&format!("c{i}.example.test."), RecordType::A));
+        assert_eq!(addresses(&m), ["192.0.2.1"], "{m:?}");
+    }
+
+    const CLIENTS: usize = 8;
+    const EACH: usize = 48;
+    let clients: Vec<std::net::UdpSocket> = (0..CLIENTS)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").expect("client socket"))
+        .collect();
+    // Per client: ID -> (name as asked, blocked?).
+    let mut asked: Vec<HashMap<u16, (String, bool)>> = vec![HashMap::new(); CLIENTS];
+    for round in 0..EACH {
+        for (c, sock) in clients.iter().enumerate() {
+            let (name, blocked) = match (round + c) % 3 {
+                0 => (format!("B{}.TeSt.", round % 10), true),
+                1 => (format!("C{}.eXample.test.", round % 5), false),
+                _ => (format!("fresh-{c}-{round}.example.test."), false),
+            };
+            let mut q = query(&name, RecordType::A);
+            q.metadata.id = (c * EACH + round) as u16;
+            asked[c].insert(q.metadata.id, (name, blocked));
+            sock.send_to(&q.to_vec().expect("encode"), s.dns)
+                .expect("send");
+        }
+    }
+    let mut buf = [0u8; 4096];
+    for (c, sock) in clients.iter().enumerate() {
+        sock.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        for _ in 0..EACH {
+            let (n, from) = sock
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("client {c}: an answer is missing: {e}"));
+            assert_eq!(from, s.dns);
+            let m = Message::from_vec(&buf[..n]).expect("an answer");
+            let (name, blocked) = asked[c]
+                .remove(&m.metadata.id)
+                .unwrap_or_else(|| panic!("client {c} got an answer it never asked for: {m:?}"));
+            assert_eq!(m.queries[0].name().to_ascii(), name, "{m:?}");
+            if blocked {
+                assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{m:?}");
+            } else {
+                assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{m:?}");
+                assert_eq!(addresses(&m), ["192.0.2.1"], "{m:?}");
+                assert_eq!(m.answers[0].name.to_ascii(), name, "{m:?}");
+            }
+        }
+        assert!(asked[c].is_empty(), "client {c}: unanswered {:?}", asked[c]);
+    }
+    assert!(metric(&s, "schild_packet_cache_hits_total") >= 1);
+}
