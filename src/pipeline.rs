@@ -216,6 +216,21 @@ pub async fn compile_with(
     Ok(outcome)
 }
 
+/// Hand the memory a compile freed back to the kernel. A compile of a big
+/// list allocates several times the artifact's size (the names, their
+/// provenance, the sort) and frees it all, but glibc keeps freed memory in
+/// its arenas: without this a server's RSS stays at the compile's peak
+/// (1M names: 36 MB serving, 218 MB after a reload) until it exits.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own
+    // heaps to the kernel; it touches no memory in use.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A write cut short (a SIGKILL during a compile) leaves its temporary
 /// file behind; one older than this is no write in progress.
 const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(60);

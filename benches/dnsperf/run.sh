@@ -470,8 +470,10 @@ reload_under_load() {
   done
   kill -INT "$tpid" 2>/dev/null || true # timeout passes it on to dnsperf
   wait "$tpid" || echo "dnsperf (reload): exit $?" >&2
-  local hwm1 art1 lost rcodes ok maxlat qmin qmed
+  local hwm1 art1 lost rcodes ok maxlat qmin qmed rss1
   hwm1=$(kb VmHWM "$pid"); hwm1=${hwm1:-0}
+  # What the reload leaves behind, once the load has stopped.
+  sleep 1; rss1=$(kb VmRSS "$pid"); rss1=${rss1:-0}
   art1=$(stat -c %s "$W/state-reload/policy.artifact" 2>/dev/null || echo 0)
   lost=$(awk '/Queries lost/ {print $3}' "$out")
   rcodes=$(awk '/Response codes/ {sub(/.*Response codes: */, ""); print}' "$out")
@@ -485,9 +487,9 @@ reload_under_load() {
   stop_server
   trim_log "$W/logs/schild-reload-start.out"; drop_sightings "$W/state-reload"
   {
-    echo "| list | names replaced | POST /reload answered | reload -> new name NXDOMAIN s | removed name answers | lost | NXDOMAIN % | rcodes | max latency ms | qps 1-s min / median | VmRSS before MB | VmHWM before MB | VmRSS max seen MB | VmHWM after MB | artifact old + new MB | uptime before |"
-    echo "|---|---:|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"
-    echo "| $N | $replaced | ${post:--} | $took | ${rc_old:-no answer} | ${lost:--} | $ok | $rcodes | ${maxlat:--} | $qmin / $qmed | $((rss0 / 1024)) | $((hwm0 / 1024)) | $((rss_max / 1024)) | $((hwm1 / 1024)) | $(awk -v a="$art0" -v b="$art1" 'BEGIN { printf "%.1f + %.1f", a / 1048576, b / 1048576 }') | $up |"
+    echo "| list | names replaced | POST /reload answered | reload -> new name NXDOMAIN s | removed name answers | lost | NXDOMAIN % | rcodes | max latency ms | qps 1-s min / median | VmRSS before MB | VmHWM before MB | VmRSS max seen MB | VmHWM after MB | VmRSS after MB | artifact old + new MB | uptime before |"
+    echo "|---|---:|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    echo "| $N | $replaced | ${post:--} | $took | ${rc_old:-no answer} | ${lost:--} | $ok | $rcodes | ${maxlat:--} | $qmin / $qmed | $((rss0 / 1024)) | $((hwm0 / 1024)) | $((rss_max / 1024)) | $((hwm1 / 1024)) | $((rss1 / 1024)) | $(awk -v a="$art0" -v b="$art1" 'BEGIN { printf "%.1f + %.1f", a / 1048576, b / 1048576 }') | $up |"
   } > "$W/reload.md"
 }
 

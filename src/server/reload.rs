@@ -366,8 +366,8 @@ impl Refresher {
         let today = self.history.get().cloned();
         // Compiling is CPU and file work: keep it off the threads that
         // answer queries, on a runtime of its own (feeds may use HTTP).
-        let joined = tokio::task::spawn_blocking(
-            move || -> Result<(CompileOutcome, Policy, RetroHits), RefreshError> {
+        let joined = tokio::task::spawn_blocking(move || {
+            let compiled = (move || -> Result<(CompileOutcome, Policy, RetroHits), RefreshError> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -384,8 +384,11 @@ impl Refresher {
                     _ => Vec::new(),
                 };
                 Ok((outcome, policy, retro))
-            },
-        )
+            })();
+            // Whether it worked or not, what the compile held is free now.
+            pipeline::release_freed_memory();
+            compiled
+        })
         .await;
         let result = joined.unwrap_or_else(|e| Err(RefreshError::Task(e)));
         match result {
