@@ -367,24 +367,7 @@ impl Refresher {
         // Compiling is CPU and file work: keep it off the threads that
         // answer queries, on a runtime of its own (feeds may use HTTP).
         let joined = tokio::task::spawn_blocking(move || {
-            let compiled = (move || -> Result<(CompileOutcome, Policy, RetroHits), RefreshError> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(RefreshError::Runtime)?;
-                let outcome = rt.block_on(pipeline::compile_with(&config, &puller, pull))?;
-                let policy = Policy::load(&outcome.path).map_err(RefreshError::Load)?;
-                if let Err(e) =
-                    crate::sightings::guard::report_protected(&config, previous.as_deref(), &policy)
-                {
-                    tracing::error!(error = %error_chain(&e), "cannot queue the false-positive sightings of protected names");
-                }
-                let retro = match (&previous, today) {
-                    (Some(prev), Some(today)) => retro_hunt(&config, &today, prev, &policy),
-                    _ => Vec::new(),
-                };
-                Ok((outcome, policy, retro))
-            })();
+            let compiled = compile_and_hunt(&config, &puller, pull, previous, today);
             // Whether it worked or not, what the compile held is free now.
             pipeline::release_freed_memory();
             compiled
@@ -535,6 +518,33 @@ impl Refresher {
 
 /// Retro-sightings per feed, from one compile.
 type RetroHits = Vec<crate::sightings::retro::FeedRetro>;
+
+/// The blocking part of a refresh: compile (on a runtime of its own: feeds
+/// may use HTTP), load what was written, queue the protected names'
+/// false-positive sightings, and hunt the new IOCs in the name history.
+fn compile_and_hunt(
+    config: &Config,
+    puller: &Puller,
+    pull: Pull,
+    previous: Option<Arc<Policy>>,
+    today: Option<super::history::TodayHandle>,
+) -> Result<(CompileOutcome, Policy, RetroHits), RefreshError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(RefreshError::Runtime)?;
+    let outcome = rt.block_on(pipeline::compile_with(config, puller, pull))?;
+    let policy = Policy::load(&outcome.path).map_err(RefreshError::Load)?;
+    if let Err(e) = crate::sightings::guard::report_protected(config, previous.as_deref(), &policy)
+    {
+        tracing::error!(error = %error_chain(&e), "cannot queue the false-positive sightings of protected names");
+    }
+    let retro = match (&previous, today) {
+        (Some(prev), Some(today)) => retro_hunt(config, &today, prev, &policy),
+        _ => Vec::new(),
+    };
+    Ok((outcome, policy, retro))
+}
 
 /// Write today's names out, then look the IOCs `new` adds up in the name
 /// history: retro-sightings per feed. Failures are logged; the new list is
