@@ -62,6 +62,19 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The compile of a running server's refresh, in a process of its own
+    /// (started by `serve`; not for people).
+    #[command(name = "compile-child", hide = true)]
+    CompileChild {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        digest: u64,
+        #[arg(long)]
+        parent: u32,
+        #[arg(long)]
+        pull: String,
+    },
     /// Load and validate the configuration, then exit.
     CheckConfig {
         #[arg(long, short)]
@@ -164,6 +177,12 @@ fn main() -> ExitCode {
     schild::telemetry::init_logging(&args.log, args.log_format);
     let code = match args.command {
         Command::CheckConfig { config } => cli::check_config(&config),
+        Command::CompileChild {
+            config,
+            digest,
+            parent,
+            pull,
+        } => schild::server::compile_child::child_main(&config, digest, parent, &pull),
         Command::Compile { config } => {
             with_config(&config, |c| runtime().block_on(cli::compile(&c)))
         }
@@ -213,6 +232,13 @@ fn main() -> ExitCode {
             cli::ctl::run(&c, &cmd)
         }),
         Command::Serve { config } => {
+            schild::server::compile_child::remember_log_flags(
+                &args.log,
+                match args.log_format {
+                    schild::telemetry::LogFormat::Text => "text",
+                    schild::telemetry::LogFormat::Json => "json",
+                },
+            );
             with_config(&config, |c| runtime().block_on(schild::server::run(c)))
         }
     };

@@ -53,6 +53,18 @@ pub struct CompileOutcome {
 }
 
 impl CompileOutcome {
+    /// What the artifact `policy`, to be found at `path`, holds.
+    pub fn of(path: &Path, policy: &Policy) -> CompileOutcome {
+        CompileOutcome {
+            path: path.to_path_buf(),
+            serial: policy.serial(),
+            names: policy.name_count(),
+            ips: policy.meta().ip_triggers.len(),
+            bytes: policy.file_bytes(),
+            reports: policy.meta().reports.clone(),
+        }
+    }
+
     /// Feeds whose fetch failed (cached copy used, or nothing).
     pub fn failed_feeds(&self) -> impl Iterator<Item = &FeedReport> {
         self.reports
@@ -204,14 +216,7 @@ pub async fn compile_with(
     {
         tracing::warn!(path = %held.display(), error = %e, "cannot remove the held update");
     }
-    let outcome = CompileOutcome {
-        path: path.clone(),
-        serial: policy.serial(),
-        names: policy.name_count(),
-        ips: policy.meta().ip_triggers.len(),
-        bytes: policy.file_bytes(),
-        reports: policy.meta().reports.clone(),
-    };
+    let outcome = CompileOutcome::of(&path, &policy);
     artifact::write_atomic(&path, policy.raw_bytes())?;
     Ok(outcome)
 }

@@ -105,6 +105,10 @@ pub enum RpzLogOnly {
 pub struct Config {
     /// Path of the config file it was read from.
     pub path: PathBuf,
+    /// A digest of the file's text when this is exactly what the file says
+    /// (read by [`Config::load`], nothing kept from an earlier one): a
+    /// compile in a child process may then read the file again.
+    pub file_digest: Option<u64>,
     pub state_dir: PathBuf,
     pub server: ServerConfig,
     pub resolver: ResolverConfig,
@@ -559,6 +563,15 @@ pub struct RpzConfig {
     pub log_only: RpzLogOnly,
 }
 
+/// The digest of a config file's text: the same text gives the same
+/// digest in every process of this binary (SipHash with fixed keys).
+pub fn text_digest(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
 impl Config {
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -567,7 +580,9 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        config.file_digest = Some(text_digest(&text));
+        Ok(config)
     }
 
     /// Validate config text; `path` names the file (for relative paths).

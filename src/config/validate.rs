@@ -172,6 +172,7 @@ pub(super) fn validate(raw: RawConfig, path: &Path, base: &Path) -> Result<Confi
     Ok(Config {
         zones,
         path: path.to_path_buf(),
+        file_digest: None,
         state_dir,
         server,
         resolver,

@@ -147,6 +147,8 @@ pub struct Metrics {
     /// `schild_guard_held_new_blocks`: names a held update would newly
     /// block (0: nothing held).
     pub guard_held: IntGauge,
+    /// `schild_compile_peak_rss_bytes`: the last compile process's peak.
+    pub compile_peak_rss: IntGauge,
     /// `schild_guard_quarantined`: names in quarantine now
     /// (`guard.on_popular = "quarantine"`): resolving, recorded only.
     pub guard_quarantined: IntGauge,
@@ -510,6 +512,14 @@ impl Metrics {
                 IntGauge::with_opts(Opts::new(
                     "schild_guard_held_new_blocks",
                     "Names an update held by guard.max_new_blocks would newly block (0: nothing held); `schild guard accept` applies it.",
+                ))
+                .expect(LITERAL),
+            ),
+            compile_peak_rss: register(
+                &r,
+                IntGauge::with_opts(Opts::new(
+                    "schild_compile_peak_rss_bytes",
+                    "Peak resident memory of the last refresh's compile process, in bytes (0: no compile in a process of its own yet).",
                 ))
                 .expect(LITERAL),
             ),

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod anchors;
 pub mod answer;
+pub mod compile_child;
 pub mod dnstap;
 pub mod fast;
 pub mod groups;

@@ -143,6 +143,11 @@ pub async fn reconfigure(
     new.dnstap = old.dnstap.clone();
     new.http = old.http.clone();
     new.history = old.history.clone();
+    if !done.restart_needed.is_empty() {
+        // The running configuration is no longer what the file says: a
+        // compile must not read the file again (see `compile_child`).
+        new.file_digest = None;
+    }
     shared.config.store(Arc::new(HandlerConfig::new(&new)));
     let metrics = shared.groups.load().metrics();
     shared

@@ -19,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwapOption;
 use tokio_util::sync::CancellationToken;
 
+use super::compile_child::{ChildError, Ran};
 use super::metrics::Metrics;
 use crate::config::Config;
 use crate::error::error_chain;
@@ -37,6 +38,9 @@ pub enum RefreshError {
     Compile(#[from] PipelineError),
     #[error("cannot load the new artifact")]
     Load(#[source] ArtifactError),
+    /// The compile in its own process failed or was killed.
+    #[error(transparent)]
+    Child(ChildError),
     #[error("the compile task failed")]
     Task(#[source] tokio::task::JoinError),
     #[error("the refresh was abandoned before it finished")]
@@ -364,10 +368,12 @@ impl Refresher {
         let puller = self.puller.clone();
         let previous = self.store.load_full();
         let today = self.history.get().cloned();
+        let metrics = self.metrics.clone();
         // Compiling is CPU and file work: keep it off the threads that
-        // answer queries, on a runtime of its own (feeds may use HTTP).
+        // answer queries, in a process of its own (`compile_child`) or on
+        // a runtime of its own here (feeds may use HTTP).
         let joined = tokio::task::spawn_blocking(move || {
-            let compiled = compile_and_hunt(&config, &puller, pull, previous, today);
+            let compiled = compile_and_hunt(&config, &puller, pull, previous, today, &metrics);
             // Whether it worked or not, what the compile held is free now.
             pipeline::release_freed_memory();
             compiled
@@ -528,13 +534,32 @@ fn compile_and_hunt(
     pull: Pull,
     previous: Option<Arc<Policy>>,
     today: Option<super::history::TodayHandle>,
+    metrics: &Metrics,
 ) -> Result<(CompileOutcome, Policy, RetroHits), RefreshError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(RefreshError::Runtime)?;
-    let outcome = rt.block_on(pipeline::compile_with(config, puller, pull))?;
-    let policy = Policy::load(&outcome.path).map_err(RefreshError::Load)?;
+    let policy = match super::compile_child::run(config, &pull) {
+        Ok(Ran::Compiled { peak_rss }) => {
+            tracing::info!(
+                peak_rss_mib = peak_rss / (1 << 20),
+                "compiled in a child process"
+            );
+            metrics
+                .compile_peak_rss
+                .set(i64::try_from(peak_rss).unwrap_or(i64::MAX));
+            Policy::load(&config.artifact_path()).map_err(RefreshError::Load)?
+        }
+        Ok(Ran::NotHere { why }) => {
+            tracing::info!(%why, "compiling in the server's process");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(RefreshError::Runtime)?;
+            let outcome = rt.block_on(pipeline::compile_with(config, puller, pull))?;
+            Policy::load(&outcome.path).map_err(RefreshError::Load)?
+        }
+        Err(ChildError::Held(e)) => return Err(RefreshError::Compile(e)),
+        Err(e) => return Err(RefreshError::Child(e)),
+    };
+    let outcome = CompileOutcome::of(&config.artifact_path(), &policy);
     if let Err(e) = crate::sightings::guard::report_protected(config, previous.as_deref(), &policy)
     {
         tracing::error!(error = %error_chain(&e), "cannot queue the false-positive sightings of protected names");

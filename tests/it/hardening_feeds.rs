@@ -46,6 +46,19 @@ struct ListServer {
     body: Arc<Mutex<Vec<u8>>>,
 }
 
+/// Read a request's head (up to the blank line), for at most 5 s.
+fn read_head(conn: &mut std::net::TcpStream) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut req = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => req.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 impl ListServer {
     fn start(body: &[u8]) -> ListServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -55,15 +68,7 @@ impl ListServer {
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut req = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => req.extend_from_slice(&buf[..n]),
-                    }
-                }
+                read_head(&mut conn);
                 let body = shared.lock().expect("body").clone();
                 let head = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -549,4 +554,111 @@ fn structured_feeds_emptied_or_gutted_keep_their_last_good_copy() {
     assert_eq!(api.fetch, FetchStatus::Fresh, "{:?}", api.fetch);
     let before = good.iter().find(|(f, _)| f == "api").map(|x| x.1);
     assert!(Some(api.names + api.ips) < before, "{:?}", cut.reports);
+}
+
+/// A list server that answers its first request and then takes every
+/// later one without ever answering: a feed that hangs mid-refresh.
+fn hangs_after_first(body: String) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            if n > 0 {
+                held.push(conn);
+                continue;
+            }
+            read_head(&mut conn);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(body.as_bytes());
+        }
+    });
+    addr
+}
+
+/// The processes whose parent is `pid`, with their command lines.
+fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: the comm may hold spaces.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            let cmd = std::fs::read(format!("/proc/{child}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+                .unwrap_or_default();
+            found.push((child, cmd));
+        }
+    }
+    found
+}
+
+/// The refresh's compile runs in a process of its own. When that process
+/// dies (the kernel's out-of-memory killer on a huge feed, an operator),
+/// the refresh fails and says why, the list in use keeps blocking, and
+/// nothing is left behind.
+#[test]
+fn a_killed_compile_process_fails_the_refresh_and_the_list_keeps_serving() {
+    let remote = hangs_after_first(names("remote-ioc.test"));
+    let config = format!(
+        "{}dnssec = false\n\n\
+         [[feed]]\nname = \"remote\"\ntype = \"domains\"\nlocation = \"http://{remote}/list.txt\"\nretries = 0\ntimeout_secs = 60\n\n\
+         [[feed]]\nname = \"local\"\ntype = \"domains\"\nlocation = \"local.txt\"\n",
+        hierarchy::get().recursive_section(),
+    );
+    let s = Schild::start(&config, &[("local.txt", &names("local-ioc.test"))]);
+    assert_still_blocking(&s, "at start");
+    let pid = s.pid();
+    let admin = s.admin;
+    let refresh = std::thread::spawn(move || {
+        crate::harness::http_raw(
+            admin,
+            "POST /reload HTTP/1.0\r\nHost: schild\r\nContent-Length: 0\r\n\r\n",
+            Duration::from_secs(90),
+        )
+    });
+    // The compile waits on the hanging feed, in its own process.
+    let (child, cmd) =
+        crate::harness::wait_until("the compile process", Duration::from_secs(20), || {
+            children_of(pid)
+                .into_iter()
+                .find(|(_, c)| c.contains("compile-child"))
+        });
+    assert!(cmd.contains("--pull fetch"), "{cmd}");
+    let killed = Command::new("kill")
+        .args(["-KILL", &child.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let (status, body) = refresh.join().expect("refresh thread");
+    assert_eq!(status, 500, "{body}\n{}", s.log());
+    assert!(
+        body.contains("the compile process was killed by signal 9"),
+        "{body}"
+    );
+    assert!(s.log().contains("killed by signal 9"), "{}", s.log());
+    assert_eq!(s.metric("schild_refresh_failures_total"), Some(1.0));
+    assert_still_blocking(&s, "after the compile process was killed");
+    assert!(
+        children_of(pid).is_empty(),
+        "the dead compile is reaped: {:?}",
+        children_of(pid)
+    );
 }
