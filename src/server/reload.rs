@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::compile_child::{ChildError, Ran};
 use super::metrics::Metrics;
-use crate::config::Config;
+use crate::config::{Config, OnPopular};
 use crate::error::error_chain;
 use crate::feeds::Puller;
 use crate::pipeline::{self, CompileOutcome, PipelineError, Pull};
@@ -369,10 +369,15 @@ impl Refresher {
         let previous = self.store.load_full();
         let today = self.history.get().cloned();
         let metrics = self.metrics.clone();
+        // A quarantine the hunt adds must be in place before the list that
+        // would block those names; an alert can follow the install.
+        let hunt_first = config.guard.on_popular == OnPopular::Quarantine;
+        let later = (!hunt_first).then(|| (config.clone(), previous.clone(), today.clone()));
         // Compiling is CPU and file work: keep it off the threads that
         // answer queries, in a process of its own (`compile_child`) or on
         // a runtime of its own here (feeds may use HTTP).
         let joined = tokio::task::spawn_blocking(move || {
+            let today = if hunt_first { today } else { None };
             let compiled = compile_and_hunt(&config, &puller, pull, previous, today, &metrics);
             // Whether it worked or not, what the compile held is free now.
             pipeline::release_freed_memory();
@@ -406,7 +411,8 @@ impl Refresher {
                     ips: outcome.ips,
                     failed_feeds,
                 };
-                self.install(policy);
+                let policy = Arc::new(policy);
+                self.install_arc(policy.clone());
                 self.metrics.guard_held.set(0);
                 self.metrics.reloads.inc();
                 tracing::info!(
@@ -416,6 +422,20 @@ impl Refresher {
                     ips = done.ips,
                     "policy reloaded"
                 );
+                // The retro-hunt of an alerting guard, with the new list
+                // already answering; the refresh ends when it is done.
+                if let Some((config, Some(previous), Some(today))) = later {
+                    let hunted = tokio::task::spawn_blocking(move || {
+                        retro_hunt(&config, &today, &previous, &policy)
+                    })
+                    .await;
+                    match hunted {
+                        Ok(retro) => retro.iter().for_each(|r| self.metrics.retro_hits(r)),
+                        Err(e) => {
+                            tracing::error!(error = %error_chain(&e), "the retro-hunt failed")
+                        }
+                    }
+                }
                 Ok(done)
             }
             Err(RefreshError::Compile(PipelineError::Held { new, max, path })) => {
@@ -525,9 +545,10 @@ impl Refresher {
 /// Retro-sightings per feed, from one compile.
 type RetroHits = Vec<crate::sightings::retro::FeedRetro>;
 
-/// The blocking part of a refresh: compile (on a runtime of its own: feeds
-/// may use HTTP), load what was written, queue the protected names'
-/// false-positive sightings, and hunt the new IOCs in the name history.
+/// The blocking part of a refresh: compile (in a child process, or on a
+/// runtime of its own: feeds may use HTTP), load what was written, queue
+/// the protected names' false-positive sightings, and, given `today`, hunt
+/// the new IOCs in the name history.
 fn compile_and_hunt(
     config: &Config,
     puller: &Puller,
