@@ -477,23 +477,27 @@ impl Today {
             builder.insert(key(k), off).map_err(|e| failed(&e))?;
         }
         let fst_bytes = builder.into_inner().map_err(|e| failed(&e))?;
-        let mut out = Vec::with_capacity(HEADER + fst_bytes.len() + blob.len());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&0u64.to_le_bytes());
-        out.extend_from_slice(&(fst_bytes.len() as u64).to_le_bytes());
-        out.extend_from_slice(&fst_bytes);
-        out.extend_from_slice(&blob);
-        let sum = xxhash_rust::xxh3::xxh3_64(&out[HEADER..]);
-        out[16..24].copy_from_slice(&sum.to_le_bytes());
+        // The two parts are written after the header as they are: a day of
+        // a busy resolver is tens of MB, not to be copied once more.
+        let mut sum = xxhash_rust::xxh3::Xxh3::new();
+        sum.update(&fst_bytes);
+        sum.update(&blob);
+        let mut head = Vec::with_capacity(HEADER);
+        head.extend_from_slice(MAGIC);
+        head.extend_from_slice(&VERSION.to_le_bytes());
+        head.extend_from_slice(&0u32.to_le_bytes());
+        head.extend_from_slice(&sum.digest().to_le_bytes());
+        head.extend_from_slice(&(fst_bytes.len() as u64).to_le_bytes());
+        debug_assert_eq!(head.len(), HEADER);
         std::fs::create_dir_all(dir).map_err(|source| HistoryError::Write {
             path: dir.to_path_buf(),
             source,
         })?;
-        crate::fs::write_atomic(&path, &out).map_err(|source| HistoryError::Write {
-            path: path.clone(),
-            source,
+        crate::fs::write_atomic_parts(&path, &[&head, &fst_bytes, &blob]).map_err(|source| {
+            HistoryError::Write {
+                path: path.clone(),
+                source,
+            }
         })?;
         self.dirty = false;
         Ok(path)
