@@ -915,6 +915,55 @@ pub fn sighup(s: &Schild) {
     assert!(ok.success());
 }
 
+/// A refresh compiles the configuration schild runs, not a file edited
+/// since: the compile process reads the file, sees that it changed, and
+/// the refresh compiles the running configuration in the server instead.
+/// SIGHUP then applies the edit.
+#[test]
+fn a_refresh_compiles_the_running_configuration_not_a_file_edited_since() {
+    let config = "[resolver]\nmode = \"forward\"\nupstreams = [\"127.0.0.1:9\"]\ndnssec = false\ntimeout_secs = 1\n\n[[feed]]\nname = \"zdn\"\ntype = \"domains\"\nlocation = \"zdn.txt\"\n";
+    let s = Schild::start(
+        config,
+        &[("zdn.txt", "evil.example\n"), ("more.txt", "new.example\n")],
+    );
+    assert!(
+        s.log().contains("compiled in a child process"),
+        "{}",
+        s.log()
+    );
+    edit_config(&s, |t| {
+        t + "\n[[feed]]\nname = \"more\"\ntype = \"domains\"\nlocation = \"more.txt\"\n"
+    });
+    let (status, body) = s.http("POST", "/reload");
+    assert_eq!(status, 200, "{body}\n{}", s.log());
+    assert!(
+        s.log()
+            .contains("the configuration file changed since it was read"),
+        "{}",
+        s.log()
+    );
+    let m = ask(&s, "new.example.", RecordType::A);
+    assert!(
+        ede(&m).is_none_or(|(code, _)| code != 15),
+        "the edit is not applied before SIGHUP: {m:?}"
+    );
+    assert_blocked_nxdomain(
+        &ask(&s, "evil.example.", RecordType::A),
+        "zdn",
+        "evil.example",
+    );
+    sighup(&s);
+    let m = wait_until(
+        "SIGHUP applies the new feed",
+        Duration::from_secs(15),
+        || {
+            let m = ask(&s, "new.example.", RecordType::A);
+            (m.metadata.response_code == ResponseCode::NXDomain).then_some(m)
+        },
+    );
+    assert_blocked_nxdomain(&m, "more", "new.example");
+}
+
 /// Edit the running config file as an operator would.
 pub fn edit_config(s: &Schild, f: impl FnOnce(String) -> String) {
     let path = s.path("schild.toml");
@@ -953,6 +1002,12 @@ fn sighup_rereads_the_configuration_and_keeps_it_when_the_new_one_is_bad() {
         "not listed yet: {m:?}"
     );
 
+    // The refreshes so far compiled in a process of their own.
+    assert!(
+        s.log().contains("compiled in a child process"),
+        "{}",
+        s.log()
+    );
     // A new feed, a narrower ACL, another upstream and a new listen address.
     first.stop();
     edit_config(&s, |t| {
@@ -985,6 +1040,13 @@ fn sighup_rereads_the_configuration_and_keeps_it_when_the_new_one_is_bad() {
     // What needs a restart says so, and the old value runs on.
     let log = s.log();
     assert!(log.contains("configuration reloaded"), "{log}");
+    // The running configuration is no longer the file's: the new feed was
+    // compiled in the server's process, which has the running one.
+    assert!(
+        log.contains("compiling in the server's process")
+            && log.contains("a SIGHUP kept keys that need a restart"),
+        "{log}"
+    );
     assert!(
         log.contains("takes effect only after a restart") && log.contains("server.udp_sockets"),
         "{log}"
