@@ -239,15 +239,14 @@ impl Puller {
                     },
                 };
                 let what = format!("feed {}", feed.name);
-                let old = read_cache(&list, feed.max_bytes)?
-                    .map(|b| plain::census(feed.kind, &b).entries);
-                check_refresh(
-                    &what,
-                    plain::census(feed.kind, &bytes),
-                    old,
-                    feed.max_shrink_percent,
-                )?;
+                let old = read_cache(&list, feed.max_bytes)?.map(|b| {
+                    kept_entries(&list, &b).unwrap_or_else(|| plain::census(feed.kind, &b).entries)
+                });
+                let new = plain::census(feed.kind, &bytes);
+                let entries = new.entries;
+                check_refresh(&what, new, old, feed.max_shrink_percent)?;
                 write_cache(&list, &bytes)?;
+                keep_entries(&list, &bytes, entries);
                 if let Some(v) = validators {
                     // Only for a copy that was kept: a refused one must be
                     // fetched again in full, not answered with a 304.
@@ -413,6 +412,33 @@ async fn fetch_list(
 }
 
 /// Write a cache file atomically (temp file + rename in the same folder).
+/// Beside a kept list, how many entries it holds and a digest of its
+/// bytes: the next refresh judges its new copy against that count without
+/// parsing the old copy again (a third pass over a million lines).
+fn entries_path(list: &Path) -> PathBuf {
+    list.with_extension("entries")
+}
+
+/// The kept list's entry count, if its note is there and is about these
+/// very bytes (a note left by a write cut short is not).
+fn kept_entries(list: &Path, bytes: &[u8]) -> Option<u64> {
+    let text = std::fs::read_to_string(entries_path(list)).ok()?;
+    let (entries, digest) = text.trim().split_once(' ')?;
+    let digest = u64::from_str_radix(digest, 16).ok()?;
+    (digest == xxhash_rust::xxh3::xxh3_64(bytes))
+        .then(|| entries.parse().ok())
+        .flatten()
+}
+
+/// Note the kept list's entry count. Failing to is harmless (the next
+/// refresh counts again), so it is only logged.
+fn keep_entries(list: &Path, bytes: &[u8], entries: u64) {
+    let note = format!("{entries} {:016x}\n", xxhash_rust::xxh3::xxh3_64(bytes));
+    if let Err(e) = crate::fs::write_atomic(&entries_path(list), note.as_bytes()) {
+        tracing::debug!(path = %list.display(), error = %e, "cannot note the kept list's entry count");
+    }
+}
+
 pub(crate) fn write_cache(path: &Path, bytes: &[u8]) -> Result<(), FeedError> {
     crate::fs::write_atomic(path, bytes).map_err(|source| FeedError::Cache {
         path: path.to_path_buf(),
@@ -560,6 +586,20 @@ pub fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>, FeedError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kept_count_stands_only_for_the_bytes_it_was_noted_for() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let list = dir.path().join("list");
+        let kept = b"a.example\nb.example\n";
+        assert_eq!(kept_entries(&list, kept), None, "no note yet");
+        keep_entries(&list, kept, 2);
+        assert_eq!(kept_entries(&list, kept), Some(2));
+        // The list was replaced and the note not (a write cut short).
+        assert_eq!(kept_entries(&list, b"a.example\n"), None);
+        std::fs::write(entries_path(&list), "many\n").expect("write");
+        assert_eq!(kept_entries(&list, kept), None, "a damaged note");
+    }
 
     fn census(entries: u64, lines: u64, bad: u64) -> Census {
         Census {
