@@ -13,8 +13,8 @@ use crate::config::Config;
 use crate::error::error_chain;
 use crate::feeds::Puller;
 use crate::policy::{
-    AllowScope, AllowSource, ArtifactError, Compiler, FeedInfo, FeedReport, FetchStatus, Policy,
-    artifact,
+    AllowScope, AllowSource, ArtifactError, Compiler, FeedInfo, FeedReport, FetchStatus,
+    NewBlockCount, Policy, artifact,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -190,15 +190,23 @@ pub async fn compile_with(
             PipelineError::NeverFetched { feeds: lost }
         });
     }
-    let bytes = compiler.finish()?;
+    // The guard's count of newly blocked names, taken as the index is
+    // written (a second walk of a million names otherwise).
+    let mut guard = previous
+        .as_ref()
+        .filter(|_| config.guard.max_new_blocks > 0)
+        .map(NewBlockCount::new);
+    let bytes = compiler.finish_with(|key, value| {
+        if let Some(g) = guard.as_mut() {
+            g.push(key, value);
+        }
+    })?;
     // Verify what we are about to install, exactly as the server will.
     let policy = Policy::from_bytes(bytes)?;
     warn_protected(&policy);
     let held = config.held_artifact_path();
-    if let Some(prev) = &previous
-        && config.guard.max_new_blocks > 0
-    {
-        let new = crate::policy::new_blocks(Some(prev), &policy, |_| {});
+    if let Some(guard) = &guard {
+        let new = guard.count();
         let max = config.guard.max_new_blocks;
         if new > max {
             // Held beside the live one, for `schild guard accept`.

@@ -586,7 +586,16 @@ impl Compiler {
     }
 
     /// Sort, merge and write the artifact bytes.
-    pub fn finish(mut self) -> Result<Vec<u8>, ArtifactError> {
+    pub fn finish(self) -> Result<Vec<u8>, ArtifactError> {
+        self.finish_with(|_, _| {})
+    }
+
+    /// [`Compiler::finish`], calling `on_key` with every key of the name
+    /// index (reversed names, ascending) and its value as it is written.
+    pub fn finish_with(
+        mut self,
+        mut on_key: impl FnMut(&[u8], u64),
+    ) -> Result<Vec<u8>, ArtifactError> {
         // Allowlist names become entries too: at query time an allowlisted
         // name under a blocked domain must still resolve.
         let allow: Vec<(String, (AllowScope, u32))> = self.allow_names.drain().collect();
@@ -670,6 +679,7 @@ impl Compiler {
                 }
             };
             builder.insert(k, value).map_err(ArtifactError::Build)?;
+            on_key(k, value);
             i = j;
         }
         // The filter over the distinct keys, in order.

@@ -24,29 +24,101 @@ pub struct NewBlock {
 /// had no trigger of that kind (exact, subdomains) for the name; a name
 /// moved from one feed to another is not new.
 pub fn new_blocks(old: Option<&Policy>, new: &Policy, mut f: impl FnMut(NewBlock)) -> u64 {
-    let mut count = 0;
-    let mut old_it = old.map(Policy::entries);
-    let mut old_cur: Option<(Vec<u8>, u64)> = None;
-    let mut old_done = old_it.is_none();
+    let mut diff = Diff::new(old);
     let mut it = new.entries();
     while let Some((key, v)) = it.next() {
+        if let Some(b) = diff.push(key, v) {
+            f(b.to_owned_block(key));
+        }
+    }
+    diff.count
+}
+
+/// [`new_blocks`] counted while the new list is being built: fed each key
+/// and value of the new index in key order (`Compiler::finish_with`), so
+/// the guard does not walk the new list again once it is written.
+pub struct NewBlockCount<'a> {
+    diff: Diff<'a>,
+}
+
+impl<'a> NewBlockCount<'a> {
+    pub fn new(old: &'a Policy) -> Self {
+        NewBlockCount {
+            diff: Diff::new(Some(old)),
+        }
+    }
+
+    /// The next key (reversed name) of the new list and its index value.
+    pub fn push(&mut self, key: &[u8], value: u64) {
+        self.diff.push(key, value);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.diff.count
+    }
+}
+
+/// The new triggers of one name.
+struct Triggers {
+    exact: Option<u32>,
+    sub: Option<u32>,
+}
+
+impl Triggers {
+    fn to_owned_block(&self, key: &[u8]) -> NewBlock {
+        let name: Vec<u8> = key.iter().rev().copied().collect();
+        NewBlock {
+            name: String::from_utf8_lossy(&name).into_owned(),
+            exact: self.exact,
+            sub: self.sub,
+        }
+    }
+}
+
+/// The merge walk: the old list's entries, moved up to each new key.
+struct Diff<'a> {
+    old_it: Option<super::index::Entries<'a>>,
+    old_cur: Option<(Vec<u8>, u64)>,
+    old_done: bool,
+    count: u64,
+}
+
+impl<'a> Diff<'a> {
+    fn new(old: Option<&'a Policy>) -> Self {
+        let old_it = old.map(Policy::entries);
+        Diff {
+            old_done: old_it.is_none(),
+            old_it,
+            old_cur: None,
+            count: 0,
+        }
+    }
+
+    /// The triggers `key` has that the old list lacked, if any; keys come
+    /// in ascending order.
+    fn push(&mut self, key: &[u8], v: u64) -> Option<Triggers> {
         let NameValue::Block { exact, sub } = Policy::decode_name(v) else {
-            continue;
+            return None;
         };
         if exact.is_none() && sub.is_none() {
-            continue;
+            return None;
         }
         // Move the old walk up to this key.
-        while !old_done && old_cur.as_ref().is_none_or(|(k, _)| k.as_slice() < key) {
-            match old_it.as_mut().and_then(|o| o.next()) {
-                Some((k, v)) => old_cur = Some((k.to_vec(), v)),
+        while !self.old_done
+            && self
+                .old_cur
+                .as_ref()
+                .is_none_or(|(k, _)| k.as_slice() < key)
+        {
+            match self.old_it.as_mut().and_then(|o| o.next()) {
+                Some((k, v)) => self.old_cur = Some((k.to_vec(), v)),
                 None => {
-                    old_done = true;
-                    old_cur = None;
+                    self.old_done = true;
+                    self.old_cur = None;
                 }
             }
         }
-        let (had_exact, had_sub) = match &old_cur {
+        let (had_exact, had_sub) = match &self.old_cur {
             Some((k, v)) if k.as_slice() == key => match Policy::decode_name(*v) {
                 NameValue::Block { exact, sub } => (exact.is_some(), sub.is_some()),
                 NameValue::Allow { .. } => (false, false),
@@ -56,17 +128,11 @@ pub fn new_blocks(old: Option<&Policy>, new: &Policy, mut f: impl FnMut(NewBlock
         let exact = exact.filter(|_| !had_exact);
         let sub = sub.filter(|_| !had_sub);
         if exact.is_none() && sub.is_none() {
-            continue;
+            return None;
         }
-        count += 1;
-        let name: Vec<u8> = key.iter().rev().copied().collect();
-        f(NewBlock {
-            name: String::from_utf8_lossy(&name).into_owned(),
-            exact,
-            sub,
-        });
+        self.count += 1;
+        Some(Triggers { exact, sub })
     }
-    count
 }
 
 #[cfg(test)]
@@ -74,7 +140,7 @@ mod tests {
     use super::*;
     use crate::policy::{Action, Compiler, FeedInfo, IocRecord};
 
-    fn compile(names: &[(&str, &str)]) -> Policy {
+    fn compiler(names: &[(&str, &str)]) -> Compiler {
         let mut c = Compiler::new(vec![FeedInfo {
             name: "f".into(),
             kind: "domains".into(),
@@ -84,7 +150,20 @@ mod tests {
         for (t, v) in names {
             c.add(0, &IocRecord::plain(t, v));
         }
-        Policy::from_bytes(c.finish().expect("compile")).expect("load")
+        c
+    }
+
+    fn compile(names: &[(&str, &str)]) -> Policy {
+        Policy::from_bytes(compiler(names).finish().expect("compile")).expect("load")
+    }
+
+    /// What the guard counts while `names` are compiled against `old`.
+    fn counted(old: &Policy, names: &[(&str, &str)]) -> u64 {
+        let mut count = NewBlockCount::new(old);
+        compiler(names)
+            .finish_with(|k, v| count.push(k, v))
+            .expect("compile");
+        count.count()
     }
 
     fn diff(old: Option<&Policy>, new: &Policy) -> Vec<NewBlock> {
@@ -118,6 +197,21 @@ mod tests {
             ]
         );
         assert_eq!(diff(Some(&new), &new), vec![]);
+        // Counted while compiling, the same.
+        let new_names = [
+            ("domain", "a.example"),
+            ("domain", "b.example"),
+            ("hostname", "c.example"),
+            ("hostname", "z.example"),
+        ];
+        assert_eq!(counted(&old, &new_names), 3);
+        assert_eq!(counted(&new, &new_names), 0);
+        assert_eq!(counted(&new, &[("hostname", "b.example")]), 0);
+        assert_eq!(
+            counted(&old, &[("domain", "0.example"), ("hostname", "zz.example")]),
+            2,
+            "before and after every old key"
+        );
         assert_eq!(diff(None, &old).len(), 2);
         assert_eq!(
             diff(Some(&new), &old),

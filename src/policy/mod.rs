@@ -18,7 +18,7 @@ pub mod report;
 
 pub use artifact::{ArtifactError, IpTrigger, Meta};
 pub use compile::{AllowEntryError, Compiler};
-pub use diff::{NewBlock, new_blocks};
+pub use diff::{NewBlock, NewBlockCount, new_blocks};
 pub use index::Entries;
 pub use ioc::{
     Action, EventId, EventInfo, FeedId, FeedInfo, IocRecord, IocType, LocalRecord, Provenance,

@@ -237,3 +237,48 @@ proptest! {
         }
     }
 }
+
+/// Names as a feed would give them: a few labels over a handful of parents,
+/// as domains (name and below) or hostnames (the name only).
+fn typed_names() -> impl Strategy<Value = Vec<(bool, String)>> {
+    proptest::collection::vec(
+        (
+            any::<bool>(),
+            label(),
+            prop_oneof![Just("a.example"), Just("b.example"), Just("c.test")],
+        )
+            .prop_map(|(domain, l, parent)| (domain, format!("{l}.{parent}"))),
+        0..60,
+    )
+}
+
+fn compiler_of(names: &[(bool, String)]) -> Compiler {
+    let mut c = Compiler::new(vec![FeedInfo {
+        name: "prop".into(),
+        kind: "domains".into(),
+        action: Action::Nxdomain,
+        location: "test".into(),
+    }]);
+    for (domain, n) in names {
+        c.add(
+            0,
+            &IocRecord::plain(if *domain { "domain" } else { "hostname" }, n),
+        );
+    }
+    c
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The guard's count taken while the new list is written is the count
+    /// of the walk over both written lists.
+    #[test]
+    fn new_blocks_counted_while_compiling_match_the_walk(old in typed_names(), new in typed_names()) {
+        let old = Policy::from_bytes(compiler_of(&old).finish().expect("compiles")).expect("loads");
+        let mut count = NewBlockCount::new(&old);
+        let bytes = compiler_of(&new).finish_with(|k, v| count.push(k, v)).expect("compiles");
+        let new = Policy::from_bytes(bytes).expect("loads");
+        prop_assert_eq!(count.count(), new_blocks(Some(&old), &new, |_| {}));
+    }
+}
