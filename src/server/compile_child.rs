@@ -66,7 +66,12 @@ pub enum Ran {
     /// The child did not compile: the configuration file is not the one
     /// the server runs (or the child could not be started). Compile in
     /// this process instead.
-    NotHere { why: String },
+    NotHere {
+        why: String,
+        /// Something is wrong with this installation (the child could not
+        /// be started), not merely with the configuration's state.
+        broken: bool,
+    },
 }
 
 /// A compile in a child that ran and failed.
@@ -123,6 +128,7 @@ pub fn run(config: &Config, pull: &Pull) -> Result<Ran, ChildError> {
     let Some(digest) = config.file_digest else {
         return Ok(Ran::NotHere {
             why: "the running configuration is not the file's (a SIGHUP kept keys that need a restart)".into(),
+            broken: false,
         });
     };
     let mut cmd = std::process::Command::new(self_exe());
@@ -146,6 +152,7 @@ pub fn run(config: &Config, pull: &Pull) -> Result<Ran, ChildError> {
         Err(e) => {
             return Ok(Ran::NotHere {
                 why: format!("cannot start the compile process: {e}"),
+                broken: true,
             });
         }
     };
@@ -166,6 +173,7 @@ pub fn run(config: &Config, pull: &Pull) -> Result<Ran, ChildError> {
         }
         (Some(Report::Stale), _) => Ok(Ran::NotHere {
             why: "the configuration file changed since it was read (SIGHUP applies it)".into(),
+            broken: false,
         }),
         (Some(Report::Failed { message }), _) => Err(ChildError::Failed(message)),
         (_, Exit::Signal(signal)) => Err(ChildError::Killed { signal }),

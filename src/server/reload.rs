@@ -568,8 +568,12 @@ fn compile_and_hunt(
                 .set(i64::try_from(peak_rss).unwrap_or(i64::MAX));
             Policy::load(&config.artifact_path()).map_err(RefreshError::Load)?
         }
-        Ok(Ran::NotHere { why }) => {
-            tracing::info!(%why, "compiling in the server's process");
+        Ok(Ran::NotHere { why, broken }) => {
+            if broken {
+                tracing::warn!(%why, "compiling in the server's process");
+            } else {
+                tracing::info!(%why, "compiling in the server's process");
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
