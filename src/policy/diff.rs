@@ -137,6 +137,8 @@ impl<'a> Diff<'a> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use crate::policy::{Action, Compiler, FeedInfo, IocRecord};
 
@@ -218,5 +220,39 @@ mod tests {
             vec![],
             "a shrink blocks nothing new"
         );
+    }
+
+    /// Names as a feed would give them: a few labels over a handful of
+    /// parents, as domains (name and below) or hostnames (the name only).
+    fn typed_names() -> impl Strategy<Value = Vec<(&'static str, String)>> {
+        proptest::collection::vec(
+            (
+                prop_oneof![Just("domain"), Just("hostname")],
+                "[a-c]{1,3}",
+                prop_oneof![Just("a.example"), Just("b.example"), Just("c.test")],
+            )
+                .prop_map(|(t, l, parent)| (t, format!("{l}.{parent}"))),
+            0..60,
+        )
+    }
+
+    fn borrowed<'a>(names: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+        names.iter().map(|(t, n)| (*t, n.as_str())).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// The guard's count taken while the new list is written is the
+        /// count of the walk over both written lists.
+        #[test]
+        fn counted_while_compiling_matches_the_walk(old in typed_names(), new in typed_names()) {
+            let old = compile(&borrowed(&old));
+            let new = borrowed(&new);
+            prop_assert_eq!(
+                counted(&old, &new),
+                new_blocks(Some(&old), &compile(&new), |_| {})
+            );
+        }
     }
 }

