@@ -238,8 +238,24 @@ impl Puller {
                         ListFetch::New { bytes, validators } => (bytes, Some(validators)),
                     },
                 };
+                let kept = read_cache(&list, feed.max_bytes)?;
+                if kept.as_deref() == Some(bytes.as_slice()) {
+                    // The list in use, again (a file feed nobody changed,
+                    // a server without validators): judged and kept
+                    // before, so it is neither counted nor rewritten and
+                    // fsynced; its time says it was confirmed now, which
+                    // is what a later failure reports as `cached_at`.
+                    confirm(&list);
+                    if let Some(v) = validators {
+                        write_cache(&dir.join("list.http.json"), &v)?;
+                    }
+                    return Ok(Pulled::Lines {
+                        kind: feed.kind,
+                        bytes,
+                    });
+                }
                 let what = format!("feed {}", feed.name);
-                let old = read_cache(&list, feed.max_bytes)?.map(|b| {
+                let old = kept.map(|b| {
                     kept_entries(&list, &b).unwrap_or_else(|| plain::census(feed.kind, &b).entries)
                 });
                 let new = plain::census(feed.kind, &bytes);
@@ -436,6 +452,20 @@ fn keep_entries(list: &Path, bytes: &[u8], entries: u64) {
     let note = format!("{entries} {:016x}\n", xxhash_rust::xxh3::xxh3_64(bytes));
     if let Err(e) = crate::fs::write_atomic(&entries_path(list), note.as_bytes()) {
         tracing::debug!(path = %list.display(), error = %e, "cannot note the kept list's entry count");
+    }
+}
+
+/// Mark a kept copy as confirmed now (its modification time), without
+/// writing it. Failing to is harmless (the copy is the same either way;
+/// only its age would read older), so it is only logged.
+fn confirm(path: &Path) {
+    let now = std::time::SystemTime::now();
+    let touched = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(now));
+    if let Err(e) = touched {
+        tracing::debug!(path = %path.display(), error = %e, "cannot mark the kept list as confirmed");
     }
 }
 

@@ -825,3 +825,64 @@ fn end_to_end_compile_check_and_last_good_copy() {
     assert!(out.contains("feed zdn: FAILED, using copy"), "{out}");
     assert!(out.contains("HTTP 500"), "{out}");
 }
+
+// ---------------------------------------------------------------- plain lists
+
+#[test]
+fn an_unchanged_list_is_confirmed_not_rewritten_and_its_age_follows() {
+    use std::os::unix::fs::MetadataExt;
+    let s = Setup::new();
+    let list = s.path("iocs.txt");
+    std::fs::write(&list, "a.malware.example\nb.malware.example\n").expect("list");
+    let config = s.config(&format!(
+        "[[feed]]\nname = \"local\"\ntype = \"domains\"\nlocation = \"{}\"\n",
+        list.display()
+    ));
+    compile(&config).expect("first compile");
+    let kept = config.state_dir.join("feeds/local/list");
+    let before = std::fs::metadata(&kept).expect("kept copy");
+    // Kept a day ago, as far as its time says.
+    let day_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    std::fs::File::options()
+        .write(true)
+        .open(&kept)
+        .and_then(|f| f.set_modified(day_ago))
+        .expect("age the copy");
+
+    // The same list again: the copy in place is the one kept before (not
+    // a new file renamed over it), and it is marked as confirmed now.
+    let out = compile(&config).expect("second compile");
+    assert_eq!(out.reports[0].fetch, FetchStatus::Fresh);
+    assert!(blocked(&policy(&config), "b.malware.example"));
+    let after = std::fs::metadata(&kept).expect("kept copy");
+    assert_eq!(
+        after.ino(),
+        before.ino(),
+        "an unchanged list is not rewritten"
+    );
+    let confirmed = after.mtime() as u64;
+    assert!(
+        confirmed + 60 >= schild_now(),
+        "confirmed now, not a day ago"
+    );
+
+    // The feed breaks: the fallback says when the copy was last confirmed.
+    std::fs::remove_file(&list).expect("remove");
+    let out = compile(&config).expect("falls back");
+    match &out.reports[0].fetch {
+        FetchStatus::Cached { cached_at, .. } => assert_eq!(*cached_at, confirmed),
+        other => panic!("expected the kept copy, got {other:?}"),
+    }
+    assert!(blocked(&policy(&config), "a.malware.example"));
+
+    // A changed list replaces the copy.
+    std::fs::write(&list, "c.malware.example\n").expect("list");
+    let out = compile(&config).expect("changed list");
+    assert_eq!(out.reports[0].fetch, FetchStatus::Fresh);
+    let p = policy(&config);
+    assert!(blocked(&p, "c.malware.example") && !blocked(&p, "a.malware.example"));
+    assert_eq!(
+        std::fs::read(&kept).expect("kept copy"),
+        b"c.malware.example\n"
+    );
+}
